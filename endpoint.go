@@ -1,0 +1,104 @@
+package spool
+
+import (
+	"regexp"
+	"time"
+)
+
+// Scaler types (CONTRACT.md §4).
+const (
+	ScalerQueueDelay   = "QUEUE_DELAY"
+	ScalerRequestCount = "REQUEST_COUNT"
+)
+
+// Endpoint is a named queue plus how its workers run. The same field names are used in the config
+// file (YAML) and in the JSON of /api/endpoints.
+type Endpoint struct {
+	Name string `json:"name" yaml:"name"`
+	// WorkersMin is the number of always-on workers. Defaults to 0.
+	WorkersMin int `json:"workersMin" yaml:"workersMin"`
+	// WorkersMax caps the number of workers. Defaults to 3.
+	WorkersMax int `json:"workersMax" yaml:"workersMax"`
+	// IdleTimeout is the seconds a worker may sit idle before it is stopped. Defaults to 5.
+	IdleTimeout int `json:"idleTimeout" yaml:"idleTimeout"`
+	// ScalerType is QUEUE_DELAY or REQUEST_COUNT. Defaults to QUEUE_DELAY.
+	ScalerType string `json:"scalerType" yaml:"scalerType"`
+	// ScalerValue is seconds of queue delay or requests per worker. Defaults to 4.
+	ScalerValue int `json:"scalerValue" yaml:"scalerValue"`
+	// ExecutionTimeoutMs is the default policy.executionTimeout. Defaults to 600000 (10 min).
+	ExecutionTimeoutMs int64 `json:"executionTimeoutMs" yaml:"executionTimeoutMs"`
+	// TTLMs is the default policy.ttl. Defaults to 86400000 (24 h).
+	TTLMs int64 `json:"ttlMs" yaml:"ttlMs"`
+	// GPUCount is the number of GPUs handed to each worker. Defaults to 0.
+	GPUCount int `json:"gpuCount" yaml:"gpuCount"`
+	// MaxQueue caps the jobs waiting in the queue; a submission beyond it gets 429. 0, the
+	// default, means no cap.
+	MaxQueue int `json:"maxQueue" yaml:"maxQueue"`
+	// Worker says how the local process provider starts a worker; nil means workers are started
+	// outside Spool and connect on their own.
+	Worker *WorkerSpec `json:"worker,omitempty" yaml:"worker,omitempty"`
+	// Source is "config" for endpoints from the config file and "api" for those made through
+	// /api/endpoints. It is informational: both kinds behave the same.
+	Source string `json:"source,omitempty" yaml:"-"`
+	// CreatedAt and UpdatedAt are set by the store.
+	CreatedAt time.Time `json:"createdAt" yaml:"-"`
+	UpdatedAt time.Time `json:"updatedAt" yaml:"-"`
+}
+
+// WorkerSpec is how the local process provider starts a worker.
+type WorkerSpec struct {
+	Command string            `json:"command" yaml:"command"`
+	Args    []string          `json:"args,omitempty" yaml:"args,omitempty"`
+	Env     map[string]string `json:"env,omitempty" yaml:"env,omitempty"`
+	Dir     string            `json:"dir,omitempty" yaml:"dir,omitempty"`
+}
+
+// NewEndpoint returns an endpoint with every default filled in. Decoders unmarshal over it, so an
+// omitted field keeps its default while an explicit 0 stays 0.
+func NewEndpoint(name string) Endpoint {
+	return Endpoint{
+		Name:               name,
+		WorkersMax:         3,
+		IdleTimeout:        5,
+		ScalerType:         ScalerQueueDelay,
+		ScalerValue:        4,
+		ExecutionTimeoutMs: DefaultExecutionTimeoutMs,
+		TTLMs:              DefaultTTLMs,
+	}
+}
+
+var endpointName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+
+// ValidEndpointName reports whether name can be an endpoint name: it appears in URLs, so only
+// letters, digits, '-' and '_' (at most 64, starting with a letter or digit).
+func ValidEndpointName(name string) bool { return endpointName.MatchString(name) }
+
+// Validate checks every setting and names the first bad one.
+func (e *Endpoint) Validate() error {
+	switch {
+	case !ValidEndpointName(e.Name):
+		return Errorf(CodeInvalid, "name must be 1-64 letters, digits, '-' or '_', starting with a letter or digit")
+	case e.WorkersMin < 0:
+		return Errorf(CodeInvalid, "workersMin must be at least 0")
+	case e.WorkersMax < 0:
+		return Errorf(CodeInvalid, "workersMax must be at least 0")
+	case e.WorkersMin > e.WorkersMax:
+		return Errorf(CodeInvalid, "workersMin (%d) must not exceed workersMax (%d)", e.WorkersMin, e.WorkersMax)
+	case e.IdleTimeout < 1 || e.IdleTimeout > 3600:
+		return Errorf(CodeInvalid, "idleTimeout must be between 1 and 3600 seconds")
+	case e.ScalerType != ScalerQueueDelay && e.ScalerType != ScalerRequestCount:
+		return Errorf(CodeInvalid, "scalerType must be %s or %s", ScalerQueueDelay, ScalerRequestCount)
+	case e.ScalerValue < 1:
+		return Errorf(CodeInvalid, "scalerValue must be at least 1")
+	case e.GPUCount < 0:
+		return Errorf(CodeInvalid, "gpuCount must be at least 0")
+	case e.MaxQueue < 0:
+		return Errorf(CodeInvalid, "maxQueue must be at least 0")
+	case e.Worker != nil && e.Worker.Command == "":
+		return Errorf(CodeInvalid, "worker.command is required when worker is set")
+	}
+	if err := ValidateExecutionTimeout("executionTimeoutMs", e.ExecutionTimeoutMs); err != nil {
+		return err
+	}
+	return ValidateTTL("ttlMs", e.TTLMs)
+}

@@ -1,0 +1,203 @@
+// Package store is the storage seam of Spool: one ctx-first interface that every backend
+// (sqlitestore, later pgstore) implements, the params structs its methods take, and the sentinel
+// errors backends translate their own errors into.
+//
+// The store is deliberately dumb about the job state machine: it selects rows, locks them, hands
+// each to a caller-supplied Apply function (the engine's pure transition code) and writes back what
+// Apply produced, all in one transaction. The engine therefore owns every rule, and a new backend
+// only has to get selection, locking and durability right; storetest checks exactly that.
+//
+// Apply functions run inside the backend's transaction (for sqlitestore, on its single writer
+// goroutine), so they must be fast, must not block and must not call the store.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/spool-run/spool"
+)
+
+// Sentinel errors. Backends return these (possibly wrapped) and nothing backend-specific for the
+// conditions they name.
+var (
+	// ErrNotFound: no row with that id.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: a row with that id already exists (Create* methods).
+	ErrConflict = errors.New("store: conflict")
+	// ErrSkip, returned by an Apply function, leaves that job unchanged without failing the call.
+	ErrSkip = errors.New("store: skip")
+	// ErrClosed: the store has been closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Store is implemented by every backend. Every method that returns nil has durably committed its
+// change (fsync'd) before it returns: the HTTP layer sends a 2xx only after that.
+type Store interface {
+	// CreateJob inserts a new job. ErrConflict if the id exists.
+	CreateJob(ctx context.Context, p CreateJobParams) error
+	// GetJob returns one job. ErrNotFound if absent.
+	GetJob(ctx context.Context, id string) (*spool.Job, error)
+	// ListJobs returns jobs matching the filter, newest first.
+	ListJobs(ctx context.Context, p ListJobsParams) ([]*spool.Job, error)
+	// UpdateJob loads one job, calls p.Apply on it and writes the result back, atomically.
+	// ErrNotFound if absent. If Apply returns ErrSkip the job is unchanged and UpdateJob returns it
+	// with a nil error; any other Apply error is returned as is, with nothing changed.
+	UpdateJob(ctx context.Context, p UpdateJobParams) (*spool.Job, error)
+	// UpdateJobs applies p.Apply to every job matching p.Filter (up to p.Filter.Limit), in one
+	// transaction, and returns the jobs it changed (not those Apply skipped). An Apply error other
+	// than ErrSkip aborts the whole call with nothing changed.
+	UpdateJobs(ctx context.Context, p UpdateJobsParams) ([]*spool.Job, error)
+	// TakeJobs hands out up to p.Max IN_QUEUE jobs of p.Endpoint whose Deadline is after p.Now:
+	// normal-priority jobs first, then low-priority ones, each level in FIFO order of QueuedAt
+	// (ties broken by insertion order). Each selected job is passed to p.Apply (which moves it to
+	// IN_PROGRESS) and written back. Concurrent TakeJobs calls never return the same job.
+	TakeJobs(ctx context.Context, p TakeJobsParams) ([]*spool.Job, error)
+	// DeleteJobs deletes terminal jobs whose Deadline is at or before p.Before (at most p.Limit),
+	// with their stream chunks, and returns how many it deleted.
+	DeleteJobs(ctx context.Context, p DeleteJobsParams) (int, error)
+	// CountJobs counts the jobs of one endpoint by state.
+	CountJobs(ctx context.Context, endpoint string) (JobCounts, error)
+
+	// AppendChunk loads the job, calls p.Check on it (a non-nil error aborts with nothing changed)
+	// and appends p.Data as the next chunk, incrementing the job's StreamCount.
+	AppendChunk(ctx context.Context, p AppendChunkParams) (*spool.Job, error)
+	// ReadChunks returns the job and its chunks with Seq > p.After, read in one snapshot. With
+	// p.Drain, p.After is ignored: it returns the chunks after the job's StreamCursor and advances
+	// the cursor past them, atomically, so that each chunk is drained once.
+	ReadChunks(ctx context.Context, p ReadChunksParams) (*spool.Job, []spool.Chunk, error)
+
+	// TouchWorker records that a worker was seen (a take or a ping), creating it if needed.
+	TouchWorker(ctx context.Context, p TouchWorkerParams) error
+	// ListWorkers returns the known workers, of one endpoint when p.Endpoint is set.
+	ListWorkers(ctx context.Context, p ListWorkersParams) ([]Worker, error)
+	// DeleteWorkers forgets workers not seen since p.SeenBefore that hold no IN_PROGRESS job.
+	DeleteWorkers(ctx context.Context, p DeleteWorkersParams) (int, error)
+
+	// PutEndpoint creates or replaces an endpoint, keeping CreatedAt of an existing one.
+	PutEndpoint(ctx context.Context, e spool.Endpoint) error
+	// GetEndpoint returns one endpoint. ErrNotFound if absent.
+	GetEndpoint(ctx context.Context, name string) (spool.Endpoint, error)
+	// ListEndpoints returns every endpoint, by name.
+	ListEndpoints(ctx context.Context) ([]spool.Endpoint, error)
+	// DeleteEndpoint deletes an endpoint. ErrNotFound if absent.
+	DeleteEndpoint(ctx context.Context, name string) error
+
+	// PutKey creates or replaces a key (by ID).
+	PutKey(ctx context.Context, k spool.Key) error
+	// ListKeys returns every key, oldest first.
+	ListKeys(ctx context.Context) ([]spool.Key, error)
+	// DeleteKey deletes a key. ErrNotFound if absent.
+	DeleteKey(ctx context.Context, id string) error
+
+	// Close waits for pending writes to commit and releases the store. Idempotent.
+	Close() error
+}
+
+// CreateJobParams holds a job to insert.
+type CreateJobParams struct {
+	Job *spool.Job
+}
+
+// ListJobsParams filters ListJobs.
+type ListJobsParams struct {
+	Endpoint string        // "" for all endpoints
+	States   []spool.State // empty for all states
+	// Before, when non-zero, keeps jobs created strictly before it (paging by CreatedAt).
+	Before time.Time
+	Limit  int // 0 means 100
+}
+
+// UpdateJobParams names one job and the change to apply.
+type UpdateJobParams struct {
+	ID    string
+	Apply func(*spool.Job) error
+}
+
+// JobFilter selects jobs for UpdateJobs. Every non-zero field narrows the selection.
+type JobFilter struct {
+	Endpoint string
+	States   []spool.State
+	WorkerID string
+	// DeadlineBefore keeps jobs whose Deadline is at or before it.
+	DeadlineBefore time.Time
+	// StopPending keeps jobs whose StopPending is set.
+	StopPending bool
+	// WorkerSeenBefore keeps jobs whose WorkerID names a worker last seen at or before it (or
+	// unknown to the worker table).
+	WorkerSeenBefore time.Time
+	// Limit bounds the number of jobs; 0 means no bound.
+	Limit int
+}
+
+// UpdateJobsParams selects jobs and the change to apply to each.
+type UpdateJobsParams struct {
+	Filter JobFilter
+	Apply  func(*spool.Job) error
+}
+
+// TakeJobsParams selects queued jobs for one worker.
+type TakeJobsParams struct {
+	Endpoint string
+	Max      int
+	Now      time.Time
+	Apply    func(*spool.Job) error
+}
+
+// DeleteJobsParams bounds a retention sweep.
+type DeleteJobsParams struct {
+	Before time.Time
+	Limit  int // 0 means no bound
+}
+
+// JobCounts is the number of an endpoint's jobs in each state, plus how many have been retried.
+type JobCounts struct {
+	ByState map[spool.State]int
+	// Retried counts jobs with Retries > 0.
+	Retried int
+}
+
+// AppendChunkParams appends one stream chunk.
+type AppendChunkParams struct {
+	ID    string
+	Check func(*spool.Job) error
+	Data  json.RawMessage
+}
+
+// ReadChunksParams reads stream chunks.
+type ReadChunksParams struct {
+	ID    string
+	After int64
+	Drain bool
+	Limit int // 0 means no bound
+}
+
+// Worker is a worker the server has seen.
+type Worker struct {
+	ID        string
+	Endpoint  string
+	FirstSeen time.Time
+	LastSeen  time.Time
+	// Version is the SDK version a worker reported (runpod_version on pings), if any.
+	Version string
+}
+
+// TouchWorkerParams records a sighting of a worker.
+type TouchWorkerParams struct {
+	ID       string
+	Endpoint string
+	Now      time.Time
+	Version  string // "" keeps the stored one
+}
+
+// ListWorkersParams filters ListWorkers.
+type ListWorkersParams struct {
+	Endpoint string
+}
+
+// DeleteWorkersParams bounds a worker-table sweep.
+type DeleteWorkersParams struct {
+	SeenBefore time.Time
+}
