@@ -40,7 +40,7 @@ type Endpoint struct {
 	// Source is "config" for endpoints from the config file and "api" for those made through
 	// /api/endpoints. It is informational: both kinds behave the same.
 	Source string `json:"source,omitempty" yaml:"-"`
-	// CreatedAt and UpdatedAt are set by the store.
+	// CreatedAt and UpdatedAt are set by the engine when the endpoint is stored.
 	CreatedAt time.Time `json:"createdAt" yaml:"-"`
 	UpdatedAt time.Time `json:"updatedAt" yaml:"-"`
 }

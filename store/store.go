@@ -25,7 +25,7 @@ import (
 var (
 	// ErrNotFound: no row with that id.
 	ErrNotFound = errors.New("store: not found")
-	// ErrConflict: a row with that id already exists (Create* methods).
+	// ErrConflict: a row with that id already exists (CreateJob), or a key with that hash (PutKey).
 	ErrConflict = errors.New("store: conflict")
 	// ErrSkip, returned by an Apply function, leaves that job unchanged without failing the call.
 	ErrSkip = errors.New("store: skip")
@@ -34,7 +34,9 @@ var (
 )
 
 // Store is implemented by every backend. Every method that returns nil has durably committed its
-// change (fsync'd) before it returns: the HTTP layer sends a 2xx only after that.
+// change (fsync'd) before it returns: the HTTP layer sends a 2xx only after that. A write that
+// returns the caller's context error was not applied. Times are kept at millisecond precision.
+// Results of UpdateJobs and ListWorkers come in no particular order.
 type Store interface {
 	// CreateJob inserts a new job. ErrConflict if the id exists.
 	CreateJob(ctx context.Context, p CreateJobParams) error
@@ -53,7 +55,8 @@ type Store interface {
 	// TakeJobs hands out up to p.Max IN_QUEUE jobs of p.Endpoint whose Deadline is after p.Now:
 	// normal-priority jobs first, then low-priority ones, each level in FIFO order of QueuedAt
 	// (ties broken by insertion order). Each selected job is passed to p.Apply (which moves it to
-	// IN_PROGRESS) and written back. Concurrent TakeJobs calls never return the same job.
+	// IN_PROGRESS) and written back. Concurrent TakeJobs calls never return the same job. Apply
+	// errors behave as in UpdateJobs; Max <= 0 takes nothing.
 	TakeJobs(ctx context.Context, p TakeJobsParams) ([]*spool.Job, error)
 	// DeleteJobs deletes terminal jobs whose Deadline is at or before p.Before (at most p.Limit),
 	// with their stream chunks, and returns how many it deleted.
@@ -61,22 +64,25 @@ type Store interface {
 	// CountJobs counts the jobs of one endpoint by state.
 	CountJobs(ctx context.Context, endpoint string) (JobCounts, error)
 
-	// AppendChunk loads the job, calls p.Check on it (a non-nil error aborts with nothing changed)
-	// and appends p.Data as the next chunk, incrementing the job's StreamCount.
+	// AppendChunk loads the job, calls p.Check on it (optional; a non-nil error aborts with nothing
+	// changed, and changes Check makes to the job are not kept) and appends p.Data as the next
+	// chunk, incrementing the job's StreamCount.
 	AppendChunk(ctx context.Context, p AppendChunkParams) (*spool.Job, error)
 	// ReadChunks returns the job and its chunks with Seq > p.After, read in one snapshot. With
 	// p.Drain, p.After is ignored: it returns the chunks after the job's StreamCursor and advances
-	// the cursor past them, atomically, so that each chunk is drained once.
+	// the cursor past them, atomically, so that each chunk is drained once (with p.Limit, only up
+	// to the last chunk returned).
 	ReadChunks(ctx context.Context, p ReadChunksParams) (*spool.Job, []spool.Chunk, error)
 
 	// TouchWorker records that a worker was seen (a take or a ping), creating it if needed.
 	TouchWorker(ctx context.Context, p TouchWorkerParams) error
 	// ListWorkers returns the known workers, of one endpoint when p.Endpoint is set.
 	ListWorkers(ctx context.Context, p ListWorkersParams) ([]Worker, error)
-	// DeleteWorkers forgets workers not seen since p.SeenBefore that hold no IN_PROGRESS job.
+	// DeleteWorkers forgets workers last seen at or before p.SeenBefore that hold no IN_PROGRESS job.
 	DeleteWorkers(ctx context.Context, p DeleteWorkersParams) (int, error)
 
-	// PutEndpoint creates or replaces an endpoint, keeping CreatedAt of an existing one.
+	// PutEndpoint creates or replaces an endpoint. The caller sets UpdatedAt (and CreatedAt for a new
+	// one); replacing keeps the stored CreatedAt.
 	PutEndpoint(ctx context.Context, e spool.Endpoint) error
 	// GetEndpoint returns one endpoint. ErrNotFound if absent.
 	GetEndpoint(ctx context.Context, name string) (spool.Endpoint, error)
@@ -85,7 +91,7 @@ type Store interface {
 	// DeleteEndpoint deletes an endpoint. ErrNotFound if absent.
 	DeleteEndpoint(ctx context.Context, name string) error
 
-	// PutKey creates or replaces a key (by ID).
+	// PutKey creates or replaces a key (by ID). ErrConflict if another key has the same hash.
 	PutKey(ctx context.Context, k spool.Key) error
 	// ListKeys returns every key, oldest first.
 	ListKeys(ctx context.Context) ([]spool.Key, error)
@@ -126,7 +132,7 @@ type JobFilter struct {
 	// StopPending keeps jobs whose StopPending is set.
 	StopPending bool
 	// WorkerSeenBefore keeps jobs whose WorkerID names a worker last seen at or before it (or
-	// unknown to the worker table).
+	// unknown to the worker table). Jobs with no WorkerID never match.
 	WorkerSeenBefore time.Time
 	// Limit bounds the number of jobs; 0 means no bound.
 	Limit int

@@ -1,0 +1,198 @@
+// Package engine owns Spool's job state machine (CONTRACT.md §3): submission, dispatch by priority,
+// leases fenced by attempt, results, cancellation, retries, and the sweeper that expires queued jobs,
+// times out running ones, requeues the jobs of lost workers and deletes expired results. HTTP layers
+// call it; it calls the store. Every time it reads comes from the injected clock.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/store"
+)
+
+// Config configures an Engine.
+type Config struct {
+	// Store is where jobs live. Required.
+	Store store.Store
+	// Clock is the time source. Defaults to the wall clock.
+	Clock clock.Clock
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Retention is how long terminal jobs stay readable. Defaults to 30 min for /run, 1 min for
+	// /runsync.
+	Retention spool.Retention
+	// WorkerLostAfter is how long a worker may go unseen (no ping, no take) before its jobs go back
+	// to the queue. Defaults to 30 s: three missed pings at runpod-python's 10 s interval.
+	WorkerLostAfter time.Duration
+	// MaxRetries is how many times a job goes back to the queue after losing its worker before it
+	// fails instead. Defaults to 3.
+	MaxRetries int
+	// SweepInterval is how often the sweeper runs. Defaults to 1 s.
+	SweepInterval time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Retention.Run == 0 {
+		c.Retention.Run = 30 * time.Minute
+	}
+	if c.Retention.Sync == 0 {
+		c.Retention.Sync = time.Minute
+	}
+	if c.WorkerLostAfter == 0 {
+		c.WorkerLostAfter = 30 * time.Second
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 3
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = time.Second
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("engine: Store is required")
+	case c.Retention.Run < 0 || c.Retention.Sync < 0:
+		return errors.New("engine: Retention must not be negative")
+	case c.WorkerLostAfter < 0:
+		return errors.New("engine: WorkerLostAfter must not be negative")
+	case c.MaxRetries < 0:
+		return errors.New("engine: MaxRetries must not be negative")
+	case c.SweepInterval < 0:
+		return errors.New("engine: SweepInterval must not be negative")
+	}
+	return nil
+}
+
+// Engine is the job state machine. It is safe for concurrent use.
+type Engine struct {
+	cfg   Config
+	store store.Store
+	clock clock.Clock
+	log   *slog.Logger
+	hub   *hub
+
+	mu        sync.RWMutex
+	endpoints map[string]spool.Endpoint
+
+	draining  chan struct{}
+	drainOnce sync.Once
+
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// New returns an engine. Call Start to load endpoints and run the sweeper.
+func New(cfg Config) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Engine{
+		cfg:       cfg,
+		store:     cfg.Store,
+		clock:     cfg.Clock,
+		log:       cfg.Logger,
+		hub:       newHub(),
+		endpoints: make(map[string]spool.Endpoint),
+		draining:  make(chan struct{}),
+	}, nil
+}
+
+// Config returns the engine's effective configuration (defaults filled in).
+func (e *Engine) Config() Config { return e.cfg }
+
+// Start loads the endpoints and starts the sweeper. The sweeper runs until Stop.
+func (e *Engine) Start(ctx context.Context) error {
+	if err := e.loadEndpoints(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	e.done = make(chan struct{})
+	go e.sweepLoop(ctx)
+	return nil
+}
+
+// Stop stops the sweeper and waits for it. Idempotent; it does not close the store.
+func (e *Engine) Stop() {
+	e.stopOnce.Do(func() {
+		e.Drain()
+		if e.cancel != nil {
+			e.cancel()
+			<-e.done
+		}
+	})
+}
+
+// Drain makes every long-poll and wait answer at once, now and from now on: the first step of a
+// graceful shutdown. Idempotent.
+func (e *Engine) Drain() { e.drainOnce.Do(func() { close(e.draining) }) }
+
+func (e *Engine) sweepLoop(ctx context.Context) {
+	defer close(e.done)
+	for {
+		t := e.clock.NewTimer(e.cfg.SweepInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		if _, err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
+			e.log.Error("sweep failed", "err", err)
+		}
+	}
+}
+
+// wait blocks until ch is closed, the timer fires, the engine drains or ctx ends. It reports
+// whether ch was closed (the caller should look again).
+func (e *Engine) wait(ctx context.Context, ch <-chan struct{}, t clock.Timer) (bool, error) {
+	select {
+	case <-ch:
+		return true, nil
+	case <-t.C():
+		return false, nil
+	case <-e.draining:
+		return false, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// now is the clock's time at millisecond precision: the precision the stores keep, so a job read
+// back compares equal to the one written.
+func (e *Engine) now() time.Time { return e.clock.Now().Truncate(time.Millisecond) }
+
+// translate turns store sentinels into coded errors for the wire.
+func translate(err error, what string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		return spool.Errorf(spool.CodeNotFound, "%s not found", what)
+	case errors.Is(err, store.ErrClosed):
+		return &spool.Error{Code: spool.CodeUnavailable, Message: "server is shutting down"}
+	}
+	var coded *spool.Error
+	if errors.As(err, &coded) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

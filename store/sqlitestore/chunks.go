@@ -1,0 +1,112 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/store"
+)
+
+// AppendChunk implements store.Store.
+func (s *Store) AppendChunk(ctx context.Context, p store.AppendChunkParams) (*spool.Job, error) {
+	return doResult(ctx, s, func(ctx context.Context, tx queryer) (*spool.Job, error) {
+		j, err := loadJob(ctx, tx, p.ID)
+		if err != nil {
+			return nil, fmt.Errorf("append chunk to job %s: %w", p.ID, err)
+		}
+		if p.Check != nil {
+			// Check sees a copy: what it might change is not ours to store or return.
+			if err := p.Check(j.Clone()); err != nil {
+				return nil, err
+			}
+		}
+		j.StreamCount++
+		if _, err := tx.ExecContext(ctx, "INSERT INTO stream_chunks (job_id, seq, data) VALUES (?, ?, ?)",
+			j.ID, j.StreamCount, blob(p.Data)); err != nil {
+			return nil, fmt.Errorf("append chunk to job %s: %w", p.ID, err)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET stream_count = ? WHERE id = ?", j.StreamCount, j.ID); err != nil {
+			return nil, fmt.Errorf("append chunk to job %s: %w", p.ID, err)
+		}
+		return j, nil
+	})
+}
+
+// ReadChunks implements store.Store. A drain writes the cursor, so it goes through the writer;
+// a plain read uses one read transaction, so the job and its chunks come from the same snapshot.
+func (s *Store) ReadChunks(ctx context.Context, p store.ReadChunksParams) (*spool.Job, []spool.Chunk, error) {
+	if p.Drain {
+		return s.drainChunks(ctx, p)
+	}
+	var (
+		j      *spool.Job
+		chunks []spool.Chunk
+	)
+	err := s.read(func(db *sql.DB) error {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback() }() // read-only: nothing to commit
+		if j, err = loadJob(ctx, tx, p.ID); err != nil {
+			return err
+		}
+		chunks, err = loadChunks(ctx, tx, p.ID, p.After, p.Limit)
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read chunks of job %s: %w", p.ID, err)
+	}
+	return j, chunks, nil
+}
+
+type drained struct {
+	job    *spool.Job
+	chunks []spool.Chunk
+}
+
+func (s *Store) drainChunks(ctx context.Context, p store.ReadChunksParams) (*spool.Job, []spool.Chunk, error) {
+	d, err := doResult(ctx, s, func(ctx context.Context, tx queryer) (drained, error) {
+		j, err := loadJob(ctx, tx, p.ID)
+		if err != nil {
+			return drained{}, err
+		}
+		chunks, err := loadChunks(ctx, tx, p.ID, j.StreamCursor, p.Limit)
+		if err != nil || len(chunks) == 0 {
+			return drained{j, chunks}, err
+		}
+		j.StreamCursor = chunks[len(chunks)-1].Seq
+		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET stream_cursor = ? WHERE id = ?", j.StreamCursor, j.ID); err != nil {
+			return drained{}, err
+		}
+		return drained{j, chunks}, nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("drain chunks of job %s: %w", p.ID, err)
+	}
+	return d.job, d.chunks, nil
+}
+
+// loadChunks reads the chunks of a job with seq > after, at most limit of them (0: all).
+func loadChunks(ctx context.Context, q queryer, id string, after int64, limit int) ([]spool.Chunk, error) {
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := q.QueryContext(ctx, "SELECT seq, data FROM stream_chunks WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+		id, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var chunks []spool.Chunk
+	for rows.Next() {
+		var c spool.Chunk
+		if err := rows.Scan(&c.Seq, rawDest{&c.Data}); err != nil {
+			return nil, err
+		}
+		chunks = append(chunks, c)
+	}
+	return chunks, rows.Err()
+}

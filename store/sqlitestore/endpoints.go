@@ -1,0 +1,114 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/store"
+)
+
+// PutEndpoint implements store.Store. The store has no clock: the caller sets UpdatedAt (and
+// CreatedAt for a new endpoint; when zero, UpdatedAt stands in). Replacing an endpoint keeps the
+// CreatedAt already stored.
+func (s *Store) PutEndpoint(ctx context.Context, e spool.Endpoint) error {
+	spec, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("put endpoint %s: %w", e.Name, err)
+	}
+	created := e.CreatedAt
+	if created.IsZero() {
+		created = e.UpdatedAt
+	}
+	return s.do(ctx, func(ctx context.Context, tx queryer) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO endpoints (name, spec, created_at, updated_at)
+			VALUES (?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at`,
+			e.Name, string(spec), millis(created), millis(e.UpdatedAt))
+		if err != nil {
+			return fmt.Errorf("put endpoint %s: %w", e.Name, err)
+		}
+		return nil
+	})
+}
+
+const selectEndpoints = "SELECT spec, created_at, updated_at FROM endpoints"
+
+func scanEndpoint(row scanner) (spool.Endpoint, error) {
+	var (
+		e                spool.Endpoint
+		spec             string
+		created, updated int64
+	)
+	if err := row.Scan(&spec, &created, &updated); err != nil {
+		return e, err
+	}
+	if err := json.Unmarshal([]byte(spec), &e); err != nil {
+		return e, fmt.Errorf("decode endpoint: %w", err)
+	}
+	e.CreatedAt, e.UpdatedAt = fromMillis(created), fromMillis(updated)
+	return e, nil
+}
+
+// GetEndpoint implements store.Store.
+func (s *Store) GetEndpoint(ctx context.Context, name string) (spool.Endpoint, error) {
+	var e spool.Endpoint
+	err := s.read(func(db *sql.DB) error {
+		var err error
+		e, err = scanEndpoint(db.QueryRowContext(ctx, selectEndpoints+" WHERE name = ?", name))
+		return notFound(err)
+	})
+	if err != nil {
+		return spool.Endpoint{}, fmt.Errorf("get endpoint %s: %w", name, err)
+	}
+	return e, nil
+}
+
+// ListEndpoints implements store.Store.
+func (s *Store) ListEndpoints(ctx context.Context) ([]spool.Endpoint, error) {
+	var eps []spool.Endpoint
+	err := s.read(func(db *sql.DB) error {
+		rows, err := db.QueryContext(ctx, selectEndpoints+" ORDER BY name")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			e, err := scanEndpoint(rows)
+			if err != nil {
+				return err
+			}
+			eps = append(eps, e)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list endpoints: %w", err)
+	}
+	return eps, nil
+}
+
+// DeleteEndpoint implements store.Store. The endpoint's jobs and workers are left alone.
+func (s *Store) DeleteEndpoint(ctx context.Context, name string) error {
+	return s.do(ctx, func(ctx context.Context, tx queryer) error {
+		return deleteOne(ctx, tx, "DELETE FROM endpoints WHERE name = ?", name, "delete endpoint")
+	})
+}
+
+// deleteOne runs a DELETE of one row by key; store.ErrNotFound when there was none.
+func deleteOne(ctx context.Context, tx queryer, query, key, what string) error {
+	res, err := tx.ExecContext(ctx, query, key)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, key, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, key, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s %s: %w", what, key, store.ErrNotFound)
+	}
+	return nil
+}

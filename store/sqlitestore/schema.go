@@ -1,0 +1,150 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order, each once, each in its own transaction; migrations[i] brings
+// the schema to version i+1. Never edit a released migration: append a new one.
+//
+// Conventions: times are INTEGER unix milliseconds with 0 for the zero time; json.RawMessage
+// values are BLOBs, NULL for nil, so that nil and empty survive a round trip; booleans are 0/1.
+// Tables are STRICT so that a value of the wrong type is an error rather than silently stored.
+var migrations = []string{
+	// 1: everything.
+	`
+CREATE TABLE jobs (
+	-- seq is the rowid: it orders jobs by insertion (the FIFO tie-break of TakeJobs) and, unlike
+	-- an implicit rowid, VACUUM never renumbers it.
+	seq                  INTEGER PRIMARY KEY,
+	id                   TEXT    NOT NULL UNIQUE,
+	endpoint             TEXT    NOT NULL,
+	state                TEXT    NOT NULL,
+	input                BLOB,
+	webhook              TEXT    NOT NULL,
+	s3_config            BLOB,
+	execution_timeout_ms INTEGER NOT NULL,
+	ttl_ms               INTEGER NOT NULL,
+	low_priority         INTEGER NOT NULL,
+	sync                 INTEGER NOT NULL,
+	created_at           INTEGER NOT NULL,
+	queued_at            INTEGER NOT NULL,
+	taken_at             INTEGER NOT NULL,
+	finished_at          INTEGER NOT NULL,
+	deadline             INTEGER NOT NULL,
+	worker_id            TEXT    NOT NULL,
+	attempt              INTEGER NOT NULL,
+	retries              INTEGER NOT NULL,
+	output               BLOB,
+	error                TEXT    NOT NULL,
+	stop_pod             INTEGER NOT NULL,
+	ended_by_worker      INTEGER NOT NULL,
+	stop_pending         INTEGER NOT NULL,
+	retention_ms         INTEGER NOT NULL,
+	stream_count         INTEGER NOT NULL,
+	stream_cursor        INTEGER NOT NULL
+) STRICT;
+
+-- TakeJobs: equality on (endpoint, state), then already in dispatch order.
+CREATE INDEX jobs_take ON jobs (endpoint, state, low_priority, queued_at, seq);
+-- The sweeper and DeleteJobs: jobs of a state whose deadline has passed.
+CREATE INDEX jobs_deadline ON jobs (state, deadline);
+-- Jobs of a worker (lost-worker requeue, DeleteWorkers' "holds no job" check).
+CREATE INDEX jobs_worker ON jobs (worker_id);
+-- ListJobs of one endpoint, newest first; CountJobs uses jobs_take.
+CREATE INDEX jobs_list ON jobs (endpoint, created_at);
+
+CREATE TABLE stream_chunks (
+	job_id TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+	seq    INTEGER NOT NULL,
+	data   BLOB,
+	PRIMARY KEY (job_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE workers (
+	id         TEXT    PRIMARY KEY,
+	endpoint   TEXT    NOT NULL,
+	first_seen INTEGER NOT NULL,
+	last_seen  INTEGER NOT NULL,
+	version    TEXT    NOT NULL
+) STRICT;
+
+-- spec is the whole spool.Endpoint as JSON; the timestamps beside it are authoritative, because
+-- the store (not the caller) decides what CreatedAt a replaced endpoint keeps.
+CREATE TABLE endpoints (
+	name       TEXT    PRIMARY KEY,
+	spec       TEXT    NOT NULL,
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE keys (
+	id         TEXT    PRIMARY KEY,
+	hash       TEXT    NOT NULL UNIQUE,
+	name       TEXT    NOT NULL,
+	scope      TEXT    NOT NULL,
+	endpoints  TEXT,    -- JSON array, NULL for nil
+	read_only  INTEGER NOT NULL,
+	source     TEXT    NOT NULL,
+	created_at INTEGER NOT NULL
+) STRICT;
+`,
+}
+
+// migrate brings the schema up to date. Each migration re-checks, inside its IMMEDIATE
+// transaction, that it is still missing, so two processes opening a new file at once cannot both
+// apply it.
+func migrate(ctx context.Context, conn *sql.Conn) error {
+	_, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_at INTEGER NOT NULL
+	)`)
+	if err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	var current int
+	if err := conn.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this binary knows (%d)", current, len(migrations))
+	}
+	for i := current; i < len(migrations); i++ {
+		if err := applyMigration(ctx, conn, i+1, migrations[i]); err != nil {
+			return fmt.Errorf("migrate to version %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+func applyMigration(ctx context.Context, conn *sql.Conn, version int, ddl string) (err error) {
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?", version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		_, err = conn.ExecContext(ctx, "COMMIT")
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, ddl); err != nil {
+		return err
+	}
+	// applied_at is for humans inspecting the file; SQLite's clock is fine for that.
+	if _, err := conn.ExecContext(ctx,
+		"INSERT INTO schema_migrations (version, applied_at) VALUES (?, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
+		version); err != nil {
+		return err
+	}
+	_, err = conn.ExecContext(ctx, "COMMIT")
+	return err
+}

@@ -1,0 +1,75 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/spool-run/spool/store"
+)
+
+// TouchWorker implements store.Store. LastSeen only moves forward: two sightings whose writes
+// commit out of order must not make the worker look older than it is.
+func (s *Store) TouchWorker(ctx context.Context, p store.TouchWorkerParams) error {
+	now := millis(p.Now)
+	return s.do(ctx, func(ctx context.Context, tx queryer) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO workers (id, endpoint, first_seen, last_seen, version)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET
+				endpoint  = excluded.endpoint,
+				last_seen = MAX(last_seen, excluded.last_seen),
+				version   = CASE WHEN excluded.version = '' THEN version ELSE excluded.version END`,
+			p.ID, p.Endpoint, now, now, p.Version)
+		if err != nil {
+			return fmt.Errorf("touch worker %s: %w", p.ID, err)
+		}
+		return nil
+	})
+}
+
+// ListWorkers implements store.Store. Workers come by id.
+func (s *Store) ListWorkers(ctx context.Context, p store.ListWorkersParams) ([]store.Worker, error) {
+	query := "SELECT id, endpoint, first_seen, last_seen, version FROM workers"
+	var args []any
+	if p.Endpoint != "" {
+		query, args = query+" WHERE endpoint = ?", append(args, p.Endpoint)
+	}
+	var workers []store.Worker
+	err := s.read(func(db *sql.DB) error {
+		rows, err := db.QueryContext(ctx, query+" ORDER BY id", args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var w store.Worker
+			var first, last int64
+			if err := rows.Scan(&w.ID, &w.Endpoint, &first, &last, &w.Version); err != nil {
+				return err
+			}
+			w.FirstSeen, w.LastSeen = fromMillis(first), fromMillis(last)
+			workers = append(workers, w)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list workers: %w", err)
+	}
+	return workers, nil
+}
+
+// DeleteWorkers implements store.Store. "Not seen since SeenBefore" is last_seen <= SeenBefore,
+// the same boundary as JobFilter.WorkerSeenBefore, so the sweeper can requeue a lost worker's
+// jobs and forget the worker with one cutoff.
+func (s *Store) DeleteWorkers(ctx context.Context, p store.DeleteWorkersParams) (int, error) {
+	return doResult(ctx, s, func(ctx context.Context, tx queryer) (int, error) {
+		res, err := tx.ExecContext(ctx, `DELETE FROM workers WHERE last_seen <= ? AND NOT EXISTS (
+			SELECT 1 FROM jobs WHERE jobs.worker_id = workers.id AND jobs.state = 'IN_PROGRESS')`,
+			millis(p.SeenBefore))
+		if err != nil {
+			return 0, fmt.Errorf("delete workers: %w", err)
+		}
+		n, err := res.RowsAffected()
+		return int(n), err
+	})
+}

@@ -1,0 +1,226 @@
+package storetest
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/store"
+)
+
+func testWorkers(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	touch := func(id, ep string, now time.Time, version string) {
+		t.Helper()
+		require.NoError(t, s.TouchWorker(ctx, store.TouchWorkerParams{ID: id, Endpoint: ep, Now: now, Version: version}))
+	}
+	touch("w1", "e1", t0, "1.2.0")
+	touch("w2", "e2", at(time.Second), "")
+	touch("w1", "e1", at(10*time.Second), "") // "" keeps the stored version
+
+	workers, err := s.ListWorkers(ctx, store.ListWorkersParams{})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []store.Worker{
+		{ID: "w1", Endpoint: "e1", FirstSeen: t0.UTC(), LastSeen: at(10 * time.Second).UTC(), Version: "1.2.0"},
+		{ID: "w2", Endpoint: "e2", FirstSeen: at(time.Second).UTC(), LastSeen: at(time.Second).UTC()},
+	}, normWorkers(workers))
+
+	touch("w1", "e1", at(11*time.Second), "1.3.0")
+	workers, err = s.ListWorkers(ctx, store.ListWorkersParams{Endpoint: "e1"})
+	require.NoError(t, err)
+	require.Equal(t, []store.Worker{
+		{ID: "w1", Endpoint: "e1", FirstSeen: t0.UTC(), LastSeen: at(11 * time.Second).UTC(), Version: "1.3.0"},
+	}, normWorkers(workers))
+
+	workers, err = s.ListWorkers(ctx, store.ListWorkersParams{Endpoint: "nobody"})
+	require.NoError(t, err)
+	require.Empty(t, workers)
+}
+
+func normWorkers(ws []store.Worker) []store.Worker {
+	out := make([]store.Worker, len(ws))
+	for i, w := range ws {
+		w.FirstSeen, w.LastSeen = w.FirstSeen.UTC(), w.LastSeen.UTC()
+		out[i] = w
+	}
+	return out
+}
+
+func testDeleteWorkers(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	for _, w := range []struct {
+		id   string
+		seen time.Duration
+	}{{"old-idle", 0}, {"old-busy", 0}, {"old-done", 0}, {"recent", time.Minute}} {
+		require.NoError(t, s.TouchWorker(ctx, store.TouchWorkerParams{ID: w.id, Endpoint: "ep", Now: at(w.seen)}))
+	}
+	create(t, s,
+		with(queued("busy", "ep"), func(j *spool.Job) { j.State, j.WorkerID = spool.StateInProgress, "old-busy" }),
+		with(queued("done", "ep"), func(j *spool.Job) { j.State, j.WorkerID = spool.StateCompleted, "old-done" }),
+	)
+
+	n, err := s.DeleteWorkers(ctx, store.DeleteWorkersParams{SeenBefore: at(30 * time.Second)})
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	workers, err := s.ListWorkers(ctx, store.ListWorkersParams{})
+	require.NoError(t, err)
+	var left []string
+	for _, w := range workers {
+		left = append(left, w.ID)
+	}
+	require.ElementsMatch(t, []string{"old-busy", "recent"}, left, "a worker holding an IN_PROGRESS job is kept")
+}
+
+// normEndpoint puts an endpoint's times in UTC, for comparisons by instant.
+func normEndpoint(e spool.Endpoint) spool.Endpoint {
+	e.CreatedAt, e.UpdatedAt = e.CreatedAt.UTC(), e.UpdatedAt.UTC()
+	return e
+}
+
+func testEndpoints(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	alpha := spool.NewEndpoint("alpha")
+	alpha.WorkersMin, alpha.WorkersMax, alpha.GPUCount, alpha.MaxQueue = 1, 7, 2, 50
+	alpha.ScalerType, alpha.ScalerValue = spool.ScalerRequestCount, 9
+	alpha.Worker = &spool.WorkerSpec{
+		Command: "/usr/bin/python3",
+		Args:    []string{"-u", "handler.py"},
+		Env:     map[string]string{"MODEL": "tiny", "EMPTY": ""},
+		Dir:     "/srv/worker",
+	}
+	alpha.Source, alpha.CreatedAt, alpha.UpdatedAt = "api", t0, t0
+
+	require.NoError(t, s.PutEndpoint(ctx, alpha))
+	got, err := s.GetEndpoint(ctx, "alpha")
+	require.NoError(t, err)
+	require.Equal(t, normEndpoint(alpha), normEndpoint(got))
+
+	// Replacing keeps the stored CreatedAt, whatever the caller passes.
+	replaced := spool.NewEndpoint("alpha")
+	replaced.WorkersMax, replaced.Source = 1, "config"
+	replaced.CreatedAt, replaced.UpdatedAt = at(time.Hour), at(time.Hour)
+	require.NoError(t, s.PutEndpoint(ctx, replaced))
+	got, err = s.GetEndpoint(ctx, "alpha")
+	require.NoError(t, err)
+	want := replaced
+	want.CreatedAt = t0
+	require.Equal(t, normEndpoint(want), normEndpoint(got))
+	require.Nil(t, got.Worker)
+
+	for _, name := range []string{"gamma", "beta"} {
+		e := spool.NewEndpoint(name)
+		e.CreatedAt, e.UpdatedAt = at(time.Minute), at(time.Minute)
+		require.NoError(t, s.PutEndpoint(ctx, e))
+	}
+	list, err := s.ListEndpoints(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 3)
+	require.Equal(t, []string{"alpha", "beta", "gamma"}, []string{list[0].Name, list[1].Name, list[2].Name})
+	require.Equal(t, normEndpoint(want), normEndpoint(list[0]))
+
+	require.NoError(t, s.DeleteEndpoint(ctx, "alpha"))
+	_, err = s.GetEndpoint(ctx, "alpha")
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.ErrorIs(t, s.DeleteEndpoint(ctx, "alpha"), store.ErrNotFound)
+	list, err = s.ListEndpoints(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+}
+
+func normKeys(ks []spool.Key) []spool.Key {
+	out := make([]spool.Key, len(ks))
+	for i, k := range ks {
+		k.CreatedAt = k.CreatedAt.UTC()
+		out[i] = k
+	}
+	return out
+}
+
+func testKeys(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	ci := spool.Key{
+		ID: "key_ci", Name: "ci", Scope: spool.ScopeClient, Endpoints: []string{"alpha", "beta"},
+		ReadOnly: true, Hash: spool.HashKey("secret-ci"), Source: "api", CreatedAt: at(time.Second),
+	}
+	admin := spool.Key{ID: "key_admin", Name: "admin", Scope: spool.ScopeAdmin, Hash: spool.HashKey("secret-admin"),
+		Source: "config", CreatedAt: t0}
+	require.NoError(t, s.PutKey(ctx, ci))
+	require.NoError(t, s.PutKey(ctx, admin))
+
+	keys, err := s.ListKeys(ctx)
+	require.NoError(t, err)
+	require.Equal(t, normKeys([]spool.Key{admin, ci}), normKeys(keys), "oldest first")
+	require.Nil(t, keys[0].Endpoints)
+
+	// Replace by id, keeping the hash.
+	ci.Name, ci.ReadOnly, ci.Endpoints = "ci-renamed", false, []string{"gamma"}
+	require.NoError(t, s.PutKey(ctx, ci))
+	keys, err = s.ListKeys(ctx)
+	require.NoError(t, err)
+	require.Equal(t, normKeys([]spool.Key{admin, ci}), normKeys(keys))
+
+	// A hash identifies one key.
+	thief := spool.Key{ID: "key_other", Name: "other", Scope: spool.ScopeWorker, Hash: admin.Hash, CreatedAt: at(time.Minute)}
+	require.ErrorIs(t, s.PutKey(ctx, thief), store.ErrConflict)
+
+	require.NoError(t, s.DeleteKey(ctx, "key_ci"))
+	require.ErrorIs(t, s.DeleteKey(ctx, "key_ci"), store.ErrNotFound)
+	keys, err = s.ListKeys(ctx)
+	require.NoError(t, err)
+	require.Equal(t, normKeys([]spool.Key{admin}), normKeys(keys))
+}
+
+func testClose(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	create(t, s, queued("j", "ep"))
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close(), "Close is idempotent")
+
+	apply := func(*spool.Job) error { return nil }
+	calls := map[string]func() error{
+		"CreateJob": func() error { return s.CreateJob(ctx, store.CreateJobParams{Job: queued("k", "ep")}) },
+		"GetJob":    func() error { _, err := s.GetJob(ctx, "j"); return err },
+		"ListJobs":  func() error { _, err := s.ListJobs(ctx, store.ListJobsParams{}); return err },
+		"UpdateJob": func() error { _, err := s.UpdateJob(ctx, store.UpdateJobParams{ID: "j", Apply: apply}); return err },
+		"UpdateJobs": func() error {
+			_, err := s.UpdateJobs(ctx, store.UpdateJobsParams{Apply: apply})
+			return err
+		},
+		"TakeJobs": func() error {
+			_, err := s.TakeJobs(ctx, store.TakeJobsParams{Endpoint: "ep", Max: 1, Now: t0, Apply: apply})
+			return err
+		},
+		"DeleteJobs": func() error { _, err := s.DeleteJobs(ctx, store.DeleteJobsParams{Before: t0}); return err },
+		"CountJobs":  func() error { _, err := s.CountJobs(ctx, "ep"); return err },
+		"AppendChunk": func() error {
+			_, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Check: noCheck, Data: json.RawMessage(`1`)})
+			return err
+		},
+		"ReadChunks": func() error { _, _, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "j"}); return err },
+		"DrainChunks": func() error {
+			_, _, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "j", Drain: true})
+			return err
+		},
+		"TouchWorker":    func() error { return s.TouchWorker(ctx, store.TouchWorkerParams{ID: "w", Now: t0}) },
+		"ListWorkers":    func() error { _, err := s.ListWorkers(ctx, store.ListWorkersParams{}); return err },
+		"DeleteWorkers":  func() error { _, err := s.DeleteWorkers(ctx, store.DeleteWorkersParams{SeenBefore: t0}); return err },
+		"PutEndpoint":    func() error { return s.PutEndpoint(ctx, spool.NewEndpoint("e")) },
+		"GetEndpoint":    func() error { _, err := s.GetEndpoint(ctx, "e"); return err },
+		"ListEndpoints":  func() error { _, err := s.ListEndpoints(ctx); return err },
+		"DeleteEndpoint": func() error { return s.DeleteEndpoint(ctx, "e") },
+		"PutKey":         func() error { return s.PutKey(ctx, spool.Key{ID: "k", Hash: "h"}) },
+		"ListKeys":       func() error { _, err := s.ListKeys(ctx); return err },
+		"DeleteKey":      func() error { return s.DeleteKey(ctx, "k") },
+	}
+	for name, call := range calls {
+		require.ErrorIs(t, call(), store.ErrClosed, name)
+	}
+}
