@@ -36,7 +36,29 @@ type Config struct {
 	MaxRetries int
 	// SweepInterval is how often the sweeper runs. Defaults to 1 s.
 	SweepInterval time.Duration
+	// Observer hears about transitions after they commit (metrics). Optional.
+	Observer Observer
 }
+
+// Observer is told about job transitions once they are committed. Its methods must be fast and
+// must not block: they run on the request path.
+type Observer interface {
+	// JobSubmitted: a new job entered the queue.
+	JobSubmitted(endpoint string)
+	// JobStarted: a worker took a job that waited delay in the queue.
+	JobStarted(endpoint string, delay time.Duration)
+	// JobFinished: a job reached a terminal state.
+	JobFinished(endpoint string, state spool.State)
+	// JobRequeued: a job went back to the queue; reason is "lost_worker", "undelivered" or "retry".
+	JobRequeued(endpoint, reason string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) JobSubmitted(string)              {}
+func (nopObserver) JobStarted(string, time.Duration) {}
+func (nopObserver) JobFinished(string, spool.State)  {}
+func (nopObserver) JobRequeued(string, string)       {}
 
 func (c Config) withDefaults() Config {
 	if c.Clock == nil {
@@ -59,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = time.Second
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	return c
 }
@@ -86,6 +111,7 @@ type Engine struct {
 	clock clock.Clock
 	log   *slog.Logger
 	hub   *hub
+	obs   Observer
 
 	mu        sync.RWMutex
 	endpoints map[string]spool.Endpoint
@@ -110,6 +136,7 @@ func New(cfg Config) (*Engine, error) {
 		clock:     cfg.Clock,
 		log:       cfg.Logger,
 		hub:       newHub(),
+		obs:       cfg.Observer,
 		endpoints: make(map[string]spool.Endpoint),
 		draining:  make(chan struct{}),
 	}, nil

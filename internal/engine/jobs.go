@@ -77,6 +77,7 @@ func (e *Engine) Submit(ctx context.Context, p SubmitParams) (*spool.Job, error)
 		return nil, translate(err, "create job")
 	}
 	e.hub.notify(queueKey(ep.Name))
+	e.obs.JobSubmitted(ep.Name)
 	return j, nil
 }
 
@@ -201,17 +202,22 @@ func (e *Engine) readStream(ctx context.Context, endpoint, id string, wait time.
 // channel. Cancelling a terminal job changes nothing.
 func (e *Engine) Cancel(ctx context.Context, endpoint, id string) (*spool.Job, error) {
 	now := e.now()
+	applied := false
 	j, err := e.update(ctx, endpoint, id, func(j *spool.Job) error {
 		if j.State.Terminal() {
 			return store.ErrSkip
 		}
 		e.endByServer(j, spool.StateCancelled, "", now)
+		applied = true
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	e.notifyJob(j)
+	if applied {
+		e.notifyJob(j)
+		e.obs.JobFinished(endpoint, j.State)
+	}
 	return j, nil
 }
 
@@ -265,6 +271,7 @@ func (e *Engine) Retry(ctx context.Context, endpoint, id string) (*spool.Job, er
 	}
 	e.notifyJob(j)
 	e.hub.notify(queueKey(endpoint))
+	e.obs.JobRequeued(endpoint, "retry")
 	return j, nil
 }
 
@@ -286,6 +293,7 @@ func (e *Engine) PurgeQueue(ctx context.Context, endpoint string) (int, error) {
 	}
 	for _, j := range jobs {
 		e.notifyJob(j)
+		e.obs.JobFinished(endpoint, j.State)
 	}
 	return len(jobs), nil
 }

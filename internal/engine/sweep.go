@@ -38,6 +38,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 		return res, err
 	}
 	res.Expired = len(expired)
+	e.observeFinished(expired)
 
 	timedOut, err := e.sweepJobs(ctx, store.JobFilter{States: []spool.State{spool.StateInProgress}, DeadlineBefore: now},
 		func(j *spool.Job) error {
@@ -49,6 +50,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 		return res, err
 	}
 	res.TimedOut = len(timedOut)
+	e.observeFinished(timedOut)
 
 	lost, err := e.sweepJobs(ctx, store.JobFilter{
 		States: []spool.State{spool.StateInProgress}, WorkerSeenBefore: now.Add(-e.cfg.WorkerLostAfter),
@@ -66,6 +68,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 		} else {
 			res.Failed++
 		}
+		e.observeLoss(j, "lost_worker")
 	}
 
 	for {
@@ -105,6 +108,12 @@ func (e *Engine) sweepJobs(ctx context.Context, filter store.JobFilter, fn func(
 		if len(jobs) < sweepBatch {
 			return all, nil
 		}
+	}
+}
+
+func (e *Engine) observeFinished(jobs []*spool.Job) {
+	for _, j := range jobs {
+		e.obs.JobFinished(j.Endpoint, j.State)
 	}
 }
 

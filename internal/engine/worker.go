@@ -51,6 +51,8 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 		if len(jobs) > 0 {
 			for _, j := range jobs {
 				e.hub.notify(jobKey(j.ID))
+				d, _ := j.DelayTime()
+				e.obs.JobStarted(endpoint, d)
 			}
 			return jobs, nil
 		}
@@ -66,18 +68,23 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 func (e *Engine) Release(ctx context.Context, jobs []*spool.Job) error {
 	now := e.now()
 	for _, taken := range jobs {
+		applied := false
 		j, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: taken.ID, Apply: func(j *spool.Job) error {
 			if j.State != spool.StateInProgress || j.WorkerID != taken.WorkerID || j.Attempt != taken.Attempt {
 				return store.ErrSkip
 			}
 			e.loseWorker(j, now, "its take request was dropped before the job was delivered")
+			applied = true
 			return nil
 		}})
 		if err != nil {
 			return translate(err, "release job "+taken.ID)
 		}
-		e.notifyJob(j)
-		e.hub.notify(queueKey(j.Endpoint))
+		if applied {
+			e.notifyJob(j)
+			e.hub.notify(queueKey(j.Endpoint))
+			e.observeLoss(j, "undelivered")
+		}
 	}
 	return nil
 }
@@ -93,6 +100,15 @@ func (e *Engine) loseWorker(j *spool.Job, now time.Time, why string) {
 		return
 	}
 	e.requeue(j, now)
+}
+
+// observeLoss reports a job taken from a lost worker: requeued, or failed past its retries.
+func (e *Engine) observeLoss(j *spool.Job, reason string) {
+	if j.State == spool.StateInQueue {
+		e.obs.JobRequeued(j.Endpoint, reason)
+	} else {
+		e.obs.JobFinished(j.Endpoint, j.State)
+	}
 }
 
 // StopSignals returns the ids of jobs the worker must stop (cancelled or timed out while it held
@@ -200,6 +216,9 @@ func (e *Engine) Done(ctx context.Context, p DoneParams) (DoneResult, error) {
 	}
 	if applied {
 		e.notifyJob(j)
+		if j.State.Terminal() {
+			e.obs.JobFinished(j.Endpoint, j.State)
+		}
 	}
 	return DoneResult{Job: j, Applied: applied}, nil
 }

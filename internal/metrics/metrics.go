@@ -1,0 +1,122 @@
+// Package metrics exposes Spool's Prometheus metrics. Labels carry endpoint names, states and
+// reasons only: never ids, inputs, keys or s3Config values.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/store"
+)
+
+// Metrics holds the registry and implements engine.Observer.
+type Metrics struct {
+	reg       *prometheus.Registry
+	submitted *prometheus.CounterVec
+	started   *prometheus.CounterVec
+	delay     *prometheus.HistogramVec
+	finished  *prometheus.CounterVec
+	requeued  *prometheus.CounterVec
+}
+
+// Config says where the scrape-time gauges come from.
+type Config struct {
+	// Store is counted at scrape time for the per-state job gauges.
+	Store store.Store
+	// Endpoints lists the endpoint names to count.
+	Endpoints func() []string
+	// StoreStats, when set, reports the store's write batching (sqlitestore.Store.Stats).
+	StoreStats func() (batches, ops int64)
+	Logger     *slog.Logger
+}
+
+// New returns metrics registered on a fresh registry (with Go runtime and process collectors).
+func New(cfg Config) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_jobs_submitted_total", Help: "Jobs accepted by /run and /runsync.",
+		}, []string{"endpoint"}),
+		started: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_jobs_started_total", Help: "Jobs handed to a worker (takes).",
+		}, []string{"endpoint"}),
+		delay: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spool_job_queue_delay_seconds", Help: "Time jobs waited in the queue before a take (delayTime).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 4, 10),
+		}, []string{"endpoint"}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_jobs_finished_total", Help: "Jobs that reached a terminal state.",
+		}, []string{"endpoint", "state"}),
+		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_jobs_requeued_total", Help: "Jobs sent back to the queue (lost_worker, undelivered, retry).",
+		}, []string{"endpoint", "reason"}),
+	}
+	m.reg.MustRegister(m.submitted, m.started, m.delay, m.finished, m.requeued,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.Store != nil && cfg.Endpoints != nil {
+		m.reg.MustRegister(&jobsCollector{cfg: cfg})
+	}
+	if cfg.StoreStats != nil {
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "spool_store_commits_total", Help: "Write transactions committed by the store (group commits).",
+			}, func() float64 { b, _ := cfg.StoreStats(); return float64(b) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "spool_store_writes_total", Help: "Writes committed by the store; writes/commits is the group-commit size.",
+			}, func() float64 { _, o := cfg.StoreStats(); return float64(o) }),
+		)
+	}
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+func (m *Metrics) JobSubmitted(endpoint string) { m.submitted.WithLabelValues(endpoint).Inc() }
+
+func (m *Metrics) JobStarted(endpoint string, delay time.Duration) {
+	m.started.WithLabelValues(endpoint).Inc()
+	m.delay.WithLabelValues(endpoint).Observe(delay.Seconds())
+}
+
+func (m *Metrics) JobFinished(endpoint string, state spool.State) {
+	m.finished.WithLabelValues(endpoint, string(state)).Inc()
+}
+
+func (m *Metrics) JobRequeued(endpoint, reason string) {
+	m.requeued.WithLabelValues(endpoint, reason).Inc()
+}
+
+// jobsCollector counts the retained jobs of every endpoint by state at scrape time, so the gauge is
+// right after a restart and on every replica.
+type jobsCollector struct{ cfg Config }
+
+var jobsDesc = prometheus.NewDesc("spool_jobs", "Retained jobs by endpoint and state.", []string{"endpoint", "state"}, nil)
+
+func (c *jobsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- jobsDesc }
+
+func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, ep := range c.cfg.Endpoints() {
+		counts, err := c.cfg.Store.CountJobs(ctx, ep)
+		if err != nil {
+			if c.cfg.Logger != nil {
+				c.cfg.Logger.Warn("metrics: count jobs", "endpoint", ep, "err", err)
+			}
+			continue
+		}
+		for _, s := range spool.States {
+			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(counts.ByState[s]), ep, string(s))
+		}
+	}
+}
