@@ -1,0 +1,395 @@
+// Package workerapi serves the RunPod worker protocol (runpod-worker-protocol.md) under
+// /v2/{endpoint}/: job-take and job-take-batch long-polls, the job-stop channel, job-done results
+// and progress, job-stream chunks and ping heartbeats, exactly as unmodified runpod-python workers
+// and Spool's own worker SDK speak it.
+package workerapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/auth"
+	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/wire"
+)
+
+// Config configures the worker API.
+type Config struct {
+	// Engine runs the jobs. Required.
+	Engine *engine.Engine
+	// Keys authenticates workers. Required.
+	Keys *auth.Keyring
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// TakeWait is how long job-take, job-take-batch and job-stop hold a request open waiting for
+	// work before answering 204. It must stay under runpod-python's 90 s cut-off. Defaults to 30 s.
+	TakeWait time.Duration
+	// ResultLimit bounds a job-done body; a larger one gets 413. Defaults to 20 MB.
+	ResultLimit int64
+	// ChunkLimit bounds a job-stream body; a larger one gets 413. Defaults to 1 MB.
+	ChunkLimit int64
+}
+
+// MaxTakeWait is the exclusive upper bound of Config.TakeWait: runpod-python abandons a take
+// after 90 s.
+const MaxTakeWait = 90 * time.Second
+
+// MaxBatch is the largest batch_size job-take-batch accepts.
+const MaxBatch = 64
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.TakeWait == 0 {
+		c.TakeWait = 30 * time.Second
+	}
+	if c.ResultLimit == 0 {
+		c.ResultLimit = 20 << 20
+	}
+	if c.ChunkLimit == 0 {
+		c.ChunkLimit = 1 << 20
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Engine == nil:
+		return errors.New("workerapi: Engine is required")
+	case c.Keys == nil:
+		return errors.New("workerapi: Keys is required")
+	case c.TakeWait < 0 || c.TakeWait >= MaxTakeWait:
+		return errors.New("workerapi: TakeWait must be at least 0 and under 90 s")
+	case c.ResultLimit < 0 || c.ChunkLimit < 0:
+		return errors.New("workerapi: ResultLimit and ChunkLimit must not be negative")
+	}
+	return nil
+}
+
+type api struct {
+	cfg Config
+	eng *engine.Engine
+	log *slog.Logger
+}
+
+// Register mounts the worker routes on mux. Takes, stops and pings also answer POST, which is
+// harmless and helps clients that cannot send a GET.
+//
+// Spool's own extensions are opt-in, so a RunPod worker never sees them: job-take and
+// job-take-batch with ?include=attempt add "attempt" to each job, and job-done and job-stream
+// accept ?attempt=N, which fences the post to that attempt.
+func Register(mux *http.ServeMux, cfg Config) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	a := &api{cfg: cfg, eng: cfg.Engine, log: cfg.Logger}
+	for _, m := range []string{"GET", "POST"} {
+		mux.HandleFunc(m+" /v2/{endpoint}/job-take/{worker}", a.take(false))
+		mux.HandleFunc(m+" /v2/{endpoint}/job-take-batch/{worker}", a.take(true))
+		mux.HandleFunc(m+" /v2/{endpoint}/job-stop/{worker}", a.stop)
+		mux.HandleFunc(m+" /v2/{endpoint}/ping/{worker}", a.ping)
+	}
+	mux.HandleFunc("POST /v2/{endpoint}/job-done/{worker}/{job}", a.done)
+	mux.HandleFunc("POST /v2/{endpoint}/job-stream/{worker}/{job}", a.stream)
+	return nil
+}
+
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	wire.WriteErrorLog(w, a.log.With("method", r.Method, "path", r.URL.Path), err)
+}
+
+// authorize checks the worker key; it writes the error and returns false when the request may
+// not go on.
+func (a *api) authorize(w http.ResponseWriter, r *http.Request) bool {
+	if _, err := a.cfg.Keys.Check(r, auth.Worker, r.PathValue("endpoint"), true); err != nil {
+		a.fail(w, r, err)
+		return false
+	}
+	return true
+}
+
+func (a *api) take(batch bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorize(w, r) {
+			return
+		}
+		wire.DiscardBody(r)
+		size := 1
+		if batch {
+			if v := r.URL.Query().Get("batch_size"); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > MaxBatch {
+					a.fail(w, r, spool.Errorf(spool.CodeInvalid, "batch_size must be an integer from 1 to %d", MaxBatch))
+					return
+				}
+				size = n
+			}
+		}
+		ctx := r.Context()
+		wire.ExtendWriteDeadline(w, a.cfg.TakeWait)
+		jobs, err := a.eng.Take(ctx, r.PathValue("endpoint"), r.PathValue("worker"), size, a.cfg.TakeWait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return // the worker is gone; nothing was taken
+			}
+			a.fail(w, r, err)
+			return
+		}
+		if len(jobs) == 0 {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if ctx.Err() != nil {
+			a.release(ctx, jobs, "the take request ended before the jobs were sent")
+			return
+		}
+		withAttempt := r.URL.Query().Get("include") == "attempt"
+		var body []byte
+		if batch {
+			elems := make([][]byte, len(jobs))
+			for i, j := range jobs {
+				elems[i] = payload(j, withAttempt)
+			}
+			body = wire.Array(elems)
+		} else {
+			body = payload(jobs[0], withAttempt)
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		_, werr := w.Write(body)
+		ferr := http.NewResponseController(w).Flush()
+		if werr != nil || ferr != nil {
+			a.release(ctx, jobs, "the take response could not be written")
+		}
+	}
+}
+
+// release puts jobs whose take answer never reached the worker back in the queue.
+func (a *api) release(reqCtx context.Context, jobs []*spool.Job, why string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), 30*time.Second)
+	defer cancel()
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.ID
+	}
+	a.log.Warn("releasing taken jobs", "reason", why, "jobs", ids)
+	if err := a.eng.Release(ctx, jobs); err != nil {
+		a.log.Error("release taken jobs", "jobs", ids, "err", err)
+	}
+}
+
+// payload is the job object a worker receives: {"id","input","policy":{...},"webhook"?,
+// "s3Config"?}, only keys RunPod sends, since runpod-python hands the whole object to user code.
+// input and s3Config are the bytes the client sent. With withAttempt (the take asked for
+// ?include=attempt, as Spool's worker SDK does) it also carries "attempt", which that SDK echoes
+// on its posts (?attempt=) for fencing.
+func payload(j *spool.Job, withAttempt bool) []byte {
+	pol := wire.NewObject().
+		Int("executionTimeout", j.Policy.ExecutionTimeoutMs).
+		Bool("lowPriority", j.Policy.LowPriority).
+		Int("ttl", j.Policy.TTLMs)
+	o := wire.NewObject().String("id", j.ID).Raw("input", j.Input).Raw("policy", pol.Bytes())
+	if j.Webhook != "" {
+		o.String("webhook", j.Webhook)
+	}
+	if j.S3Config != nil {
+		o.Raw("s3Config", j.S3Config)
+	}
+	if withAttempt {
+		o.Int("attempt", int64(j.Attempt))
+	}
+	return o.Bytes()
+}
+
+func (a *api) stop(w http.ResponseWriter, r *http.Request) {
+	if !a.authorize(w, r) {
+		return
+	}
+	wire.DiscardBody(r)
+	wire.ExtendWriteDeadline(w, a.cfg.TakeWait)
+	ids, err := a.eng.StopSignals(r.Context(), r.PathValue("endpoint"), r.PathValue("worker"), a.cfg.TakeWait)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return
+		}
+		a.fail(w, r, err)
+		return
+	}
+	if len(ids) == 0 {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	wire.WriteJSON(w, http.StatusOK, struct {
+		JobsToStop []string `json:"jobsToStop"`
+	}{ids})
+}
+
+// attempt reads the optional ?attempt= of Spool's worker SDK; 0 when absent.
+func attempt(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("attempt")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, spool.Errorf(spool.CodeInvalid, "attempt must be a positive integer")
+	}
+	return n, nil
+}
+
+var ok = json.RawMessage(`{"status":"ok"}`)
+
+// DoneBody is a decoded job-done body.
+type DoneBody struct {
+	InProgress bool
+	Output     json.RawMessage
+	Error      *string
+	StopPod    bool
+}
+
+// DecodeDone decodes a job-done body: a JSON object whatever the Content-Type said (runpod-python
+// sends JSON labelled application/x-www-form-urlencoded). "status":"IN_PROGRESS" makes it a
+// progress update; "output" is kept raw; "error" as a JSON string gives its value, JSON null
+// counts as absent, any other value gives its JSON text; "stopPod": true asks for a restart. {}
+// is a completion with no output.
+func DecodeDone(body []byte) (DoneBody, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil || m == nil {
+		return DoneBody{}, spool.Errorf(spool.CodeInvalid, "job-done body must be a JSON object")
+	}
+	var d DoneBody
+	if s, ok := m["status"]; ok {
+		var status string
+		if json.Unmarshal(s, &status) == nil && status == string(spool.StateInProgress) {
+			d.InProgress = true
+		}
+	}
+	if out, ok := m["output"]; ok {
+		d.Output = out
+	}
+	if e, ok := m["error"]; ok && string(e) != "null" {
+		var s string
+		if json.Unmarshal(e, &s) != nil {
+			s = string(e)
+		}
+		d.Error = &s
+	}
+	if sp, ok := m["stopPod"]; ok && string(sp) == "true" {
+		d.StopPod = true
+	}
+	return d, nil
+}
+
+func (a *api) done(w http.ResponseWriter, r *http.Request) {
+	if !a.authorize(w, r) {
+		return
+	}
+	att, err := attempt(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	body, err := wire.ReadBody(w, r, a.cfg.ResultLimit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	d, err := DecodeDone(body)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p := engine.DoneParams{
+		Endpoint:   r.PathValue("endpoint"),
+		WorkerID:   r.PathValue("worker"),
+		JobID:      r.PathValue("job"),
+		Attempt:    att,
+		InProgress: d.InProgress,
+		Output:     d.Output,
+		StopPod:    d.StopPod,
+	}
+	if !d.InProgress {
+		p.Error = d.Error
+	}
+	if _, err := a.eng.Done(r.Context(), p); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	wire.WriteJSON(w, http.StatusOK, ok)
+}
+
+func (a *api) stream(w http.ResponseWriter, r *http.Request) {
+	if !a.authorize(w, r) {
+		return
+	}
+	att, err := attempt(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	body, err := wire.ReadBody(w, r, a.cfg.ChunkLimit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil || m == nil {
+		a.fail(w, r, spool.Errorf(spool.CodeInvalid, `job-stream body must be a JSON object {"output": <chunk>}`))
+		return
+	}
+	chunk, has := m["output"]
+	if !has {
+		a.fail(w, r, spool.Errorf(spool.CodeInvalid, `job-stream body must have an "output"`))
+		return
+	}
+	err = a.eng.AppendChunk(r.Context(), r.PathValue("endpoint"), r.PathValue("worker"), r.PathValue("job"), att, chunk)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	wire.WriteJSON(w, http.StatusOK, ok)
+}
+
+func (a *api) ping(w http.ResponseWriter, r *http.Request) {
+	if !a.authorize(w, r) {
+		return
+	}
+	wire.DiscardBody(r)
+	q := r.URL.Query()
+	ep, worker := r.PathValue("endpoint"), r.PathValue("worker")
+	if q.Get("status") == "unhealthy" {
+		reason := q.Get("reason")
+		if len(reason) > 256 {
+			reason = reason[:256]
+		}
+		a.log.Warn("worker reported itself unhealthy and is exiting",
+			"endpoint", ep, "worker", worker, "check", q.Get("check"), "reason", reason)
+	}
+	var ids []string
+	for _, v := range q["job_id"] {
+		for _, id := range strings.Split(v, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				ids = append(ids, id)
+			}
+		}
+	}
+	err := a.eng.Ping(r.Context(), engine.PingParams{
+		Endpoint: ep, WorkerID: worker, JobIDs: ids, Version: q.Get("runpod_version"),
+	})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	wire.WriteJSON(w, http.StatusOK, ok)
+}

@@ -1,0 +1,607 @@
+package workerapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/auth"
+	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/workerapi"
+	"github.com/spool-run/spool/store/sqlitestore"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const adminSecret = "spool_admin_for_tests"
+
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	fake   *clock.Fake
+	eng    *engine.Engine
+	keys   *auth.Keyring
+	mux    *http.ServeMux
+	srv    *httptest.Server
+	worker string // worker key of "ep"
+	client string
+	other  string // worker key of "other"
+}
+
+type opts struct {
+	resultLimit, chunkLimit int64
+}
+
+func newEnv(t *testing.T, o opts) *env {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	eng, err := engine.New(engine.Config{Store: st, Clock: fake, SweepInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	require.NoError(t, eng.Start(ctx))
+	for _, name := range []string{"ep", "other"} {
+		_, _, err := eng.PutEndpoint(ctx, spool.NewEndpoint(name))
+		require.NoError(t, err)
+	}
+	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Static: []spool.Key{auth.EnvAdminKey(adminSecret)}})
+	require.NoError(t, err)
+	e := &env{t: t, ctx: ctx, fake: fake, eng: eng, keys: keys, mux: http.NewServeMux()}
+	e.worker = e.createKey(spool.Key{Name: "w", Scope: spool.ScopeWorker, Endpoints: []string{"ep"}})
+	e.other = e.createKey(spool.Key{Name: "o", Scope: spool.ScopeWorker, Endpoints: []string{"other"}})
+	e.client = e.createKey(spool.Key{Name: "c", Scope: spool.ScopeClient})
+	require.NoError(t, workerapi.Register(e.mux, workerapi.Config{
+		Engine: eng, Keys: keys, ResultLimit: o.resultLimit, ChunkLimit: o.chunkLimit,
+		Logger: slog.New(slog.DiscardHandler),
+	}))
+	e.srv = httptest.NewServer(e.mux)
+	t.Cleanup(e.srv.Close)
+	t.Cleanup(eng.Stop)    // runs first: long-polls answer at once, so srv.Close does not wait
+	waitTimers(t, fake, 1) // the sweeper's timer
+	return e
+}
+
+func (e *env) createKey(k spool.Key) string {
+	secret, _, err := e.keys.Create(e.ctx, k)
+	require.NoError(e.t, err)
+	return secret
+}
+
+// waitTimers waits until the fake clock has at least n timers: a long-poll has started waiting.
+func waitTimers(t *testing.T, fake *clock.Fake, n int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		ch := fake.Changed()
+		if fake.Timers() >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %d timers (have %d)", n, fake.Timers())
+		}
+	}
+}
+
+func (e *env) submit(p engine.SubmitParams) *spool.Job {
+	e.t.Helper()
+	if p.Endpoint == "" {
+		p.Endpoint = "ep"
+	}
+	if p.Input == nil {
+		p.Input = json.RawMessage(`{"n":1}`)
+	}
+	j, err := e.eng.Submit(e.ctx, p)
+	require.NoError(e.t, err)
+	return j
+}
+
+type resp struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// do sends a request the way runpod-python does: the raw key in Authorization.
+func (e *env) do(method, path, key, contentType, body string) resp {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(e.ctx, method, e.srv.URL+path, rd)
+	require.NoError(e.t, err)
+	if key != "" {
+		req.Header.Set("Authorization", key)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	res, err := e.srv.Client().Do(req)
+	require.NoError(e.t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(e.t, err)
+	return resp{res.StatusCode, res.Header, string(b)}
+}
+
+const formCT = "application/x-www-form-urlencoded"
+
+// take takes one job for worker w and returns its payload.
+func (e *env) take(w string) map[string]json.RawMessage {
+	e.t.Helper()
+	r := e.do("GET", "/v2/ep/job-take/"+w+"?gpu=TEST&job_in_progress=0", e.worker, "application/json", "")
+	require.Equal(e.t, 200, r.status, r.body)
+	var m map[string]json.RawMessage
+	require.NoError(e.t, json.Unmarshal([]byte(r.body), &m))
+	return m
+}
+
+func (e *env) job(id string) *spool.Job {
+	e.t.Helper()
+	j, err := e.eng.Job(e.ctx, "ep", id)
+	require.NoError(e.t, err)
+	return j
+}
+
+// errMsg returns the message of an {"error": ...} body.
+func errMsg(t *testing.T, body string) string {
+	t.Helper()
+	var e struct {
+		Error *string `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &e), body)
+	require.NotNil(t, e.Error, body)
+	return *e.Error
+}
+
+func idOf(m map[string]json.RawMessage) string {
+	var id string
+	_ = json.Unmarshal(m["id"], &id)
+	return id
+}
+
+func TestDecodeDone(t *testing.T) {
+	t.Parallel()
+	str := func(s string) *string { return &s }
+	cases := []struct {
+		body string
+		want workerapi.DoneBody
+		bad  bool
+	}{
+		{`{}`, workerapi.DoneBody{}, false},
+		{`{"output": {"a": [1.0]}}`, workerapi.DoneBody{Output: json.RawMessage(`{"a": [1.0]}`)}, false},
+		{`{"output": false}`, workerapi.DoneBody{Output: json.RawMessage(`false`)}, false},
+		{`{"output": null}`, workerapi.DoneBody{Output: json.RawMessage(`null`)}, false},
+		{`{"status":"IN_PROGRESS","output":{"pct":50}}`, workerapi.DoneBody{InProgress: true, Output: json.RawMessage(`{"pct":50}`)}, false},
+		{`{"status":"COMPLETED","output":1}`, workerapi.DoneBody{Output: json.RawMessage(`1`)}, false},
+		{`{"output":{"extra":1},"error":"custom failure"}`, workerapi.DoneBody{Output: json.RawMessage(`{"extra":1}`), Error: str("custom failure")}, false},
+		{`{"error":"{\"error_type\": \"ValueError\"}"}`, workerapi.DoneBody{Error: str(`{"error_type": "ValueError"}`)}, false},
+		{`{"error":{"code": 3}}`, workerapi.DoneBody{Error: str(`{"code": 3}`)}, false},
+		{`{"error":null,"output":2}`, workerapi.DoneBody{Output: json.RawMessage(`2`)}, false},
+		{`{"error":""}`, workerapi.DoneBody{Error: str("")}, false},
+		{`{"output":{"value":1},"stopPod":true}`, workerapi.DoneBody{Output: json.RawMessage(`{"value":1}`), StopPod: true}, false},
+		{`{"stopPod":"yes"}`, workerapi.DoneBody{}, false},
+		{`null`, workerapi.DoneBody{}, true},
+		{`[]`, workerapi.DoneBody{}, true},
+		{`"x"`, workerapi.DoneBody{}, true},
+		{`output=1`, workerapi.DoneBody{}, true},
+		{``, workerapi.DoneBody{}, true},
+		{`{"output":1}x`, workerapi.DoneBody{}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.body, func(t *testing.T) {
+			t.Parallel()
+			got, err := workerapi.DecodeDone([]byte(c.body))
+			if c.bad {
+				require.Equal(t, spool.CodeInvalid, spool.ErrorCode(err))
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, c.want, got)
+		})
+	}
+}
+
+func TestTakePayload(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	et, ttl := int64(900000), int64(3600000)
+	j := e.submit(engine.SubmitParams{
+		Input:              json.RawMessage(`{"b":1, "a":[1.0,2e3]}`),
+		Webhook:            "https://example.com/hook",
+		S3Config:           json.RawMessage(`{"accessId":"AK", "accessSecret":"SK","bucketName":"b","endpointUrl":"http://127.0.0.1:9/s3"}`),
+		ExecutionTimeoutMs: &et, TTLMs: &ttl, LowPriority: true,
+	})
+	r := e.do("GET", "/v2/ep/job-take/w1?gpu=TEST&job_in_progress=0", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	require.Equal(t, "application/json", r.header.Get("Content-Type"))
+	require.Equal(t, `{"id":"`+j.ID+`","input":{"b":1, "a":[1.0,2e3]},`+
+		`"policy":{"executionTimeout":900000,"lowPriority":true,"ttl":3600000},"webhook":"https://example.com/hook",`+
+		`"s3Config":{"accessId":"AK", "accessSecret":"SK","bucketName":"b","endpointUrl":"http://127.0.0.1:9/s3"}}`, r.body)
+	got := e.job(j.ID)
+	require.Equal(t, spool.StateInProgress, got.State)
+	require.Equal(t, "w1", got.WorkerID)
+
+	// A job without webhook or s3Config has neither key; the endpoint's policy defaults show.
+	j2 := e.submit(engine.SubmitParams{Input: json.RawMessage(`"text"`)})
+	m := e.take("w1")
+	require.Equal(t, j2.ID, idOf(m))
+	require.Equal(t, `"text"`, string(m["input"]))
+	require.Equal(t, `{"executionTimeout":600000,"lowPriority":false,"ttl":86400000}`, string(m["policy"]))
+	require.NotContains(t, m, "webhook")
+	require.NotContains(t, m, "s3Config")
+	require.NotContains(t, m, "attempt")
+
+	// Spool's SDK opts in to the attempt, single and batch.
+	j3 := e.submit(engine.SubmitParams{})
+	r = e.do("GET", "/v2/ep/job-take/w1?include=attempt", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	require.Equal(t, `{"id":"`+j3.ID+`","input":{"n":1},"policy":{"executionTimeout":600000,"lowPriority":false,"ttl":86400000},"attempt":1}`, r.body)
+	j4 := e.submit(engine.SubmitParams{})
+	r = e.do("GET", "/v2/ep/job-take-batch/w1?batch_size=3&include=attempt", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	require.Equal(t, `[{"id":"`+j4.ID+`","input":{"n":1},"policy":{"executionTimeout":600000,"lowPriority":false,"ttl":86400000},"attempt":1}]`, r.body)
+}
+
+func TestTakeBatch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.submit(engine.SubmitParams{}).ID)
+	}
+	r := e.do("GET", "/v2/ep/job-take-batch/w1?gpu=X&batch_size=2&job_in_progress=1", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	var batch []map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(r.body), &batch))
+	require.Len(t, batch, 2)
+	require.Equal(t, ids[0], idOf(batch[0]))
+	require.Equal(t, ids[1], idOf(batch[1]))
+
+	r = e.do("GET", "/v2/ep/job-take-batch/w1?batch_size=5", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	require.NoError(t, json.Unmarshal([]byte(r.body), &batch))
+	require.Len(t, batch, 1)
+	require.Equal(t, ids[2], idOf(batch[0]))
+
+	for _, bad := range []string{"0", "65", "abc", "-1", "1.5"} {
+		r := e.do("GET", "/v2/ep/job-take-batch/w1?batch_size="+bad, e.worker, "", "")
+		require.Equal(t, 400, r.status, bad)
+		require.Contains(t, r.body, "batch_size must be an integer from 1 to 64")
+	}
+}
+
+func TestTakeLongPoll(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+
+	// Nothing arrives: 204 once the (fake) wait runs out.
+	done := make(chan resp, 1)
+	go func() { done <- e.do("GET", "/v2/ep/job-take/w1", e.worker, "", "") }()
+	waitTimers(t, e.fake, 2)
+	e.fake.Advance(30 * time.Second)
+	r := <-done
+	require.Equal(t, http.StatusNoContent, r.status)
+	require.Empty(t, r.body)
+
+	// A job submitted while the take waits is handed to it at once.
+	base := e.fake.Timers()
+	go func() { done <- e.do("GET", "/v2/ep/job-take/w1", e.worker, "", "") }()
+	waitTimers(t, e.fake, base+1)
+	j := e.submit(engine.SubmitParams{})
+	r = <-done
+	require.Equal(t, 200, r.status)
+	require.Contains(t, r.body, j.ID)
+
+	// POST is accepted too.
+	j = e.submit(engine.SubmitParams{})
+	r = e.do("POST", "/v2/ep/job-take/w1", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	require.Contains(t, r.body, j.ID)
+}
+
+func TestDone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	cases := []struct {
+		name   string
+		posts  []string
+		state  spool.State
+		output string // "" means absent
+		errMsg string
+		stop   bool
+	}{
+		{"form content type with json body", []string{`{"output": {"echo": {"a": 1.50}}}`}, spool.StateCompleted, `{"echo": {"a": 1.50}}`, "", false},
+		{"progress then result", []string{`{"status": "IN_PROGRESS", "output": {"pct": 50}}`, `{"output": "done-str"}`}, spool.StateCompleted, `"done-str"`, "", false},
+		{"error with output", []string{`{"output": {"extra": 1}, "error": "custom failure"}`}, spool.StateFailed, `{"extra": 1}`, "custom failure", false},
+		{"empty object", []string{`{}`}, spool.StateCompleted, "", "", false},
+		{"error string holding json", []string{`{"error": "{\"error_type\": \"<class 'ValueError'>\", \"error_message\": \"boom\"}"}`}, spool.StateFailed, "", `{"error_type": "<class 'ValueError'>", "error_message": "boom"}`, false},
+		{"error object", []string{`{"error": {"code": 7}}`}, spool.StateFailed, "", `{"code": 7}`, false},
+		{"false output", []string{`{"output": false}`}, spool.StateCompleted, `false`, "", false},
+		{"null output", []string{`{"output": null}`}, spool.StateCompleted, `null`, "", false},
+		{"stopPod", []string{`{"output": {"value": 1}, "stopPod": true}`}, spool.StateCompleted, `{"value": 1}`, "", true},
+		{"unicode raw", []string{`{"output": "héllo"}`}, spool.StateCompleted, `"héllo"`, "", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			j := e.submit(engine.SubmitParams{})
+			worker := "w-" + strings.ReplaceAll(c.name, " ", "-")
+			r := e.do("GET", "/v2/ep/job-take/"+worker, e.worker, "", "")
+			require.Equal(t, 200, r.status)
+			require.Contains(t, r.body, j.ID)
+			for i, body := range c.posts {
+				r := e.do("POST", "/v2/ep/job-done/"+worker+"/"+j.ID+"?gpu=TEST&isStream=false", e.worker, formCT, body)
+				require.Equal(t, 200, r.status, r.body)
+				require.JSONEq(t, `{"status":"ok"}`, r.body)
+				if i == 0 && len(c.posts) > 1 {
+					got := e.job(j.ID)
+					require.Equal(t, spool.StateInProgress, got.State)
+					require.Equal(t, `{"pct": 50}`, string(got.Output))
+				}
+			}
+			got := e.job(j.ID)
+			require.Equal(t, c.state, got.State)
+			if c.output == "" {
+				require.Nil(t, got.Output)
+			} else {
+				require.Equal(t, c.output, string(got.Output))
+			}
+			require.Equal(t, c.errMsg, got.Error)
+			require.Equal(t, c.stop, got.StopPod)
+		})
+	}
+}
+
+func TestDoneFencing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	j := e.submit(engine.SubmitParams{})
+	m := e.take("w1")
+	require.Equal(t, j.ID, idOf(m))
+	done := "/v2/ep/job-done/w1/" + j.ID
+
+	// Another worker, or a stale attempt, is refused and changes nothing.
+	r := e.do("POST", "/v2/ep/job-done/w2/"+j.ID, e.worker, formCT, `{"output":1}`)
+	require.Equal(t, 409, r.status)
+	require.Contains(t, r.body, "not held by worker w2")
+	r = e.do("POST", done+"?attempt=2", e.worker, formCT, `{"output":1}`)
+	require.Equal(t, 409, r.status)
+	r = e.do("POST", done+"?attempt=zero", e.worker, formCT, `{"output":1}`)
+	require.Equal(t, 400, r.status)
+	require.Equal(t, spool.StateInProgress, e.job(j.ID).State)
+
+	// The holder's result, repeated (runpod-python retries on 5xx), applies once.
+	r = e.do("POST", done+"?attempt=1", e.worker, formCT, `{"output":{"v":1}}`)
+	require.Equal(t, 200, r.status)
+	first := e.job(j.ID)
+	require.Equal(t, spool.StateCompleted, first.State)
+	e.fake.Advance(time.Second)
+	r = e.do("POST", done, e.worker, formCT, `{"output":{"v":1}}`)
+	require.Equal(t, 200, r.status)
+	again := e.job(j.ID)
+	require.Equal(t, first.FinishedAt, again.FinishedAt)
+	require.Equal(t, `{"v":1}`, string(again.Output))
+
+	// Late progress is ignored.
+	r = e.do("POST", done, e.worker, formCT, `{"status":"IN_PROGRESS","output":{"pct":99}}`)
+	require.Equal(t, 200, r.status)
+	require.Equal(t, `{"v":1}`, string(e.job(j.ID).Output))
+
+	// A result after a cancel is refused.
+	j2 := e.submit(engine.SubmitParams{})
+	require.Equal(t, j2.ID, idOf(e.take("w1")))
+	_, err := e.eng.Cancel(e.ctx, "ep", j2.ID)
+	require.NoError(t, err)
+	r = e.do("POST", "/v2/ep/job-done/w1/"+j2.ID, e.worker, formCT, `{"output":1}`)
+	require.Equal(t, 409, r.status)
+	require.Equal(t, spool.StateCancelled, e.job(j2.ID).State)
+
+	// Unknown job and unknown endpoint.
+	r = e.do("POST", "/v2/ep/job-done/w1/nope", e.worker, formCT, `{}`)
+	require.Equal(t, 404, r.status)
+	r = e.do("POST", "/v2/nope/job-done/w1/"+j.ID, e.createKey(spool.Key{Name: "a", Scope: spool.ScopeAdmin}), formCT, `{}`)
+	require.Equal(t, 404, r.status)
+}
+
+func TestDoneBadBodies(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{resultLimit: 1024})
+	j := e.submit(engine.SubmitParams{})
+	require.Equal(t, j.ID, idOf(e.take("w1")))
+	done := "/v2/ep/job-done/w1/" + j.ID
+	for _, body := range []string{"output=1", "[1]", "null", `"x"`, "{", ""} {
+		r := e.do("POST", done, e.worker, formCT, body)
+		require.Equal(t, 400, r.status, body)
+		require.Contains(t, r.body, "must be a JSON object")
+	}
+	r := e.do("POST", done, e.worker, formCT, `{"output":"`+strings.Repeat("x", 2000)+`"}`)
+	require.Equal(t, 413, r.status)
+	require.JSONEq(t, `{"error":"request body exceeds the 1 KB limit"}`, r.body)
+	require.Equal(t, spool.StateInProgress, e.job(j.ID).State)
+}
+
+func TestStreamChunks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{chunkLimit: 1024})
+	j := e.submit(engine.SubmitParams{})
+	require.Equal(t, j.ID, idOf(e.take("w1")))
+	path := "/v2/ep/job-stream/w1/" + j.ID + "?gpu=TEST&isStream=false"
+	for _, chunk := range []string{`{"chunk": 0}`, `"b"`, `[1.0]`} {
+		r := e.do("POST", path, e.worker, formCT, `{"output": `+chunk+`}`)
+		require.Equal(t, 200, r.status, r.body)
+	}
+	for body, want := range map[string]int{
+		`{"nope": 1}`: 400, `[1]`: 400, `x`: 400,
+		`{"output":"` + strings.Repeat("x", 2000) + `"}`: 413,
+	} {
+		r := e.do("POST", path, e.worker, formCT, body)
+		require.Equal(t, want, r.status, body)
+	}
+	r := e.do("POST", "/v2/ep/job-stream/w2/"+j.ID, e.worker, formCT, `{"output":1}`)
+	require.Equal(t, 409, r.status)
+
+	_, chunks, err := e.eng.Stream(e.ctx, "ep", j.ID, 0)
+	require.NoError(t, err)
+	require.Len(t, chunks, 3)
+	require.Equal(t, `{"chunk": 0}`, string(chunks[0].Data))
+	require.Equal(t, `"b"`, string(chunks[1].Data))
+	require.Equal(t, `[1.0]`, string(chunks[2].Data))
+
+	r = e.do("POST", "/v2/ep/job-done/w1/"+j.ID+"?isStream=true", e.worker, formCT, `{"output": []}`)
+	require.Equal(t, 200, r.status)
+	r = e.do("POST", path, e.worker, formCT, `{"output": "late"}`)
+	require.Equal(t, 409, r.status)
+}
+
+func TestJobStop(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	j := e.submit(engine.SubmitParams{})
+	require.Equal(t, j.ID, idOf(e.take("w1")))
+	_, err := e.eng.Cancel(e.ctx, "ep", j.ID)
+	require.NoError(t, err)
+	r := e.do("GET", "/v2/ep/job-stop/w1?gpu=TEST", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	require.Equal(t, "application/json", r.header.Get("Content-Type"))
+	require.JSONEq(t, `{"jobsToStop":["`+j.ID+`"]}`, r.body)
+
+	// Delivered once: the next poll waits and answers 204.
+	done := make(chan resp, 1)
+	base := e.fake.Timers()
+	go func() { done <- e.do("GET", "/v2/ep/job-stop/w1", e.worker, "", "") }()
+	waitTimers(t, e.fake, base+1)
+	e.fake.Advance(30 * time.Second)
+	r = <-done
+	require.Equal(t, 204, r.status)
+
+	// A waiting stop poll wakes when a held job is cancelled.
+	j2 := e.submit(engine.SubmitParams{})
+	require.Equal(t, j2.ID, idOf(e.take("w1")))
+	base = e.fake.Timers()
+	go func() { done <- e.do("GET", "/v2/ep/job-stop/w1", e.worker, "", "") }()
+	waitTimers(t, e.fake, base+1)
+	_, err = e.eng.Cancel(e.ctx, "ep", j2.ID)
+	require.NoError(t, err)
+	r = <-done
+	require.Equal(t, 200, r.status)
+	require.JSONEq(t, `{"jobsToStop":["`+j2.ID+`"]}`, r.body)
+}
+
+func TestPing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	j := e.submit(engine.SubmitParams{})
+	require.Equal(t, j.ID, idOf(e.take("w1")))
+	for _, q := range []string{
+		"?gpu=TEST&job_id=" + j.ID + "%2Cother&runpod_version=1.12.0",
+		"?gpu=TEST&runpod_version=1.12.0",
+		"?job_id=",
+		"?gpu=TEST&status=unhealthy&check=memory&reason=MemoryError%3A+too+little&runpod_version=1.12.0",
+	} {
+		r := e.do("GET", "/v2/ep/ping/w1"+q, e.worker, "", "")
+		require.Equal(t, 200, r.status, q)
+		require.JSONEq(t, `{"status":"ok"}`, r.body)
+	}
+	r := e.do("POST", "/v2/ep/ping/w2?runpod_version=1.7.13", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	ws, err := e.eng.Workers(e.ctx, "ep")
+	require.NoError(t, err)
+	versions := map[string]string{}
+	for _, w := range ws {
+		versions[w.ID] = w.Version
+	}
+	require.Equal(t, map[string]string{"w1": "1.12.0", "w2": "1.7.13"}, versions)
+}
+
+func TestWorkerAuth(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	routes := []struct{ method, path string }{
+		{"GET", "/v2/ep/job-take/w1"},
+		{"GET", "/v2/ep/job-take-batch/w1?batch_size=2"},
+		{"GET", "/v2/ep/job-stop/w1"},
+		{"POST", "/v2/ep/job-done/w1/j1"},
+		{"POST", "/v2/ep/job-stream/w1/j1"},
+		{"GET", "/v2/ep/ping/w1"},
+	}
+	cases := []struct {
+		name   string
+		key    string
+		status int
+		msg    string
+	}{
+		{"no key", "", 401, "missing API key"},
+		{"unknown key", "spool_nope", 401, "unknown API key"},
+		{"client key", e.client, 403, "needs a worker or admin key"},
+		{"worker key of another endpoint", e.other, 403, `worker key for endpoint "ep"`},
+	}
+	for _, rt := range routes {
+		for _, c := range cases {
+			r := e.do(rt.method, rt.path, c.key, formCT, `{}`)
+			require.Equal(t, c.status, r.status, "%s %s with %s", rt.method, rt.path, c.name)
+			require.Contains(t, errMsg(t, r.body), c.msg)
+		}
+	}
+	// Bearer form works too, and an admin key may act as a worker.
+	r := e.do("GET", "/v2/ep/ping/w1", "Bearer "+e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	r = e.do("GET", "/v2/ep/ping/w1", adminSecret, "", "")
+	require.Equal(t, 200, r.status)
+	// An unknown endpoint is a 404 for a key allowed everywhere.
+	r = e.do("GET", "/v2/nope/ping/w1", adminSecret, "", "")
+	require.Equal(t, 404, r.status)
+	require.JSONEq(t, `{"error":"endpoint \"nope\" not found"}`, r.body)
+}
+
+// failingWriter is a ResponseWriter whose connection is gone: writes and flushes fail.
+type failingWriter struct{ h http.Header }
+
+func (f *failingWriter) Header() http.Header       { return f.h }
+func (f *failingWriter) WriteHeader(int)           {}
+func (f *failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+func (f *failingWriter) FlushError() error         { return errors.New("broken pipe") }
+
+func TestTakeReleasedWhenResponseFails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	j := e.submit(engine.SubmitParams{})
+	req := httptest.NewRequest("GET", "/v2/ep/job-take/w1", nil)
+	req.Header.Set("Authorization", e.worker)
+	e.mux.ServeHTTP(&failingWriter{h: http.Header{}}, req)
+	got := e.job(j.ID)
+	require.Equal(t, spool.StateInQueue, got.State)
+	require.Equal(t, 1, got.Retries)
+	require.Empty(t, got.WorkerID)
+	// It is handed out again.
+	require.Equal(t, j.ID, idOf(e.take("w2")))
+}
+
+func TestRegisterConfig(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	for _, cfg := range []workerapi.Config{
+		{Keys: e.keys},
+		{Engine: e.eng},
+		{Engine: e.eng, Keys: e.keys, TakeWait: 90 * time.Second},
+		{Engine: e.eng, Keys: e.keys, ResultLimit: -1},
+	} {
+		require.Error(t, workerapi.Register(http.NewServeMux(), cfg))
+	}
+}
