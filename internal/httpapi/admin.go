@@ -1,0 +1,324 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/auth"
+	"github.com/spool-run/spool/internal/wire"
+	"github.com/spool-run/spool/store"
+)
+
+// routesAdmin mounts Spool's own API under /api (admin keys only).
+func (s *server) routesAdmin(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/endpoints", s.admin(s.listEndpoints))
+	mux.HandleFunc("POST /api/endpoints", s.admin(s.createEndpoint))
+	mux.HandleFunc("GET /api/endpoints/{name}", s.admin(s.getEndpoint))
+	mux.HandleFunc("PUT /api/endpoints/{name}", s.admin(s.putEndpoint))
+	mux.HandleFunc("DELETE /api/endpoints/{name}", s.admin(s.deleteEndpoint))
+	mux.HandleFunc("GET /api/keys", s.admin(s.listKeys))
+	mux.HandleFunc("POST /api/keys", s.admin(s.createKey))
+	mux.HandleFunc("DELETE /api/keys/{id}", s.admin(s.deleteKey))
+	mux.HandleFunc("GET /api/jobs", s.admin(s.listJobs))
+	mux.HandleFunc("GET /api/jobs/{id}", s.admin(s.getJob))
+	mux.HandleFunc("GET /api/workers", s.admin(s.listWorkers))
+}
+
+func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.keys.Check(r, auth.Admin, "", true); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	}
+}
+
+// decodeStrict decodes an /api body into v: one JSON object, unknown fields refused (so a typo
+// is a 400 that names it), nothing after it.
+func (s *server) decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := wire.ReadBody(w, r, s.cfg.AdminLimit)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return invalid("request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return spool.Errorf(spool.CodeInvalid, "unknown field %s", msg)
+		}
+		return jsonError(err, "request body")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return invalid("malformed JSON: unexpected data after the top-level object")
+	}
+	return nil
+}
+
+// --- endpoints
+
+func (s *server) listEndpoints(w http.ResponseWriter, r *http.Request) error {
+	wire.WriteJSON(w, http.StatusOK, struct {
+		Endpoints []spool.Endpoint `json:"endpoints"`
+	}{s.eng.Endpoints()})
+	return nil
+}
+
+func (s *server) getEndpoint(w http.ResponseWriter, r *http.Request) error {
+	ep, err := s.eng.Endpoint(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	wire.WriteJSON(w, http.StatusOK, ep)
+	return nil
+}
+
+// decodeEndpoint decodes an endpoint over the defaults, so omitted fields keep them; the
+// timestamps and source are the server's.
+func (s *server) decodeEndpoint(w http.ResponseWriter, r *http.Request, name string) (spool.Endpoint, error) {
+	ep := spool.NewEndpoint(name)
+	if err := s.decodeStrict(w, r, &ep); err != nil {
+		return ep, err
+	}
+	ep.Source = auth.SourceAPI
+	ep.CreatedAt, ep.UpdatedAt = time.Time{}, time.Time{}
+	return ep, nil
+}
+
+func (s *server) createEndpoint(w http.ResponseWriter, r *http.Request) error {
+	ep, err := s.decodeEndpoint(w, r, "")
+	if err != nil {
+		return err
+	}
+	if err := ep.Validate(); err != nil {
+		return err
+	}
+	if _, err := s.eng.Endpoint(ep.Name); err == nil {
+		return spool.Errorf(spool.CodeConflict, "endpoint %q already exists; use PUT /api/endpoints/%s to replace it", ep.Name, ep.Name)
+	}
+	stored, _, err := s.eng.PutEndpoint(r.Context(), ep)
+	if err != nil {
+		return err
+	}
+	wire.WriteJSON(w, http.StatusCreated, stored)
+	return nil
+}
+
+func (s *server) putEndpoint(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	ep, err := s.decodeEndpoint(w, r, name)
+	if err != nil {
+		return err
+	}
+	if ep.Name != name {
+		return spool.Errorf(spool.CodeInvalid, "name in the body (%q) must match the name in the path (%q)", ep.Name, name)
+	}
+	stored, created, err := s.eng.PutEndpoint(r.Context(), ep)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	wire.WriteJSON(w, status, stored)
+	return nil
+}
+
+func (s *server) deleteEndpoint(w http.ResponseWriter, r *http.Request) error {
+	if err := s.eng.DeleteEndpoint(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- keys
+
+func (s *server) listKeys(w http.ResponseWriter, r *http.Request) error {
+	keys, err := s.keys.List(r.Context())
+	if err != nil {
+		return err
+	}
+	for i := range keys {
+		keys[i].Hash = ""
+	}
+	wire.WriteJSON(w, http.StatusOK, struct {
+		Keys []spool.Key `json:"keys"`
+	}{keys})
+	return nil
+}
+
+type keyRequest struct {
+	Name      string      `json:"name"`
+	Scope     spool.Scope `json:"scope"`
+	Endpoints []string    `json:"endpoints"`
+	ReadOnly  bool        `json:"readOnly"`
+}
+
+// createdKey is a new key with its secret, which is shown this once.
+type createdKey struct {
+	spool.Key
+	Secret string `json:"key"`
+}
+
+func (s *server) createKey(w http.ResponseWriter, r *http.Request) error {
+	var req keyRequest
+	if err := s.decodeStrict(w, r, &req); err != nil {
+		return err
+	}
+	secret, k, err := s.keys.Create(r.Context(), spool.Key{
+		Name: req.Name, Scope: req.Scope, Endpoints: req.Endpoints, ReadOnly: req.ReadOnly,
+	})
+	if err != nil {
+		return err
+	}
+	k.Hash = ""
+	wire.WriteJSON(w, http.StatusCreated, createdKey{Key: k, Secret: secret})
+	return nil
+}
+
+func (s *server) deleteKey(w http.ResponseWriter, r *http.Request) error {
+	if err := s.keys.Delete(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- jobs and workers
+
+// adminJob is the admin view of a job: the RunPod job object plus endpoint, input, webhook,
+// policy, sync, attempt, timestamps and hasS3Config. Never the s3Config itself.
+func adminJob(j *spool.Job) []byte {
+	o := wire.JobObject(j)
+	o.String("endpoint", j.Endpoint)
+	if j.Input != nil {
+		o.Raw("input", j.Input)
+	}
+	if j.Webhook != "" {
+		o.String("webhook", j.Webhook)
+	}
+	o.Raw("policy", wire.NewObject().
+		Int("executionTimeout", j.Policy.ExecutionTimeoutMs).
+		Int("ttl", j.Policy.TTLMs).
+		Bool("lowPriority", j.Policy.LowPriority).Bytes())
+	o.Bool("sync", j.Sync)
+	o.Int("attempt", int64(j.Attempt))
+	for _, t := range []struct {
+		name string
+		at   time.Time
+	}{{"createdAt", j.CreatedAt}, {"queuedAt", j.QueuedAt}, {"takenAt", j.TakenAt}, {"finishedAt", j.FinishedAt}} {
+		if !t.at.IsZero() {
+			o.Time(t.name, t.at)
+		}
+	}
+	o.Bool("hasS3Config", j.S3Config != nil)
+	return o.Bytes()
+}
+
+// MaxListJobs bounds /api/jobs?limit=.
+const MaxListJobs = 1000
+
+func (s *server) listJobs(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	p := store.ListJobsParams{Endpoint: q.Get("endpoint"), Limit: 100}
+	if v := q.Get("status"); v != "" {
+		for _, st := range strings.Split(v, ",") {
+			state := spool.State(strings.ToUpper(strings.TrimSpace(st)))
+			if !state.Valid() {
+				return spool.Errorf(spool.CodeInvalid, "status: %q is not a job state (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT)", st)
+			}
+			p.States = append(p.States, state)
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxListJobs {
+			return spool.Errorf(spool.CodeInvalid, "limit must be an integer from 1 to %d", MaxListJobs)
+		}
+		p.Limit = n
+	}
+	if v := q.Get("before"); v != "" {
+		t, err := parseBefore(v)
+		if err != nil {
+			return err
+		}
+		p.Before = t
+	}
+	jobs, err := s.eng.ListJobs(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	elems := make([][]byte, len(jobs))
+	for i, j := range jobs {
+		elems[i] = adminJob(j)
+	}
+	wire.WriteJSON(w, http.StatusOK, wire.NewObject().Raw("jobs", wire.Array(elems)))
+	return nil
+}
+
+// parseBefore reads ?before=: an RFC 3339 time (a createdAt of a previous page) or Unix
+// milliseconds.
+func parseBefore(v string) (time.Time, error) {
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, invalid("before must be an RFC 3339 time or Unix milliseconds")
+	}
+	return t, nil
+}
+
+func (s *server) getJob(w http.ResponseWriter, r *http.Request) error {
+	j, err := s.eng.GetJob(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	wire.WriteJSON(w, http.StatusOK, json.RawMessage(adminJob(j)))
+	return nil
+}
+
+type workerView struct {
+	ID        string   `json:"id"`
+	Endpoint  string   `json:"endpoint"`
+	State     string   `json:"state"`
+	Jobs      []string `json:"jobs"`
+	FirstSeen string   `json:"firstSeen"`
+	LastSeen  string   `json:"lastSeen"`
+	Version   string   `json:"version,omitempty"`
+}
+
+func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
+	ws, err := s.eng.Workers(r.Context(), r.URL.Query().Get("endpoint"))
+	if err != nil {
+		return err
+	}
+	out := make([]workerView, len(ws))
+	for i, wi := range ws {
+		out[i] = workerView{
+			ID: wi.ID, Endpoint: wi.Endpoint, State: wi.State, Jobs: wi.Jobs,
+			FirstSeen: wire.FormatTime(wi.FirstSeen), LastSeen: wire.FormatTime(wi.LastSeen),
+			Version: wi.Version,
+		}
+		if out[i].Jobs == nil {
+			out[i].Jobs = []string{}
+		}
+	}
+	wire.WriteJSON(w, http.StatusOK, struct {
+		Workers []workerView `json:"workers"`
+	}{out})
+	return nil
+}
