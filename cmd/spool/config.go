@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/spool-run/spool"
+)
+
+// fileConfig is the YAML config file (spool.yaml). Every field is optional.
+type fileConfig struct {
+	// Addr is the listen address. Defaults to 127.0.0.1:8080.
+	Addr string `yaml:"addr"`
+	// Data is the data directory (the SQLite file lives there). Defaults to ./spool-data.
+	Data string `yaml:"data"`
+	// LogLevel is debug, info, warn or error. Defaults to info.
+	LogLevel string `yaml:"logLevel"`
+	// Retention is how long results stay readable.
+	Retention struct {
+		// Run defaults to 30m; Runsync to 1m.
+		Run     time.Duration `yaml:"run"`
+		Runsync time.Duration `yaml:"runsync"`
+	} `yaml:"retention"`
+	Workers struct {
+		// LostAfter: a worker unseen this long loses its jobs. Defaults to 30s.
+		LostAfter time.Duration `yaml:"lostAfter"`
+		// MaxRetries: automatic requeues of a job after lost workers. Defaults to 3.
+		MaxRetries int `yaml:"maxRetries"`
+		// TakeWait is how long job-take and job-stop long-polls wait. Defaults to 30s; under 90s.
+		TakeWait time.Duration `yaml:"takeWait"`
+	} `yaml:"workers"`
+	Limits struct {
+		// Body limits in bytes. Defaults: run 10 MB, runsync 20 MB, result 20 MB, chunk 1 MB.
+		Run     int64 `yaml:"run"`
+		Runsync int64 `yaml:"runsync"`
+		Result  int64 `yaml:"result"`
+		Chunk   int64 `yaml:"chunk"`
+	} `yaml:"limits"`
+	// ShutdownGrace is how long in-flight requests get to finish on SIGTERM. Defaults to 10s.
+	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// Keys are keys given by the hash of their secret ("sha256:<hex>", see `spool hash-key`).
+	Keys []spool.Key `yaml:"keys"`
+	// Endpoints are created or updated at every start.
+	Endpoints []yamlEndpoint `yaml:"endpoints"`
+}
+
+// yamlEndpoint decodes an endpoint over the defaults, so that an omitted setting keeps its default
+// while an explicit 0 stays 0.
+type yamlEndpoint struct{ spool.Endpoint }
+
+func (y *yamlEndpoint) UnmarshalYAML(n *yaml.Node) error {
+	ep := spool.NewEndpoint("")
+	// A custom unmarshaler's Decode does not inherit the decoder's KnownFields, so a misspelt
+	// setting would silently keep its default; check the keys ourselves.
+	if err := checkKnownFields(n, reflect.TypeOf(ep)); err != nil {
+		return err
+	}
+	if err := n.Decode(&ep); err != nil {
+		return err
+	}
+	y.Endpoint = ep
+	return nil
+}
+
+// checkKnownFields reports the first key of a mapping node that names no field of struct type t,
+// recursing into nested structs.
+func checkKnownFields(n *yaml.Node, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name != "" && name != "-" {
+			fields[name] = f.Type
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key := n.Content[i]
+		ft, ok := fields[key.Value]
+		if !ok {
+			return fmt.Errorf("line %d: field %s not found in type %s", key.Line, key.Value, t.Name())
+		}
+		if err := checkKnownFields(n.Content[i+1], ft); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// config is the effective configuration: file, then environment, then flags.
+type config struct {
+	fileConfig
+	Path     string // the config file read, "" if none
+	AdminKey string // from SPOOL_ADMIN_KEY; never logged
+}
+
+const defaultConfigPath = "spool.yaml"
+
+// loadConfig reads the config file (path "" means ./spool.yaml if it exists), applies the
+// environment, fills in defaults and validates.
+func loadConfig(path string, getenv func(string) string) (*config, error) {
+	c := &config{}
+	explicit := path != ""
+	if !explicit {
+		path = getenv("SPOOL_CONFIG")
+		explicit = path != ""
+	}
+	if !explicit {
+		path = defaultConfigPath
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		c.Path = path
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c.fileConfig); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		// No config file is fine: Spool runs on its defaults.
+	default:
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for _, o := range []struct {
+		env string
+		dst *string
+	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_LOG_LEVEL", &c.LogLevel}} {
+		if v := getenv(o.env); v != "" {
+			*o.dst = v
+		}
+	}
+	c.AdminKey = getenv("SPOOL_ADMIN_KEY")
+	c.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *config) withDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:8080"
+	}
+	if c.Data == "" {
+		c.Data = "./spool-data"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.Workers.TakeWait == 0 {
+		c.Workers.TakeWait = 30 * time.Second
+	}
+	for i := range c.Endpoints {
+		c.Endpoints[i].Source = "config"
+	}
+	for i := range c.Keys {
+		c.Keys[i].Source = "config"
+		if c.Keys[i].ID == "" {
+			c.Keys[i].ID = "config-" + c.Keys[i].Name
+		}
+	}
+}
+
+func (c *config) validate() error {
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.Workers.TakeWait < time.Second || c.Workers.TakeWait >= 90*time.Second {
+		return fmt.Errorf("config: workers.takeWait must be between 1s and 90s (runpod-python gives up at 90s), got %s", c.Workers.TakeWait)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"retention.run", c.Retention.Run}, {"retention.runsync", c.Retention.Runsync},
+		{"workers.lostAfter", c.Workers.LostAfter}, {"shutdownGrace", c.ShutdownGrace}} {
+		if d.v < 0 {
+			return fmt.Errorf("config: %s must not be negative", d.name)
+		}
+	}
+	if c.Workers.MaxRetries < 0 {
+		return fmt.Errorf("config: workers.maxRetries must not be negative")
+	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{{"limits.run", c.Limits.Run}, {"limits.runsync", c.Limits.Runsync}, {"limits.result", c.Limits.Result}, {"limits.chunk", c.Limits.Chunk}} {
+		if l.v < 0 {
+			return fmt.Errorf("config: %s must not be negative", l.name)
+		}
+	}
+	seen := map[string]bool{}
+	for i, ep := range c.Endpoints {
+		if err := ep.Validate(); err != nil {
+			return fmt.Errorf("config: endpoints[%d] (%q): %s", i, ep.Name, spool.ErrorMessage(err))
+		}
+		if seen[ep.Name] {
+			return fmt.Errorf("config: endpoint %q is defined twice", ep.Name)
+		}
+		seen[ep.Name] = true
+	}
+	ids := map[string]bool{}
+	for i, k := range c.Keys {
+		switch {
+		case k.Name == "":
+			return fmt.Errorf("config: keys[%d]: name is required", i)
+		case !k.Scope.Valid():
+			return fmt.Errorf("config: keys[%d] (%s): scope must be admin, client or worker", i, k.Name)
+		case !strings.HasPrefix(k.Hash, "sha256:") || len(k.Hash) != len("sha256:")+64:
+			return fmt.Errorf("config: keys[%d] (%s): hash must be \"sha256:<64 hex digits>\" (see `spool hash-key`); plaintext keys do not belong in a config file", i, k.Name)
+		case ids[k.ID]:
+			return fmt.Errorf("config: keys[%d]: duplicate key name %q", i, k.Name)
+		}
+		ids[k.ID] = true
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("config: logLevel must be debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}

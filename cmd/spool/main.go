@@ -1,0 +1,87 @@
+// Command spool is Spool's one binary: the server (spool serve) and its helpers.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spool-run/spool"
+)
+
+func main() {
+	ctx, stop := signalContext()
+	defer stop()
+	if err := newRootCmd(os.Getenv).ExecuteContext(ctx); err != nil {
+		os.Exit(1)
+	}
+}
+
+// signalContext returns a context cancelled by the first SIGINT or SIGTERM, which starts a graceful
+// shutdown; a second signal exits at once.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig, ok := <-ch
+		if !ok {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "spool: %s received, shutting down (send it again to exit at once)\n", sig)
+		cancel()
+		if _, ok := <-ch; ok {
+			fmt.Fprintln(os.Stderr, "spool: second signal, exiting now")
+			os.Exit(1)
+		}
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func newRootCmd(getenv func(string) string) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "spool",
+		Short:         "Spool: a self-hosted serverless job queue, wire-compatible with RunPod",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.AddCommand(newServeCmd(getenv), newHashKeyCmd())
+	return root
+}
+
+func newHashKeyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "hash-key [KEY]",
+		Short: "Print the hash of a key for the keys section of spool.yaml (reads the key from stdin without an argument)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			secret := ""
+			if len(args) == 1 {
+				secret = args[0]
+			} else {
+				b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 4096))
+				if err != nil {
+					return err
+				}
+				secret = string(trimNewline(b))
+			}
+			if secret == "" {
+				return fmt.Errorf("no key given")
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), spool.HashKey(secret))
+			return nil
+		},
+	}
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/auth"
+	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/httpapi"
+	"github.com/spool-run/spool/internal/metrics"
+	"github.com/spool-run/spool/store/sqlitestore"
+)
+
+func newServeCmd(getenv func(string) string) *cobra.Command {
+	var (
+		cfgPath     string
+		addr, data  string
+		checkConfig bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Spool server on the embedded store",
+		Long: `Run the Spool server. Settings come from the config file (--config, $SPOOL_CONFIG, or
+./spool.yaml if present), then the environment (SPOOL_ADDR, SPOOL_DATA, SPOOL_LOG_LEVEL,
+SPOOL_ADMIN_KEY), then flags.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cfgPath, getenv)
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("addr") {
+				cfg.Addr = addr
+			}
+			if cmd.Flags().Changed("data") {
+				cfg.Data = data
+			}
+			if checkConfig {
+				src := cfg.Path
+				if src == "" {
+					src = "(no config file; defaults)"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "config OK: %s: addr %s, data %s, %d endpoints, %d keys\n",
+					src, cfg.Addr, cfg.Data, len(cfg.Endpoints), len(cfg.Keys))
+				return nil
+			}
+			return serve(cmd.Context(), cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgPath, "config", "", "config file (default ./spool.yaml if present)")
+	f.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
+	f.StringVar(&data, "data", "./spool-data", "data directory")
+	f.BoolVar(&checkConfig, "check-config", false, "validate the configuration and exit")
+	return cmd
+}
+
+// serve runs the server until ctx ends, then shuts down in order: stop handing out jobs (long-polls
+// answer at once), let in-flight requests finish within the grace period, stop the sweeper, close
+// the store.
+func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
+	level, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	st, err := sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spool.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	var eng *engine.Engine
+	m := metrics.New(metrics.Config{
+		Store: st,
+		Endpoints: func() []string {
+			var names []string
+			for _, ep := range eng.Endpoints() {
+				names = append(names, ep.Name)
+			}
+			return names
+		},
+		StoreStats: func() (int64, int64) { s := st.Stats(); return s.Batches, s.Ops },
+		Logger:     log,
+	})
+	eng, err = engine.New(engine.Config{
+		Store:           st,
+		Observer:        m,
+		Logger:          log,
+		Retention:       spool.Retention{Run: cfg.Retention.Run, Sync: cfg.Retention.Runsync},
+		WorkerLostAfter: cfg.Workers.LostAfter,
+		MaxRetries:      cfg.Workers.MaxRetries,
+	})
+	if err != nil {
+		return err
+	}
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	defer eng.Stop()
+	for _, ep := range cfg.Endpoints {
+		if _, _, err := eng.PutEndpoint(ctx, ep.Endpoint); err != nil {
+			return fmt.Errorf("endpoint %s from config: %w", ep.Name, err)
+		}
+	}
+
+	keys, err := newKeyring(ctx, cfg, st)
+	if err != nil {
+		return err
+	}
+	if err := firstStartKeys(ctx, keys, stdout); err != nil {
+		return err
+	}
+
+	var draining atomic.Bool
+	handler, err := httpapi.New(httpapi.Config{
+		Engine:       eng,
+		Keys:         keys,
+		Logger:       log,
+		TakeWait:     cfg.Workers.TakeWait,
+		RunLimit:     cfg.Limits.Run,
+		RunSyncLimit: cfg.Limits.Runsync,
+		ResultLimit:  cfg.Limits.Result,
+		ChunkLimit:   cfg.Limits.Chunk,
+		Ready:        func() bool { return !draining.Load() },
+		Mounts:       map[string]http.Handler{"GET /metrics": m.Handler()},
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("spool listening", "url", "http://"+ln.Addr().String(), "data", cfg.Data, "endpoints", len(eng.Endpoints()))
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "grace", cfg.ShutdownGrace)
+	draining.Store(true)
+	eng.Drain()
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("requests still running after the grace period were cut off", "err", err)
+		_ = srv.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("serve", "err", err)
+	}
+	eng.Stop()
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	log.Info("stopped cleanly")
+	return nil
+}
+
+// newKeyring combines the config file's keys, SPOOL_ADMIN_KEY and the stored keys.
+func newKeyring(ctx context.Context, cfg *config, st *sqlitestore.Store) (*auth.Keyring, error) {
+	static := append([]spool.Key(nil), cfg.Keys...)
+	if cfg.AdminKey != "" {
+		static = append(static, auth.EnvAdminKey(cfg.AdminKey))
+	}
+	return auth.NewKeyring(ctx, auth.Config{Store: st, Static: static, Clock: clock.Real{}})
+}
+
+// firstStartKeys creates an admin and a worker key when no key exists at all, and prints them
+// once: a newcomer needs keys to do anything, and only their hashes are kept.
+func firstStartKeys(ctx context.Context, keys *auth.Keyring, out io.Writer) error {
+	n, err := keys.Count(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	admin, _, err := keys.Create(ctx, spool.Key{Name: "admin", Scope: spool.ScopeAdmin})
+	if err != nil {
+		return err
+	}
+	worker, _, err := keys.Create(ctx, spool.Key{Name: "worker", Scope: spool.ScopeWorker})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, `
+Spool created two API keys. They are shown only now; only their hashes are stored.
+
+  admin key:   %s
+  worker key:  %s
+
+Use the admin key for the client API and /api, and give the worker key to workers
+(RUNPOD_AI_API_KEY). Create more with POST /api/keys.
+
+`, admin, worker)
+	return nil
+}
