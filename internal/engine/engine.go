@@ -168,6 +168,16 @@ func (e *Engine) Stop() {
 	})
 }
 
+// Draining reports whether Drain has been called.
+func (e *Engine) Draining() bool {
+	select {
+	case <-e.draining:
+		return true
+	default:
+		return false
+	}
+}
+
 // Drain makes every long-poll and wait answer at once, now and from now on: the first step of a
 // graceful shutdown. Idempotent.
 func (e *Engine) Drain() { e.drainOnce.Do(func() { close(e.draining) }) }

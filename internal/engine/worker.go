@@ -19,8 +19,8 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 	if max < 1 {
 		max = 1
 	}
-	if err := e.store.TouchWorker(ctx, store.TouchWorkerParams{ID: worker, Endpoint: endpoint, Now: e.now()}); err != nil {
-		return nil, translate(err, "worker "+worker)
+	if err := e.touch(ctx, endpoint, worker); err != nil {
+		return nil, err
 	}
 	t := e.clock.NewTimer(wait)
 	defer t.Stop()
@@ -57,10 +57,20 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 			return jobs, nil
 		}
 		again, err := e.wait(ctx, ch, t)
-		if err != nil || !again {
+		if err != nil {
 			return nil, err
 		}
+		if !again {
+			// The worker was alive for the whole poll: record it, or a worker that does not ping
+			// (no RUNPOD_POD_ID) could be declared lost while it long-polls with jobs in hand.
+			return nil, e.touch(ctx, endpoint, worker)
+		}
 	}
+}
+
+func (e *Engine) touch(ctx context.Context, endpoint, worker string) error {
+	err := e.store.TouchWorker(ctx, store.TouchWorkerParams{ID: worker, Endpoint: endpoint, Now: e.now()})
+	return translate(err, "worker "+worker)
 }
 
 // Release puts jobs whose take answer never reached the worker (its connection dropped first)

@@ -117,9 +117,19 @@ func (a *api) authorize(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// refuseWhileDraining answers 429 to a new long-poll once the server is shutting down: an empty
+// 204 would send runpod-python straight back in a tight loop, while 429 makes it wait 5 s.
+func (a *api) refuseWhileDraining(w http.ResponseWriter, r *http.Request) bool {
+	if !a.eng.Draining() {
+		return false
+	}
+	a.fail(w, r, &spool.Error{Code: spool.CodeTooMany, RetryAfter: 5, Message: "server is shutting down; retry later"})
+	return true
+}
+
 func (a *api) take(batch bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !a.authorize(w, r) {
+		if !a.authorize(w, r) || a.refuseWhileDraining(w, r) {
 			return
 		}
 		wire.DiscardBody(r)
@@ -213,7 +223,7 @@ func payload(j *spool.Job, withAttempt bool) []byte {
 }
 
 func (a *api) stop(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	if !a.authorize(w, r) || a.refuseWhileDraining(w, r) {
 		return
 	}
 	wire.DiscardBody(r)
@@ -302,6 +312,9 @@ func (a *api) done(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := wire.ReadBody(w, r, a.cfg.ResultLimit)
 	if err != nil {
+		if spool.ErrorCode(err) == spool.CodeTooLarge {
+			a.failOversizeResult(r, att, err)
+		}
 		a.fail(w, r, err)
 		return
 	}
@@ -327,6 +340,20 @@ func (a *api) done(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wire.WriteJSON(w, http.StatusOK, ok)
+}
+
+// failOversizeResult ends the job FAILED when its holder posts a result over the limit: the worker
+// does not retry a 413, so without this the job would hang until its execution timeout. A post
+// from anyone but the holder changes nothing, as always.
+func (a *api) failOversizeResult(r *http.Request, att int, tooLarge error) {
+	msg := "the worker's result was refused: " + spool.ErrorMessage(tooLarge)
+	_, err := a.eng.Done(context.WithoutCancel(r.Context()), engine.DoneParams{
+		Endpoint: r.PathValue("endpoint"), WorkerID: r.PathValue("worker"), JobID: r.PathValue("job"),
+		Attempt: att, Error: &msg,
+	})
+	if err != nil && spool.ErrorCode(err) != spool.CodeConflict && spool.ErrorCode(err) != spool.CodeNotFound {
+		a.log.Error("fail job with an oversize result", "job", r.PathValue("job"), "err", err)
+	}
 }
 
 func (a *api) stream(w http.ResponseWriter, r *http.Request) {

@@ -431,10 +431,33 @@ func TestDoneBadBodies(t *testing.T) {
 		require.Equal(t, 400, r.status, body)
 		require.Contains(t, r.body, "must be a JSON object")
 	}
-	r := e.do("POST", done, e.worker, formCT, `{"output":"`+strings.Repeat("x", 2000)+`"}`)
+	require.Equal(t, spool.StateInProgress, e.job(j.ID).State, "bad bodies change nothing")
+
+	// An oversize result from another worker is refused and changes nothing.
+	big := `{"output":"` + strings.Repeat("x", 2000) + `"}`
+	r := e.do("POST", "/v2/ep/job-done/w2/"+j.ID, e.worker, formCT, big)
+	require.Equal(t, 413, r.status)
+	require.Equal(t, spool.StateInProgress, e.job(j.ID).State)
+
+	// From the holder it is refused too, and the job fails with a clear error instead of hanging
+	// until its timeout: runpod-python never retries a 4xx.
+	r = e.do("POST", done, e.worker, formCT, big)
 	require.Equal(t, 413, r.status)
 	require.JSONEq(t, `{"error":"request body exceeds the 1 KB limit"}`, r.body)
-	require.Equal(t, spool.StateInProgress, e.job(j.ID).State)
+	got := e.job(j.ID)
+	require.Equal(t, spool.StateFailed, got.State)
+	require.Equal(t, "the worker's result was refused: request body exceeds the 1 KB limit", got.Error)
+}
+
+func TestTakeWhileDrainingAsksWorkersToBackOff(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	e.eng.Drain()
+	for _, path := range []string{"/v2/ep/job-take/w1?gpu=x", "/v2/ep/job-take-batch/w1?batch_size=2", "/v2/ep/job-stop/w1"} {
+		r := e.do("GET", path, e.worker, "", "")
+		require.Equal(t, 429, r.status, path)
+		require.Contains(t, r.body, "shutting down")
+	}
 }
 
 func TestStreamChunks(t *testing.T) {
