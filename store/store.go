@@ -42,7 +42,7 @@ type Store interface {
 	CreateJob(ctx context.Context, p CreateJobParams) error
 	// GetJob returns one job. ErrNotFound if absent.
 	GetJob(ctx context.Context, id string) (*spool.Job, error)
-	// ListJobs returns jobs matching the filter, newest first.
+	// ListJobs returns jobs matching the filter, newest first (by CreatedAt, then ID).
 	ListJobs(ctx context.Context, p ListJobsParams) ([]*spool.Job, error)
 	// UpdateJob loads one job, calls p.Apply on it and writes the result back, atomically.
 	// ErrNotFound if absent. If Apply returns ErrSkip the job is unchanged and UpdateJob returns it
@@ -111,9 +111,13 @@ type CreateJobParams struct {
 type ListJobsParams struct {
 	Endpoint string        // "" for all endpoints
 	States   []spool.State // empty for all states
-	// Before, when non-zero, keeps jobs created strictly before it (paging by CreatedAt).
-	Before time.Time
-	Limit  int // 0 means 100
+	// Before and BeforeID page through the list, which is ordered by (CreatedAt, ID) descending:
+	// a non-zero Before keeps the jobs that come after (Before, BeforeID) in that order, so a page
+	// boundary inside one millisecond skips nothing. An empty BeforeID keeps jobs created strictly
+	// before Before.
+	Before   time.Time
+	BeforeID string
+	Limit    int // 0 means 100
 }
 
 // UpdateJobParams names one job and the change to apply.

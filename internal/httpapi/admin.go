@@ -251,11 +251,11 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request) error {
 		p.Limit = n
 	}
 	if v := q.Get("before"); v != "" {
-		t, err := parseBefore(v)
+		t, id, err := parseBefore(v)
 		if err != nil {
 			return err
 		}
-		p.Before = t
+		p.Before, p.BeforeID = t, id
 	}
 	jobs, err := s.eng.ListJobs(r.Context(), p)
 	if err != nil {
@@ -265,21 +265,27 @@ func (s *server) listJobs(w http.ResponseWriter, r *http.Request) error {
 	for i, j := range jobs {
 		elems[i] = adminJob(j)
 	}
-	wire.WriteJSON(w, http.StatusOK, wire.NewObject().Raw("jobs", wire.Array(elems)))
+	o := wire.NewObject().Raw("jobs", wire.Array(elems))
+	if len(jobs) == p.Limit {
+		last := jobs[len(jobs)-1]
+		o.String("next", strconv.FormatInt(last.CreatedAt.UnixMilli(), 10)+"_"+last.ID)
+	}
+	wire.WriteJSON(w, http.StatusOK, o)
 	return nil
 }
 
-// parseBefore reads ?before=: an RFC 3339 time (a createdAt of a previous page) or Unix
-// milliseconds.
-func parseBefore(v string) (time.Time, error) {
-	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return time.UnixMilli(ms), nil
+// parseBefore reads ?before=: the "next" cursor of a previous page (<unix ms>_<job id>), or a time
+// (RFC 3339 or Unix milliseconds) to list the jobs created before it.
+func parseBefore(v string) (time.Time, string, error) {
+	msPart, id, _ := strings.Cut(v, "_")
+	if ms, err := strconv.ParseInt(msPart, 10, 64); err == nil {
+		return time.UnixMilli(ms), id, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return time.Time{}, invalid("before must be an RFC 3339 time or Unix milliseconds")
+		return time.Time{}, "", invalid("before must be a next cursor of a previous page, an RFC 3339 time or Unix milliseconds")
 	}
-	return t, nil
+	return t, "", nil
 }
 
 func (s *server) getJob(w http.ResponseWriter, r *http.Request) error {

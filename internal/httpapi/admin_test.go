@@ -230,6 +230,19 @@ func TestAdminJobsNeverShowS3Config(t *testing.T) {
 	require.Equal(t, []string{}, listIDs("?before=2026-01-01T00:00:00Z"))
 	require.Len(t, listIDs("?before=2026-01-02T00:00:00.000Z"), 2)
 	require.Len(t, listIDs("?before=1767312000000"), 2)
+
+	// Paging with the next cursor: both jobs were made in the same millisecond of the fake
+	// clock, and neither is skipped or repeated.
+	r = e.do("GET", "/api/jobs?limit=1", e.admin, "")
+	var page struct{ Next string }
+	require.NoError(t, json.Unmarshal([]byte(r.body), &page))
+	require.NotEmpty(t, page.Next)
+	first := listIDs("?limit=1")
+	second := listIDs("?limit=1&before=" + page.Next)
+	require.Len(t, second, 1)
+	require.ElementsMatch(t, []string{id, other}, append(first, second...))
+	r = e.do("GET", "/api/jobs?limit=5", e.admin, "")
+	require.NotContains(t, r.body, `"next"`, "a short page is the last one")
 	for _, q := range []string{"?status=RUNNING", "?limit=0", "?limit=1001", "?limit=x", "?before=yesterday"} {
 		r := e.do("GET", "/api/jobs"+q, e.admin, "")
 		require.Equal(t, 400, r.status, q)

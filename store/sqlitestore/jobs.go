@@ -234,14 +234,19 @@ func (s *Store) ListJobs(ctx context.Context, p store.ListJobsParams) ([]*spool.
 	if len(p.States) > 0 {
 		where, args = append(where, "state IN ("+placeholders(len(p.States))+")"), appendStates(args, p.States)
 	}
-	if !p.Before.IsZero() {
+	switch {
+	case !p.Before.IsZero() && p.BeforeID != "":
+		ms := millis(p.Before)
+		where = append(where, "(created_at < ? OR (created_at = ? AND id < ?))")
+		args = append(args, ms, ms, p.BeforeID)
+	case !p.Before.IsZero():
 		where, args = append(where, "created_at < ?"), append(args, millis(p.Before))
 	}
 	limit := p.Limit
 	if limit <= 0 {
 		limit = 100
 	}
-	query := selectJobs + whereClause(where) + " ORDER BY created_at DESC, seq DESC LIMIT ?"
+	query := selectJobs + whereClause(where) + " ORDER BY created_at DESC, id DESC LIMIT ?"
 	var jobs []*spool.Job
 	err := s.read(func(db *sql.DB) error {
 		var err error

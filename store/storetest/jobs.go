@@ -140,6 +140,23 @@ func testListJobs(t *testing.T, open opener) {
 			require.Equal(t, tc.want, nilIfEmpty(ids(jobs)))
 		})
 	}
+	// Paging with a (CreatedAt, ID) cursor skips nothing inside one millisecond.
+	create(t, s, mk("c1", "c", spool.StateInQueue, 9*time.Second), mk("c2", "c", spool.StateInQueue, 9*time.Second),
+		mk("c3", "c", spool.StateInQueue, 9*time.Second), mk("c0", "c", spool.StateInQueue, 8*time.Second))
+	var paged []string
+	p := store.ListJobsParams{Endpoint: "c", Limit: 2}
+	for range 4 {
+		page, err := s.ListJobs(ctx, p)
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		paged = append(paged, ids(page)...)
+		last := page[len(page)-1]
+		p.Before, p.BeforeID = last.CreatedAt, last.ID
+	}
+	require.Equal(t, []string{"c3", "c2", "c1", "c0"}, paged)
+
 	jobs, err := s.ListJobs(ctx, store.ListJobsParams{Endpoint: "b"})
 	require.NoError(t, err)
 	require.Len(t, jobs, 1)
