@@ -446,6 +446,31 @@ func TestPingResignalsStoppedJob(t *testing.T) {
 	require.Empty(t, ids)
 }
 
+func TestPingThatNoLongerListsAJobRequeuesIt(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	kept := f.submit(t, engine.SubmitParams{})
+	lost := f.submit(t, engine.SubmitParams{})
+	f.take(t, "w", 2)
+	ping := func(version string, ids ...string) {
+		t.Helper()
+		require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w", Version: version, JobIDs: ids}))
+	}
+	// Within WorkerLostAfter of the take, a ping may predate it: nothing happens.
+	ping("1.12.0", kept.ID)
+	require.Equal(t, spool.StateInProgress, f.job(t, lost.ID).State)
+	f.clock.Advance(30 * time.Second)
+	// A ping that does not say what sent it is not trusted to list jobs.
+	ping("", kept.ID)
+	require.Equal(t, spool.StateInProgress, f.job(t, lost.ID).State)
+	ping("1.12.0", kept.ID)
+	got := f.job(t, lost.ID)
+	require.Equal(t, spool.StateInQueue, got.State)
+	require.Equal(t, 1, got.Retries)
+	require.Equal(t, spool.StateInProgress, f.job(t, kept.ID).State)
+	require.Equal(t, lost.ID, f.takeOne(t, "w2").ID)
+}
+
 func TestRetry(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

@@ -267,7 +267,8 @@ type PingParams struct {
 
 // Ping records a heartbeat. A job the worker still lists although the server ended it (cancelled
 // or timed out) is signalled again on the worker's job-stop channel, in case the first signal was
-// lost with its connection.
+// lost with its connection; a job the worker should hold but no longer lists goes back to the
+// queue.
 func (e *Engine) Ping(ctx context.Context, p PingParams) error {
 	if _, err := e.Endpoint(p.Endpoint); err != nil {
 		return err
@@ -294,6 +295,42 @@ func (e *Engine) Ping(ctx context.Context, p PingParams) error {
 	}
 	if resignalled {
 		e.hub.notify(stopKey(p.WorkerID))
+	}
+	if p.Version != "" {
+		return e.requeueForgotten(ctx, p)
+	}
+	return nil
+}
+
+// requeueForgotten requeues the jobs the server thinks a worker holds but its ping no longer lists:
+// the job was lost on the worker's side (its take answer never arrived, or its result post was
+// dropped after failed retries), and waiting for the execution timeout would only delay a re-run.
+// A job taken less than WorkerLostAfter ago is left alone, since a ping sent before the take may
+// arrive after it. Only pings that name their SDK version (runpod-python and Spool's SDK, which
+// both list held jobs) are trusted for this.
+func (e *Engine) requeueForgotten(ctx context.Context, p PingParams) error {
+	listed := make(map[string]bool, len(p.JobIDs))
+	for _, id := range p.JobIDs {
+		listed[id] = true
+	}
+	now := e.now()
+	jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{
+		Filter: store.JobFilter{Endpoint: p.Endpoint, WorkerID: p.WorkerID, States: []spool.State{spool.StateInProgress}},
+		Apply: func(j *spool.Job) error {
+			if listed[j.ID] || j.TakenAt.After(now.Add(-e.cfg.WorkerLostAfter)) {
+				return store.ErrSkip
+			}
+			e.loseWorker(j, now, "its pings stopped listing the job")
+			return nil
+		},
+	})
+	if err != nil {
+		return translate(err, "worker "+p.WorkerID)
+	}
+	for _, j := range jobs {
+		e.notifyJob(j)
+		e.hub.notify(queueKey(j.Endpoint))
+		e.observeLoss(j, "lost_worker")
 	}
 	return nil
 }
