@@ -23,6 +23,7 @@ func TestGracefulShutdown(t *testing.T) {
 	srv := startServer(t, serverOpts{Config: `
 workers:
   takeWait: 60s
+  lostAfter: 90s
 endpoints:
   - name: ep
   - name: idle

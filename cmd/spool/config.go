@@ -36,7 +36,8 @@ type fileConfig struct {
 		LostAfter time.Duration `yaml:"lostAfter"`
 		// MaxRetries: automatic requeues of a job after lost workers. Defaults to 3.
 		MaxRetries int `yaml:"maxRetries"`
-		// TakeWait is how long job-take and job-stop long-polls wait. Defaults to 30s; under 90s.
+		// TakeWait is how long job-take and job-stop long-polls wait. Defaults to 20s; under 90s
+		// and under LostAfter, so that a worker is seen again before it could be declared lost.
 		TakeWait time.Duration `yaml:"takeWait"`
 	} `yaml:"workers"`
 	Limits struct {
@@ -167,7 +168,10 @@ func (c *config) withDefaults() {
 		c.ShutdownGrace = 10 * time.Second
 	}
 	if c.Workers.TakeWait == 0 {
-		c.Workers.TakeWait = 30 * time.Second
+		c.Workers.TakeWait = 20 * time.Second
+	}
+	if c.Workers.LostAfter == 0 {
+		c.Workers.LostAfter = 30 * time.Second
 	}
 	for i := range c.Endpoints {
 		c.Endpoints[i].Source = "config"
@@ -186,6 +190,9 @@ func (c *config) validate() error {
 	}
 	if c.Workers.TakeWait < time.Second || c.Workers.TakeWait >= 90*time.Second {
 		return fmt.Errorf("config: workers.takeWait must be between 1s and 90s (runpod-python gives up at 90s), got %s", c.Workers.TakeWait)
+	}
+	if c.Workers.LostAfter <= c.Workers.TakeWait {
+		return fmt.Errorf("config: workers.lostAfter (%s) must be longer than workers.takeWait (%s), or a worker waiting in a long-poll could be declared lost", c.Workers.LostAfter, c.Workers.TakeWait)
 	}
 	for _, d := range []struct {
 		name string

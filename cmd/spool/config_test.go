@@ -41,7 +41,8 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:8080", c.Addr)
 	require.Equal(t, "./spool-data", c.Data)
-	require.Equal(t, 30*time.Second, c.Workers.TakeWait)
+	require.Equal(t, 20*time.Second, c.Workers.TakeWait)
+	require.Equal(t, 30*time.Second, c.Workers.LostAfter)
 
 	p := writeConfig(t, "addr: 127.0.0.1:9000\nendpoints:\n  - name: a\n    workersMax: 0\n")
 	c, err = loadConfig("", envMap(map[string]string{"SPOOL_CONFIG": p, "SPOOL_ADDR": "127.0.0.1:9100", "SPOOL_ADMIN_KEY": "k"}))
@@ -66,6 +67,7 @@ func TestConfigErrors(t *testing.T) {
 		"plaintext key":       {"keys:\n  - name: k\n    scope: admin\n    hash: secret\n", "hash must be"},
 		"bad scope":           {"keys:\n  - name: k\n    scope: root\n    hash: sha256:00\n", "scope must be"},
 		"take wait too long":  {"workers:\n  takeWait: 90s\n", "takeWait"},
+		"lost before a poll":  {"workers:\n  takeWait: 40s\n", "workers.lostAfter (30s) must be longer than workers.takeWait (40s)"},
 		"bad log level":       {"logLevel: loud\n", "logLevel"},
 		"negative limit":      {"limits:\n  run: -1\n", "limits.run"},
 		"bad duration syntax": {"retention:\n  run: soon\n", "line 2: cannot unmarshal"},

@@ -190,12 +190,18 @@ func newKeyring(ctx context.Context, cfg *config, st *sqlitestore.Store) (*auth.
 	return auth.NewKeyring(ctx, auth.Config{Store: st, Static: static, Clock: clock.Real{}})
 }
 
-// firstStartKeys creates an admin and a worker key when no key exists at all, and prints them
-// once: a newcomer needs keys to do anything, and only their hashes are kept.
+// firstStartKeys creates an admin and a worker key when no admin key exists anywhere (config,
+// SPOOL_ADMIN_KEY, the store), and prints them once: without an admin key nobody could make
+// endpoints or keys, and only the hashes are kept.
 func firstStartKeys(ctx context.Context, keys *auth.Keyring, out io.Writer) error {
-	n, err := keys.Count(ctx)
-	if err != nil || n > 0 {
+	all, err := keys.List(ctx)
+	if err != nil {
 		return err
+	}
+	for _, k := range all {
+		if k.Scope == spool.ScopeAdmin {
+			return nil
+		}
 	}
 	admin, _, err := keys.Create(ctx, spool.Key{Name: "admin", Scope: spool.ScopeAdmin})
 	if err != nil {

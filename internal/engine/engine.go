@@ -113,6 +113,12 @@ type Engine struct {
 	hub   *hub
 	obs   Observer
 
+	stops   stopSet
+	sighted sightings
+	// startedAt is when Start ran: workers cannot have pinged a server that was down, so none is
+	// declared lost until WorkerLostAfter has passed since then.
+	startedAt time.Time
+
 	mu        sync.RWMutex
 	endpoints map[string]spool.Endpoint
 
@@ -150,6 +156,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.loadEndpoints(ctx); err != nil {
 		return err
 	}
+	e.startedAt = e.now()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.cancel = cancel
 	e.done = make(chan struct{})
@@ -198,9 +205,10 @@ func (e *Engine) sweepLoop(ctx context.Context) {
 	}
 }
 
-// wait blocks until ch is closed, the timer fires, the engine drains or ctx ends. It reports
-// whether ch was closed (the caller should look again).
-func (e *Engine) wait(ctx context.Context, ch <-chan struct{}, t clock.Timer) (bool, error) {
+// wait blocks until ch is closed, the timer fires, the engine drains or ctx ends, then releases
+// the hub subscription. It reports whether ch was closed (the caller should look again).
+func (e *Engine) wait(ctx context.Context, ch <-chan struct{}, release func(), t clock.Timer) (bool, error) {
+	defer release()
 	select {
 	case <-ch:
 		return true, nil

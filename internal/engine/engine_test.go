@@ -45,7 +45,42 @@ func newFixture(t *testing.T, mutate ...func(*engine.Config)) *fixture {
 	})
 	_, _, err = eng.PutEndpoint(ctx, spool.NewEndpoint("ep"))
 	require.NoError(t, err)
-	return &fixture{eng: eng, clock: fc, ctx: ctx}
+	f := &fixture{eng: eng, clock: fc, ctx: ctx}
+	f.waitTimers(t, 1) // the sweeper's
+	return f
+}
+
+// waitTimers blocks until n timers wait on the fake clock: the way a test knows that a goroutine
+// has started waiting, without sleeping.
+func (f *fixture) waitTimers(t *testing.T, n int) {
+	t.Helper()
+	for {
+		changed := f.clock.Changed()
+		if f.clock.Timers() >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("timed out waiting for %d timers on the fake clock (have %d)", n, f.clock.Timers())
+		}
+	}
+}
+
+// async runs fn on its own goroutine and returns a channel with its result, so that assertions
+// stay on the test goroutine.
+func async[T any](fn func() (T, error)) <-chan result[T] {
+	ch := make(chan result[T], 1)
+	go func() {
+		v, err := fn()
+		ch <- result[T]{v, err}
+	}()
+	return ch
+}
+
+type result[T any] struct {
+	v   T
+	err error
 }
 
 func (f *fixture) submit(t *testing.T, p engine.SubmitParams) *spool.Job {
@@ -229,55 +264,39 @@ func TestPriorityAndFIFO(t *testing.T) {
 func TestTakeLongPollWakesOnSubmit(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	got := make(chan []*spool.Job, 1)
-	changed := f.clock.Changed()
-	go func() {
-		jobs, err := f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second)
-		require.NoError(t, err)
-		got <- jobs
-	}()
-	<-changed // the take has armed its wait timer: it is waiting
+	got := async(func() ([]*spool.Job, error) { return f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second) })
+	f.waitTimers(t, 2) // the take found the queue empty and armed its wait timer: it is waiting
 	j := f.submit(t, engine.SubmitParams{})
-	jobs := <-got
-	require.Len(t, jobs, 1)
-	require.Equal(t, j.ID, jobs[0].ID)
+	res := <-got
+	require.NoError(t, res.err)
+	require.Len(t, res.v, 1)
+	require.Equal(t, j.ID, res.v[0].ID)
 }
 
 func TestTakeLongPollTimesOut(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	got := make(chan []*spool.Job, 1)
-	changed := f.clock.Changed()
-	go func() {
-		jobs, err := f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second)
-		require.NoError(t, err)
-		got <- jobs
-	}()
-	<-changed
+	got := async(func() ([]*spool.Job, error) { return f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second) })
+	f.waitTimers(t, 2)
 	f.clock.Advance(30 * time.Second)
-	require.Empty(t, <-got)
+	res := <-got
+	require.NoError(t, res.err)
+	require.Empty(t, res.v)
 }
 
 func TestDrainAnswersLongPolls(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	j := f.submit(t, engine.SubmitParams{})
-	got := make(chan error, 2)
-	changed := f.clock.Changed()
-	go func() {
-		_, err := f.eng.StopSignals(f.ctx, "ep", "w", time.Minute)
-		got <- err
-	}()
-	<-changed
-	changed = f.clock.Changed()
-	go func() {
-		_, err := f.eng.WaitTerminal(f.ctx, "ep", j.ID, time.Minute)
-		got <- err
-	}()
-	<-changed
+	stops := async(func() ([]string, error) { return f.eng.StopSignals(f.ctx, "ep", "w", time.Minute) })
+	f.waitTimers(t, 2)
+	waited := async(func() (*spool.Job, error) { return f.eng.WaitTerminal(f.ctx, "ep", j.ID, time.Minute) })
+	f.waitTimers(t, 3)
 	f.eng.Drain()
-	require.NoError(t, <-got)
-	require.NoError(t, <-got)
+	require.NoError(t, (<-stops).err)
+	w := <-waited
+	require.NoError(t, w.err)
+	require.Equal(t, spool.StateInQueue, w.v.State)
 	jobs, err := f.eng.Take(f.ctx, "ep", "w", 1, time.Minute)
 	require.NoError(t, err)
 	require.Empty(t, jobs, "a draining engine hands out no jobs")
@@ -287,36 +306,27 @@ func TestWaitTerminalWakesOnDone(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	j := f.submit(t, engine.SubmitParams{Sync: true})
-	got := make(chan *spool.Job, 1)
-	changed := f.clock.Changed()
-	go func() {
-		res, err := f.eng.WaitTerminal(f.ctx, "ep", j.ID, 90*time.Second)
-		require.NoError(t, err)
-		got <- res
-	}()
-	<-changed
+	got := async(func() (*spool.Job, error) { return f.eng.WaitTerminal(f.ctx, "ep", j.ID, 90*time.Second) })
+	f.waitTimers(t, 2)
 	f.takeOne(t, "w")
 	_, err := f.eng.Done(f.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w", JobID: j.ID, Output: json.RawMessage(`"ok"`)})
 	require.NoError(t, err)
 	res := <-got
-	require.Equal(t, spool.StateCompleted, res.State)
-	require.Equal(t, `"ok"`, string(res.Output))
+	require.NoError(t, res.err)
+	require.Equal(t, spool.StateCompleted, res.v.State)
+	require.Equal(t, `"ok"`, string(res.v.Output))
 }
 
 func TestWaitTerminalReturnsCurrentStateWhenWaitRunsOut(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	j := f.submit(t, engine.SubmitParams{})
-	got := make(chan *spool.Job, 1)
-	changed := f.clock.Changed()
-	go func() {
-		res, err := f.eng.WaitTerminal(f.ctx, "ep", j.ID, 5*time.Second)
-		require.NoError(t, err)
-		got <- res
-	}()
-	<-changed
+	got := async(func() (*spool.Job, error) { return f.eng.WaitTerminal(f.ctx, "ep", j.ID, 5*time.Second) })
+	f.waitTimers(t, 2)
 	f.clock.Advance(5 * time.Second)
-	require.Equal(t, spool.StateInQueue, (<-got).State)
+	res := <-got
+	require.NoError(t, res.err)
+	require.Equal(t, spool.StateInQueue, res.v.State)
 }
 
 func TestDoneFencing(t *testing.T) {
@@ -438,10 +448,14 @@ func TestPingResignalsStoppedJob(t *testing.T) {
 	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w", JobIDs: []string{j.ID, "unknown"}}))
 	ids, err = f.eng.StopSignals(f.ctx, "ep", "w", 0)
 	require.NoError(t, err)
-	require.Equal(t, []string{j.ID}, ids)
-	// Another worker listing it changes nothing.
+	require.Equal(t, []string{j.ID, "unknown"}, ids, "a job the server does not know is not wanted either")
+	// Another worker listing it is running a job it does not hold: it is told to stop too, and
+	// the job itself is not touched.
 	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w2", JobIDs: []string{j.ID}}))
 	ids, err = f.eng.StopSignals(f.ctx, "ep", "w2", 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{j.ID}, ids)
+	ids, err = f.eng.StopSignals(f.ctx, "ep", "w", 0)
 	require.NoError(t, err)
 	require.Empty(t, ids)
 }
@@ -456,10 +470,13 @@ func TestPingThatNoLongerListsAJobRequeuesIt(t *testing.T) {
 		t.Helper()
 		require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w", Version: version, JobIDs: ids}))
 	}
-	// Within WorkerLostAfter of the take, a ping may predate it: nothing happens.
+	// Within twice WorkerLostAfter of the take, a ping may predate it: nothing happens.
 	ping("1.12.0", kept.ID)
 	require.Equal(t, spool.StateInProgress, f.job(t, lost.ID).State)
-	f.clock.Advance(30 * time.Second)
+	f.clock.Advance(59 * time.Second)
+	ping("1.12.0", kept.ID)
+	require.Equal(t, spool.StateInProgress, f.job(t, lost.ID).State)
+	f.clock.Advance(time.Second)
 	// A ping that does not say what sent it is not trusted to list jobs.
 	ping("", kept.ID)
 	require.Equal(t, spool.StateInProgress, f.job(t, lost.ID).State)
@@ -469,6 +486,68 @@ func TestPingThatNoLongerListsAJobRequeuesIt(t *testing.T) {
 	require.Equal(t, 1, got.Retries)
 	require.Equal(t, spool.StateInProgress, f.job(t, kept.ID).State)
 	require.Equal(t, lost.ID, f.takeOne(t, "w2").ID)
+}
+
+func TestWorkerStillRunningAMovedJobIsToldToStop(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	j := f.submit(t, engine.SubmitParams{ExecutionTimeoutMs: i64p(6000)})
+	f.takeOne(t, "old")
+	f.clock.Advance(6 * time.Second)
+	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "old", JobIDs: []string{j.ID}}))
+	require.Equal(t, 1, f.sweep(t).TimedOut)
+	// The job is retried before the old worker polled job-stop, and another worker takes it.
+	_, err := f.eng.Retry(f.ctx, "ep", j.ID)
+	require.NoError(t, err)
+	f.takeOne(t, "new")
+	ids, err := f.eng.StopSignals(f.ctx, "ep", "new", 0)
+	require.NoError(t, err)
+	require.Empty(t, ids, "the new holder is never told to stop its job")
+	// The old worker's next ping still lists the job: it is told to stop it.
+	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "old", JobIDs: []string{j.ID}}))
+	ids, err = f.eng.StopSignals(f.ctx, "ep", "old", 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{j.ID}, ids)
+	require.Equal(t, spool.StateInProgress, f.job(t, j.ID).State)
+	require.Equal(t, "new", f.job(t, j.ID).WorkerID)
+}
+
+func TestNoWorkerIsLostRightAfterARestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	fc := clock.NewFake(t0)
+	open := func() (*engine.Engine, func()) {
+		st, err := sqlitestore.Open(ctx, filepath.Join(dir, "spool.db"))
+		require.NoError(t, err)
+		eng, err := engine.New(engine.Config{Store: st, Clock: fc, SweepInterval: time.Hour})
+		require.NoError(t, err)
+		require.NoError(t, eng.Start(ctx))
+		return eng, func() { eng.Stop(); require.NoError(t, st.Close()) }
+	}
+	eng, stop := open()
+	_, _, err := eng.PutEndpoint(ctx, spool.NewEndpoint("ep"))
+	require.NoError(t, err)
+	j, err := eng.Submit(ctx, engine.SubmitParams{Endpoint: "ep", Input: json.RawMessage(`1`), ExecutionTimeoutMs: i64p(spool.MaxExecutionTimeoutMs)})
+	require.NoError(t, err)
+	_, err = eng.Take(ctx, "ep", "w", 1, 0)
+	require.NoError(t, err)
+	stop()
+
+	// The server was down for an hour: its workers could not ping it.
+	fc.Advance(time.Hour)
+	eng, stop = open()
+	defer stop()
+	res, err := eng.Sweep(ctx)
+	require.NoError(t, err)
+	require.Zero(t, res.Requeued, "workers get WorkerLostAfter from the start to show up")
+	fc.Advance(30 * time.Second)
+	res, err = eng.Sweep(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Requeued, "a worker that never came back loses its job")
+	got, err := eng.Job(ctx, "ep", j.ID)
+	require.NoError(t, err)
+	require.Equal(t, spool.StateInQueue, got.State)
 }
 
 func TestRetry(t *testing.T) {
@@ -711,17 +790,15 @@ func TestStreamWaitWakesOnChunk(t *testing.T) {
 	f := newFixture(t)
 	j := f.submit(t, engine.SubmitParams{})
 	f.takeOne(t, "w")
-	got := make(chan []spool.Chunk, 1)
-	changed := f.clock.Changed()
-	go func() {
+	got := async(func() ([]spool.Chunk, error) {
 		_, chunks, err := f.eng.Stream(f.ctx, "ep", j.ID, time.Minute)
-		require.NoError(t, err)
-		got <- chunks
-	}()
-	<-changed
+		return chunks, err
+	})
+	f.waitTimers(t, 2)
 	require.NoError(t, f.eng.AppendChunk(f.ctx, "ep", "w", j.ID, 0, json.RawMessage(`"x"`)))
-	chunks := <-got
-	require.Len(t, chunks, 1)
+	res := <-got
+	require.NoError(t, res.err)
+	require.Len(t, res.v, 1)
 }
 
 func TestJobsAreScopedToTheirEndpoint(t *testing.T) {

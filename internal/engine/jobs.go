@@ -114,12 +114,12 @@ func (e *Engine) update(ctx context.Context, endpoint, id string, fn func(*spool
 	if _, err := e.Endpoint(endpoint); err != nil {
 		return nil, err
 	}
-	j, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: id, Apply: func(j *spool.Job) error {
+	j, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: id, Apply: guarded(func(j *spool.Job) error {
 		if j.Endpoint != endpoint {
 			return spool.Errorf(spool.CodeNotFound, "job %s not found", id)
 		}
 		return fn(j)
-	}})
+	})})
 	return j, translate(err, "job "+id)
 }
 
@@ -145,12 +145,13 @@ func (e *Engine) WaitTerminal(ctx context.Context, endpoint, id string, wait tim
 	t := e.clock.NewTimer(wait)
 	defer t.Stop()
 	for {
-		ch := e.hub.wait(jobKey(id))
+		ch, release := e.hub.wait(jobKey(id))
 		j, err := e.Job(ctx, endpoint, id)
 		if err != nil || j.State.Terminal() {
+			release()
 			return j, err
 		}
-		again, err := e.wait(ctx, ch, t)
+		again, err := e.wait(ctx, ch, release, t)
 		if err != nil {
 			return nil, err
 		}
@@ -180,15 +181,16 @@ func (e *Engine) readStream(ctx context.Context, endpoint, id string, wait time.
 	t := e.clock.NewTimer(wait)
 	defer t.Stop()
 	for {
-		ch := e.hub.wait(jobKey(id))
+		ch, release := e.hub.wait(jobKey(id))
 		j, chunks, err := e.store.ReadChunks(ctx, p)
-		if err != nil {
-			return nil, nil, translate(err, "job "+id)
-		}
-		if len(chunks) > 0 || j.State.Terminal() || wait <= 0 {
+		if err != nil || len(chunks) > 0 || j.State.Terminal() || wait <= 0 {
+			release()
+			if err != nil {
+				return nil, nil, translate(err, "job "+id)
+			}
 			return j, chunks, nil
 		}
-		again, err := e.wait(ctx, ch, t)
+		again, err := e.wait(ctx, ch, release, t)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -283,10 +285,10 @@ func (e *Engine) PurgeQueue(ctx context.Context, endpoint string) (int, error) {
 	now := e.now()
 	jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{
 		Filter: store.JobFilter{Endpoint: endpoint, States: []spool.State{spool.StateInQueue}},
-		Apply: func(j *spool.Job) error {
+		Apply: guarded(func(j *spool.Job) error {
 			e.endByServer(j, spool.StateCancelled, "purged", now)
 			return nil
-		},
+		}),
 	})
 	if err != nil {
 		return 0, translate(err, "purge queue")

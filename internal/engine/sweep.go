@@ -52,14 +52,17 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	res.TimedOut = len(timedOut)
 	e.observeFinished(timedOut)
 
-	lost, err := e.sweepJobs(ctx, store.JobFilter{
-		States: []spool.State{spool.StateInProgress}, WorkerSeenBefore: now.Add(-e.cfg.WorkerLostAfter),
-	}, func(j *spool.Job) error {
-		e.loseWorker(j, now, "no ping for "+e.cfg.WorkerLostAfter.String())
-		return nil
-	})
-	if err != nil {
-		return res, err
+	var lost []*spool.Job
+	if now.Sub(e.startedAt) >= e.cfg.WorkerLostAfter {
+		lost, err = e.sweepJobs(ctx, store.JobFilter{
+			States: []spool.State{spool.StateInProgress}, WorkerSeenBefore: now.Add(-e.cfg.WorkerLostAfter),
+		}, func(j *spool.Job) error {
+			e.loseWorker(j, now, "no ping for "+e.cfg.WorkerLostAfter.String())
+			return nil
+		})
+		if err != nil {
+			return res, err
+		}
 	}
 	for _, j := range lost {
 		if j.State == spool.StateInQueue {
@@ -85,6 +88,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	if _, err := e.store.DeleteWorkers(ctx, store.DeleteWorkersParams{SeenBefore: now.Add(-time.Hour)}); err != nil {
 		return res, fmt.Errorf("delete old workers: %w", err)
 	}
+	e.sighted.forget(now.Add(-time.Hour))
 	if res != (SweepResult{}) {
 		e.log.Debug("sweep", "expired", res.Expired, "timedOut", res.TimedOut, "requeued", res.Requeued,
 			"failed", res.Failed, "deleted", res.Deleted)
@@ -97,7 +101,7 @@ func (e *Engine) sweepJobs(ctx context.Context, filter store.JobFilter, fn func(
 	filter.Limit = sweepBatch
 	var all []*spool.Job
 	for {
-		jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{Filter: filter, Apply: fn})
+		jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{Filter: filter, Apply: guarded(fn)})
 		if err != nil {
 			return all, fmt.Errorf("sweep: %w", err)
 		}
@@ -114,6 +118,21 @@ func (e *Engine) sweepJobs(ctx context.Context, filter store.JobFilter, fn func(
 func (e *Engine) observeFinished(jobs []*spool.Job) {
 	for _, j := range jobs {
 		e.obs.JobFinished(j.Endpoint, j.State)
+	}
+}
+
+// guarded wraps an Apply function with the state machine of CONTRACT.md §3: a transition it does
+// not allow is refused (nothing is written) and reported as the internal fault it would be.
+func guarded(fn func(*spool.Job) error) func(*spool.Job) error {
+	return func(j *spool.Job) error {
+		from := j.State
+		if err := fn(j); err != nil {
+			return err
+		}
+		if j.State != from && !spool.CanTransition(from, j.State) {
+			return fmt.Errorf("engine: refused transition %s -> %s of job %s", from, j.State, j.ID)
+		}
+		return nil
 	}
 }
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
 	"time"
 
@@ -19,7 +20,7 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 	if max < 1 {
 		max = 1
 	}
-	if err := e.touch(ctx, endpoint, worker); err != nil {
+	if err := e.seen(ctx, endpoint, worker); err != nil {
 		return nil, err
 	}
 	t := e.clock.NewTimer(wait)
@@ -30,11 +31,11 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 			return nil, nil
 		default:
 		}
-		ch := e.hub.wait(queueKey(endpoint))
+		ch, release := e.hub.wait(queueKey(endpoint))
 		now := e.now()
 		jobs, err := e.store.TakeJobs(ctx, store.TakeJobsParams{
 			Endpoint: endpoint, Max: max, Now: now,
-			Apply: func(j *spool.Job) error {
+			Apply: guarded(func(j *spool.Job) error {
 				j.State = spool.StateInProgress
 				j.WorkerID = worker
 				j.Attempt++
@@ -43,8 +44,11 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 				j.Output = nil
 				j.Error = ""
 				return nil
-			},
+			}),
 		})
+		if err != nil || len(jobs) > 0 {
+			release()
+		}
 		if err != nil {
 			return nil, translate(err, "take jobs")
 		}
@@ -56,21 +60,16 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 			}
 			return jobs, nil
 		}
-		again, err := e.wait(ctx, ch, t)
+		again, err := e.wait(ctx, ch, release, t)
 		if err != nil {
 			return nil, err
 		}
 		if !again {
 			// The worker was alive for the whole poll: record it, or a worker that does not ping
 			// (no RUNPOD_POD_ID) could be declared lost while it long-polls with jobs in hand.
-			return nil, e.touch(ctx, endpoint, worker)
+			return nil, e.seen(ctx, endpoint, worker)
 		}
 	}
-}
-
-func (e *Engine) touch(ctx context.Context, endpoint, worker string) error {
-	err := e.store.TouchWorker(ctx, store.TouchWorkerParams{ID: worker, Endpoint: endpoint, Now: e.now()})
-	return translate(err, "worker "+worker)
 }
 
 // Release puts jobs whose take answer never reached the worker (its connection dropped first)
@@ -79,14 +78,14 @@ func (e *Engine) Release(ctx context.Context, jobs []*spool.Job) error {
 	now := e.now()
 	for _, taken := range jobs {
 		applied := false
-		j, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: taken.ID, Apply: func(j *spool.Job) error {
+		j, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: taken.ID, Apply: guarded(func(j *spool.Job) error {
 			if j.State != spool.StateInProgress || j.WorkerID != taken.WorkerID || j.Attempt != taken.Attempt {
 				return store.ErrSkip
 			}
 			e.loseWorker(j, now, "its take request was dropped before the job was delivered")
 			applied = true
 			return nil
-		}})
+		})})
 		if err != nil {
 			return translate(err, "release job "+taken.ID)
 		}
@@ -121,11 +120,15 @@ func (e *Engine) observeLoss(j *spool.Job, reason string) {
 	}
 }
 
-// StopSignals returns the ids of jobs the worker must stop (cancelled or timed out while it held
-// them), waiting up to wait for one. Each id is delivered once; a ping that still lists a stopped
-// job makes it pending again.
+// StopSignals returns the ids of jobs the worker must stop, waiting up to wait for one: jobs
+// cancelled or timed out while it held them, and jobs its pings list that it no longer holds
+// (retried, requeued or deleted meanwhile). Each id is delivered once; a ping that still lists a
+// stopped job makes it pending again.
 func (e *Engine) StopSignals(ctx context.Context, endpoint, worker string, wait time.Duration) ([]string, error) {
 	if _, err := e.Endpoint(endpoint); err != nil {
+		return nil, err
+	}
+	if err := e.seen(ctx, endpoint, worker); err != nil {
 		return nil, err
 	}
 	t := e.clock.NewTimer(wait)
@@ -136,26 +139,28 @@ func (e *Engine) StopSignals(ctx context.Context, endpoint, worker string, wait 
 			return nil, nil
 		default:
 		}
-		ch := e.hub.wait(stopKey(worker))
+		ch, release := e.hub.wait(stopKey(worker))
 		jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{
 			Filter: store.JobFilter{Endpoint: endpoint, WorkerID: worker, StopPending: true},
-			Apply: func(j *spool.Job) error {
+			Apply: guarded(func(j *spool.Job) error {
 				j.StopPending = false
 				return nil
-			},
+			}),
 		})
 		if err != nil {
+			release()
 			return nil, translate(err, "stop signals")
 		}
-		if len(jobs) > 0 {
-			ids := make([]string, len(jobs))
-			for i, j := range jobs {
-				ids[i] = j.ID
-			}
-			sort.Strings(ids)
-			return ids, nil
+		ids := e.stops.take(worker)
+		for _, j := range jobs {
+			ids = append(ids, j.ID)
 		}
-		again, err := e.wait(ctx, ch, t)
+		if len(ids) > 0 {
+			release()
+			sort.Strings(ids)
+			return slices.Compact(ids), nil
+		}
+		again, err := e.wait(ctx, ch, release, t)
 		if err != nil || !again {
 			return nil, err
 		}
@@ -190,6 +195,9 @@ type DoneResult struct {
 // may post (CodeConflict otherwise); its repeated posts of a result are accepted and applied once,
 // and progress arriving after the end is ignored.
 func (e *Engine) Done(ctx context.Context, p DoneParams) (DoneResult, error) {
+	if err := e.seen(ctx, p.Endpoint, p.WorkerID); err != nil {
+		return DoneResult{}, err
+	}
 	now := e.now()
 	applied := false
 	j, err := e.update(ctx, p.Endpoint, p.JobID, func(j *spool.Job) error {
@@ -238,6 +246,9 @@ func (e *Engine) AppendChunk(ctx context.Context, endpoint, worker, id string, a
 	if _, err := e.Endpoint(endpoint); err != nil {
 		return err
 	}
+	if err := e.seen(ctx, endpoint, worker); err != nil {
+		return err
+	}
 	j, err := e.store.AppendChunk(ctx, store.AppendChunkParams{ID: id, Data: data, Check: func(j *spool.Job) error {
 		switch {
 		case j.Endpoint != endpoint:
@@ -265,10 +276,10 @@ type PingParams struct {
 	Version string
 }
 
-// Ping records a heartbeat. A job the worker still lists although the server ended it (cancelled
-// or timed out) is signalled again on the worker's job-stop channel, in case the first signal was
-// lost with its connection; a job the worker should hold but no longer lists goes back to the
-// queue.
+// Ping records a heartbeat and compares the jobs the worker lists with what the server knows. A
+// listed job that the server ended (cancelled, timed out) or that has moved on (retried, requeued,
+// deleted) is signalled on the worker's job-stop channel: the worker is running something nobody
+// wants any more. A job the worker should hold but no longer lists goes back to the queue.
 func (e *Engine) Ping(ctx context.Context, p PingParams) error {
 	if _, err := e.Endpoint(p.Endpoint); err != nil {
 		return err
@@ -278,22 +289,15 @@ func (e *Engine) Ping(ctx context.Context, p PingParams) error {
 	}); err != nil {
 		return translate(err, "worker "+p.WorkerID)
 	}
-	resignalled := false
+	signalled := false
 	for _, id := range p.JobIDs {
-		_, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: id, Apply: func(j *spool.Job) error {
-			stopped := j.State == spool.StateCancelled || j.State == spool.StateTimedOut
-			if j.Endpoint != p.Endpoint || j.WorkerID != p.WorkerID || !stopped || j.EndedByWorker || j.StopPending {
-				return store.ErrSkip
-			}
-			j.StopPending = true
-			resignalled = true
-			return nil
-		}})
-		if err != nil && !isNotFound(err) {
-			return translate(err, "job "+id)
+		stop, err := e.shouldStop(ctx, p, id)
+		if err != nil {
+			return err
 		}
+		signalled = signalled || stop
 	}
-	if resignalled {
+	if signalled {
 		e.hub.notify(stopKey(p.WorkerID))
 	}
 	if p.Version != "" {
@@ -302,11 +306,46 @@ func (e *Engine) Ping(ctx context.Context, p PingParams) error {
 	return nil
 }
 
+// shouldStop decides, for one job a worker's ping lists, whether the worker must be told to stop
+// it, and records the signal. Most pings list jobs the worker rightly holds, which costs one read.
+func (e *Engine) shouldStop(ctx context.Context, p PingParams, id string) (bool, error) {
+	j, err := e.store.GetJob(ctx, id)
+	switch {
+	case isNotFound(err):
+		return e.stops.add(p.WorkerID, id), nil
+	case err != nil:
+		return false, translate(err, "job "+id)
+	case j.Endpoint != p.Endpoint:
+		return false, nil // not this worker's business; never reveal other endpoints' jobs
+	case j.WorkerID == p.WorkerID && (j.State == spool.StateInProgress || j.EndedByWorker):
+		return false, nil // held, or just finished by this worker (the ping predates the result)
+	case j.WorkerID == p.WorkerID && j.State.Terminal():
+		if j.StopPending {
+			return false, nil
+		}
+		// Ended by the server; the first signal was lost with its connection: send it again.
+		_, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: id, Apply: guarded(func(j *spool.Job) error {
+			if j.WorkerID != p.WorkerID || !j.State.Terminal() || j.EndedByWorker || j.StopPending {
+				return store.ErrSkip
+			}
+			j.StopPending = true
+			return nil
+		})})
+		if err != nil {
+			return false, translate(err, "job "+id)
+		}
+		return true, nil
+	default:
+		// The job moved on without this worker (requeued, retried, taken by another).
+		return e.stops.add(p.WorkerID, id), nil
+	}
+}
+
 // requeueForgotten requeues the jobs the server thinks a worker holds but its ping no longer lists:
 // the job was lost on the worker's side (its take answer never arrived, or its result post was
 // dropped after failed retries), and waiting for the execution timeout would only delay a re-run.
-// A job taken less than WorkerLostAfter ago is left alone, since a ping sent before the take may
-// arrive after it. Only pings that name their SDK version (runpod-python and Spool's SDK, which
+// A job taken less than twice WorkerLostAfter ago is left alone: a ping sent before the take may
+// arrive after it (runpod-python retries pings with backoff, with a timeout of two intervals). Only pings that name their SDK version (runpod-python and Spool's SDK, which
 // both list held jobs) are trusted for this.
 func (e *Engine) requeueForgotten(ctx context.Context, p PingParams) error {
 	listed := make(map[string]bool, len(p.JobIDs))
@@ -316,13 +355,13 @@ func (e *Engine) requeueForgotten(ctx context.Context, p PingParams) error {
 	now := e.now()
 	jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{
 		Filter: store.JobFilter{Endpoint: p.Endpoint, WorkerID: p.WorkerID, States: []spool.State{spool.StateInProgress}},
-		Apply: func(j *spool.Job) error {
-			if listed[j.ID] || j.TakenAt.After(now.Add(-e.cfg.WorkerLostAfter)) {
+		Apply: guarded(func(j *spool.Job) error {
+			if listed[j.ID] || j.TakenAt.After(now.Add(-2*e.cfg.WorkerLostAfter)) {
 				return store.ErrSkip
 			}
 			e.loseWorker(j, now, "its pings stopped listing the job")
 			return nil
-		},
+		}),
 	})
 	if err != nil {
 		return translate(err, "worker "+p.WorkerID)

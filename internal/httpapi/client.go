@@ -17,7 +17,8 @@ func (s *server) routesClient(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v2/{endpoint}/run", s.client(true, s.run))
 	mux.HandleFunc("POST /v2/{endpoint}/runsync", s.client(true, s.runsync))
 	for _, m := range []string{"GET", "POST"} {
-		mux.HandleFunc(m+" /v2/{endpoint}/status/{id}", s.client(false, s.status))
+		// /status?ttl= deletes a result early, so it is a write; a plain /status is a read.
+		mux.HandleFunc(m+" /v2/{endpoint}/status/{id}", s.clientWriteIf(func(r *http.Request) bool { return r.URL.Query().Has("ttl") }, s.status))
 		mux.HandleFunc(m+" /v2/{endpoint}/status-sync/{id}", s.client(false, s.statusSync))
 		mux.HandleFunc(m+" /v2/{endpoint}/stream/{id}", s.client(false, s.stream))
 	}
@@ -30,9 +31,14 @@ func (s *server) routesClient(mux *http.ServeMux) {
 // client wraps a client-API handler with the key check (before any body is read); write says
 // whether read-only keys are refused. The handler's error, if any, is rendered.
 func (s *server) client(write bool, h func(http.ResponseWriter, *http.Request, string) error) http.HandlerFunc {
+	return s.clientWriteIf(func(*http.Request) bool { return write }, h)
+}
+
+// clientWriteIf is client for routes whose request decides whether it writes.
+func (s *server) clientWriteIf(write func(*http.Request) bool, h func(http.ResponseWriter, *http.Request, string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ep := r.PathValue("endpoint")
-		if _, err := s.keys.Check(r, auth.Client, ep, write); err != nil {
+		if _, err := s.keys.Check(r, auth.Client, ep, write(r)); err != nil {
 			s.fail(w, r, err)
 			return
 		}

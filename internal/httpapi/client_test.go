@@ -23,6 +23,7 @@ func TestAuthMatrix(t *testing.T) {
 	client := []route{
 		{"POST", "/v2/ep/run", true}, {"POST", "/v2/ep/runsync?wait=1000", true},
 		{"GET", "/v2/ep/status/nope", false}, {"POST", "/v2/ep/status/nope", false},
+		{"GET", "/v2/ep/status/nope?ttl=1000", true}, // deletes a result early: a write
 		{"GET", "/v2/ep/status-sync/nope?wait=0", false}, {"POST", "/v2/ep/status-sync/nope?wait=0", false},
 		{"GET", "/v2/ep/stream/nope", false}, {"POST", "/v2/ep/stream/nope", false},
 		{"POST", "/v2/ep/cancel/nope", true}, {"POST", "/v2/ep/retry/nope", true},
@@ -32,7 +33,7 @@ func TestAuthMatrix(t *testing.T) {
 	// bad batch_size (a 400 after auth) so that nothing waits.
 	worker := []route{
 		{"GET", "/v2/ep/job-take/w9", false}, {"GET", "/v2/ep/job-stop/w9", false},
-		{"GET", "/v2/ep/job-take-batch/w9?batch_size=0", true},
+		{"GET", "/v2/ep/job-take-batch/w9?batch_size=abc", true},
 		{"POST", "/v2/ep/job-done/w9/nope", true}, {"POST", "/v2/ep/job-stream/w9/nope", true},
 		{"GET", "/v2/ep/ping/w9", true},
 	}

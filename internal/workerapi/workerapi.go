@@ -137,11 +137,13 @@ func (a *api) take(batch bool) http.HandlerFunc {
 		if batch {
 			if v := r.URL.Query().Get("batch_size"); v != "" {
 				n, err := strconv.Atoi(v)
-				if err != nil || n < 1 || n > MaxBatch {
-					a.fail(w, r, spool.Errorf(spool.CodeInvalid, "batch_size must be an integer from 1 to %d", MaxBatch))
+				if err != nil || n < 1 {
+					a.fail(w, r, spool.Errorf(spool.CodeInvalid, "batch_size must be a positive integer"))
 					return
 				}
-				size = n
+				// Clamp rather than refuse: runpod-python treats a 400 as "no job" and re-polls at
+				// once, so a worker with more than MaxBatch free slots would spin and never work.
+				size = min(n, MaxBatch)
 			}
 		}
 		ctx := r.Context()

@@ -281,11 +281,21 @@ func TestTakeBatch(t *testing.T) {
 	require.Len(t, batch, 1)
 	require.Equal(t, ids[2], idOf(batch[0]))
 
-	for _, bad := range []string{"0", "65", "abc", "-1", "1.5"} {
+	for _, bad := range []string{"0", "abc", "-1", "1.5"} {
 		r := e.do("GET", "/v2/ep/job-take-batch/w1?batch_size="+bad, e.worker, "", "")
 		require.Equal(t, 400, r.status, bad)
-		require.Contains(t, r.body, "batch_size must be an integer from 1 to 64")
+		require.Contains(t, r.body, "batch_size must be a positive integer")
 	}
+
+	// More free slots than one batch may carry: clamped, not refused (runpod-python would take
+	// a 400 for "no job" and spin).
+	for range workerapi.MaxBatch + 1 {
+		e.submit(engine.SubmitParams{})
+	}
+	r = e.do("GET", "/v2/ep/job-take-batch/w1?batch_size=500", e.worker, "", "")
+	require.Equal(t, 200, r.status)
+	require.NoError(t, json.Unmarshal([]byte(r.body), &batch))
+	require.Len(t, batch, workerapi.MaxBatch)
 }
 
 func TestTakeLongPoll(t *testing.T) {

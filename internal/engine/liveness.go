@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/spool-run/spool/store"
+)
+
+// stopSet holds stop signals that belong to no job row: jobs a worker's pings list although the
+// job has moved on without it (retried, requeued, deleted). They live in memory because pings
+// re-derive them every interval, so a restart loses nothing that the next ping does not restore.
+type stopSet struct {
+	mu sync.Mutex
+	m  map[string]map[string]bool // worker -> job ids
+}
+
+// maxStopsPerWorker bounds what one worker's pings can make the server remember.
+const maxStopsPerWorker = 1024
+
+// add records that worker must stop job; it reports whether the signal is new.
+func (s *stopSet) add(worker, job string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string]map[string]bool)
+	}
+	jobs := s.m[worker]
+	if jobs == nil {
+		jobs = make(map[string]bool)
+		s.m[worker] = jobs
+	}
+	if jobs[job] || len(jobs) >= maxStopsPerWorker {
+		return false
+	}
+	jobs[job] = true
+	return true
+}
+
+// take removes and returns the worker's signals.
+func (s *stopSet) take(worker string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	jobs := s.m[worker]
+	delete(s.m, worker)
+	ids := make([]string, 0, len(jobs))
+	for id := range jobs {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// sightings rate-limits worker sightings: every request of a worker proves it alive, but writing
+// each one (a busy worker posts many chunks a second) would only load the store. One write per
+// WorkerLostAfter/6 keeps a worker far from being declared lost.
+type sightings struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (s *sightings) due(worker string, now time.Time, every time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		s.last = make(map[string]time.Time)
+	}
+	if t, ok := s.last[worker]; ok && now.Sub(t) < every {
+		return false
+	}
+	s.last[worker] = now
+	return true
+}
+
+// forget drops sightings older than before, so the map does not grow with every worker ever seen.
+func (s *sightings) forget(before time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w, t := range s.last {
+		if t.Before(before) {
+			delete(s.last, w)
+		}
+	}
+}
+
+// seen records that a worker made a request, at most once per WorkerLostAfter/6.
+func (e *Engine) seen(ctx context.Context, endpoint, worker string) error {
+	now := e.now()
+	if !e.sighted.due(worker, now, e.cfg.WorkerLostAfter/6) {
+		return nil
+	}
+	err := e.store.TouchWorker(ctx, store.TouchWorkerParams{ID: worker, Endpoint: endpoint, Now: now})
+	return translate(err, "worker "+worker)
+}
