@@ -205,6 +205,27 @@ func (e *Engine) sweepLoop(ctx context.Context) {
 	}
 }
 
+// longPoll calls look until it reports done, waiting between calls for a notify of key, for at
+// most wait in all. It returns look's last value and whether look was done; done is false when
+// wait ran out or the engine drained (with a nil error) or ctx ended (with its error). The hub
+// subscription is taken before each look, so a change committed during a look wakes the next wait.
+func longPoll[T any](ctx context.Context, e *Engine, key string, wait time.Duration, look func() (T, bool, error)) (T, bool, error) {
+	t := e.clock.NewTimer(wait)
+	defer t.Stop()
+	for {
+		ch, release := e.hub.wait(key)
+		v, done, err := look()
+		if err != nil || done || wait <= 0 {
+			release()
+			return v, done, err
+		}
+		again, err := e.wait(ctx, ch, release, t)
+		if err != nil || !again {
+			return v, false, err
+		}
+	}
+}
+
 // wait blocks until ch is closed, the timer fires, the engine drains or ctx ends, then releases
 // the hub subscription. It reports whether ch was closed (the caller should look again).
 func (e *Engine) wait(ctx context.Context, ch <-chan struct{}, release func(), t clock.Timer) (bool, error) {

@@ -142,23 +142,15 @@ func (e *Engine) SetRetention(ctx context.Context, endpoint, id string, ttl time
 // WaitTerminal returns the job once it is terminal, or as it is when wait runs out, the engine
 // drains or ctx ends.
 func (e *Engine) WaitTerminal(ctx context.Context, endpoint, id string, wait time.Duration) (*spool.Job, error) {
-	t := e.clock.NewTimer(wait)
-	defer t.Stop()
-	for {
-		ch, release := e.hub.wait(jobKey(id))
+	j, done, err := longPoll(ctx, e, jobKey(id), wait, func() (*spool.Job, bool, error) {
 		j, err := e.Job(ctx, endpoint, id)
-		if err != nil || j.State.Terminal() {
-			release()
-			return j, err
-		}
-		again, err := e.wait(ctx, ch, release, t)
-		if err != nil {
-			return nil, err
-		}
-		if !again {
-			return e.Job(ctx, endpoint, id)
-		}
+		return j, err == nil && j.State.Terminal(), err
+	})
+	if err != nil || done {
+		return j, err
 	}
+	// Read once more: the job may have ended just as the wait ran out.
+	return e.Job(ctx, endpoint, id)
 }
 
 // Stream implements /stream: it returns the chunks not returned before (drain semantics) with the
@@ -178,26 +170,21 @@ func (e *Engine) readStream(ctx context.Context, endpoint, id string, wait time.
 	if _, err := e.Job(ctx, endpoint, id); err != nil {
 		return nil, nil, err
 	}
-	t := e.clock.NewTimer(wait)
-	defer t.Stop()
-	for {
-		ch, release := e.hub.wait(jobKey(id))
-		j, chunks, err := e.store.ReadChunks(ctx, p)
-		if err != nil || len(chunks) > 0 || j.State.Terminal() || wait <= 0 {
-			release()
-			if err != nil {
-				return nil, nil, translate(err, "job "+id)
-			}
-			return j, chunks, nil
-		}
-		again, err := e.wait(ctx, ch, release, t)
-		if err != nil {
-			return nil, nil, err
-		}
-		if !again {
-			return j, nil, nil
-		}
+	type read struct {
+		job    *spool.Job
+		chunks []spool.Chunk
 	}
+	r, _, err := longPoll(ctx, e, jobKey(id), wait, func() (read, bool, error) {
+		j, chunks, err := e.store.ReadChunks(ctx, p)
+		if err != nil {
+			return read{}, false, translate(err, "job "+id)
+		}
+		return read{j, chunks}, len(chunks) > 0 || j.State.Terminal(), nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return r.job, r.chunks, nil
 }
 
 // Cancel cancels a queued or running job. A running job's worker is told through its job-stop

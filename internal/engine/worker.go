@@ -23,53 +23,46 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 	if err := e.seen(ctx, endpoint, worker); err != nil {
 		return nil, err
 	}
-	t := e.clock.NewTimer(wait)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.draining:
-			return nil, nil
-		default:
+	jobs, done, err := longPoll(ctx, e, queueKey(endpoint), wait, func() ([]*spool.Job, bool, error) {
+		if e.Draining() {
+			return nil, false, nil
 		}
-		ch, release := e.hub.wait(queueKey(endpoint))
-		now := e.now()
-		jobs, err := e.store.TakeJobs(ctx, store.TakeJobsParams{
-			Endpoint: endpoint, Max: max, Now: now,
-			Apply: guarded(func(j *spool.Job) error {
-				j.State = spool.StateInProgress
-				j.WorkerID = worker
-				j.Attempt++
-				j.TakenAt = now
-				j.Deadline = now.Add(j.Policy.ExecutionTimeout())
-				j.Output = nil
-				j.Error = ""
-				return nil
-			}),
-		})
-		if err != nil || len(jobs) > 0 {
-			release()
-		}
-		if err != nil {
-			return nil, translate(err, "take jobs")
-		}
-		if len(jobs) > 0 {
-			for _, j := range jobs {
-				e.hub.notify(jobKey(j.ID))
-				d, _ := j.DelayTime()
-				e.obs.JobStarted(endpoint, d)
-			}
-			return jobs, nil
-		}
-		again, err := e.wait(ctx, ch, release, t)
-		if err != nil {
-			return nil, err
-		}
-		if !again {
-			// The worker was alive for the whole poll: record it, or a worker that does not ping
-			// (no RUNPOD_POD_ID) could be declared lost while it long-polls with jobs in hand.
-			return nil, e.seen(ctx, endpoint, worker)
-		}
+		jobs, err := e.take(ctx, endpoint, worker, max)
+		return jobs, len(jobs) > 0, err
+	})
+	if err != nil || done || e.Draining() {
+		return jobs, err
 	}
+	// The worker was alive for the whole poll: record it, or a worker that does not ping (no
+	// RUNPOD_POD_ID) could be declared lost while it long-polls with jobs in hand.
+	return nil, e.seen(ctx, endpoint, worker)
+}
+
+// take moves up to max queued jobs to IN_PROGRESS for worker.
+func (e *Engine) take(ctx context.Context, endpoint, worker string, max int) ([]*spool.Job, error) {
+	now := e.now()
+	jobs, err := e.store.TakeJobs(ctx, store.TakeJobsParams{
+		Endpoint: endpoint, Max: max, Now: now,
+		Apply: guarded(func(j *spool.Job) error {
+			j.State = spool.StateInProgress
+			j.WorkerID = worker
+			j.Attempt++
+			j.TakenAt = now
+			j.Deadline = now.Add(j.Policy.ExecutionTimeout())
+			j.Output = nil
+			j.Error = ""
+			return nil
+		}),
+	})
+	if err != nil {
+		return nil, translate(err, "take jobs")
+	}
+	for _, j := range jobs {
+		e.hub.notify(jobKey(j.ID))
+		d, _ := j.DelayTime()
+		e.obs.JobStarted(endpoint, d)
+	}
+	return jobs, nil
 }
 
 // Release puts jobs whose take answer never reached the worker (its connection dropped first)
@@ -131,40 +124,34 @@ func (e *Engine) StopSignals(ctx context.Context, endpoint, worker string, wait 
 	if err := e.seen(ctx, endpoint, worker); err != nil {
 		return nil, err
 	}
-	t := e.clock.NewTimer(wait)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.draining:
-			return nil, nil
-		default:
+	ids, _, err := longPoll(ctx, e, stopKey(worker), wait, func() ([]string, bool, error) {
+		if e.Draining() {
+			return nil, false, nil
 		}
-		ch, release := e.hub.wait(stopKey(worker))
-		jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{
-			Filter: store.JobFilter{Endpoint: endpoint, WorkerID: worker, StopPending: true},
-			Apply: guarded(func(j *spool.Job) error {
-				j.StopPending = false
-				return nil
-			}),
-		})
-		if err != nil {
-			release()
-			return nil, translate(err, "stop signals")
-		}
-		ids := e.stops.take(worker)
-		for _, j := range jobs {
-			ids = append(ids, j.ID)
-		}
-		if len(ids) > 0 {
-			release()
-			sort.Strings(ids)
-			return slices.Compact(ids), nil
-		}
-		again, err := e.wait(ctx, ch, release, t)
-		if err != nil || !again {
-			return nil, err
-		}
+		ids, err := e.takeStops(ctx, endpoint, worker)
+		return ids, len(ids) > 0, err
+	})
+	return ids, err
+}
+
+// takeStops collects and clears the worker's pending stop signals.
+func (e *Engine) takeStops(ctx context.Context, endpoint, worker string) ([]string, error) {
+	jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{
+		Filter: store.JobFilter{Endpoint: endpoint, WorkerID: worker, StopPending: true},
+		Apply: guarded(func(j *spool.Job) error {
+			j.StopPending = false
+			return nil
+		}),
+	})
+	if err != nil {
+		return nil, translate(err, "stop signals")
 	}
+	ids := e.stops.take(worker)
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	sort.Strings(ids)
+	return slices.Compact(ids), nil
 }
 
 // DoneParams is a decoded job-done post.
