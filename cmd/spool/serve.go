@@ -68,116 +68,161 @@ SPOOL_ADMIN_KEY), then flags.`,
 	return cmd
 }
 
-// serve runs the server until ctx ends, then shuts down in order: stop handing out jobs (long-polls
-// answer at once), let in-flight requests finish within the grace period, stop the sweeper, close
-// the store.
+// serve runs the server until ctx ends, then shuts it down in order.
 func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
-	level, _ := parseLevel(cfg.LogLevel)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-
-	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	st, err := sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spool.db"))
+	srv, err := openServer(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	if err := firstStartKeys(ctx, srv.keys, stdout); err != nil {
+		srv.abort()
+		return err
+	}
+	return srv.run(ctx, nil)
+}
 
-	var eng *engine.Engine
+// server is a Spool server with everything open and its listener bound, not yet serving. serve
+// and dev share it.
+type server struct {
+	cfg      *config
+	log      *slog.Logger
+	store    *sqlitestore.Store
+	eng      *engine.Engine
+	keys     *auth.Keyring
+	http     *http.Server
+	ln       net.Listener
+	draining atomic.Bool
+}
+
+// openServer opens the store, starts the engine, applies the config's endpoints and binds the
+// listener. On error everything opened so far is closed again.
+func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, err error) {
+	level, _ := parseLevel(cfg.LogLevel)
+	s := &server{cfg: cfg, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	defer func() {
+		if err != nil {
+			s.abort()
+		}
+	}()
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if s.store, err = sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spool.db")); err != nil {
+		return nil, err
+	}
 	m := metrics.New(metrics.Config{
-		Store: st,
+		Store: s.store,
 		Endpoints: func() []string {
 			var names []string
-			for _, ep := range eng.Endpoints() {
+			for _, ep := range s.eng.Endpoints() {
 				names = append(names, ep.Name)
 			}
 			return names
 		},
-		StoreStats: func() (int64, int64) { s := st.Stats(); return s.Batches, s.Ops },
-		Logger:     log,
+		StoreStats: func() (int64, int64) { st := s.store.Stats(); return st.Batches, st.Ops },
+		Logger:     s.log,
 	})
-	eng, err = engine.New(engine.Config{
-		Store:           st,
+	eng, err := engine.New(engine.Config{
+		Store:           s.store,
 		Observer:        m,
-		Logger:          log,
+		Logger:          s.log,
 		Retention:       spool.Retention{Run: cfg.Retention.Run, Sync: cfg.Retention.Runsync},
 		WorkerLostAfter: cfg.Workers.LostAfter,
 		MaxRetries:      cfg.Workers.MaxRetries,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := eng.Start(ctx); err != nil {
-		return err
+		return nil, err
 	}
-	defer eng.Stop()
+	s.eng = eng
 	for _, ep := range cfg.Endpoints {
 		if _, _, err := eng.PutEndpoint(ctx, ep.Endpoint); err != nil {
-			return fmt.Errorf("endpoint %s from config: %w", ep.Name, err)
+			return nil, fmt.Errorf("endpoint %s from config: %w", ep.Name, err)
 		}
 	}
-
-	keys, err := newKeyring(ctx, cfg, st)
-	if err != nil {
-		return err
+	if s.keys, err = newKeyring(ctx, cfg, s.store); err != nil {
+		return nil, err
 	}
-	if err := firstStartKeys(ctx, keys, stdout); err != nil {
-		return err
-	}
-
-	var draining atomic.Bool
 	handler, err := httpapi.New(httpapi.Config{
 		Engine:       eng,
-		Keys:         keys,
-		Logger:       log,
+		Keys:         s.keys,
+		Logger:       s.log,
 		TakeWait:     cfg.Workers.TakeWait,
 		RunLimit:     cfg.Limits.Run,
 		RunSyncLimit: cfg.Limits.Runsync,
 		ResultLimit:  cfg.Limits.Result,
 		ChunkLimit:   cfg.Limits.Chunk,
-		Ready:        func() bool { return !draining.Load() },
+		Ready:        func() bool { return !s.draining.Load() },
 		Mounts:       map[string]http.Handler{"GET /metrics": m.Handler()},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return err
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, err
 	}
-	srv := &http.Server{
+	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	return s, nil
+}
+
+// URL is the server's base URL, e.g. http://127.0.0.1:8080.
+func (s *server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// abort closes whatever openServer opened, for error paths before run.
+func (s *server) abort() {
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	if s.eng != nil {
+		s.eng.Stop()
+	}
+	if s.store != nil {
+		_ = s.store.Close()
+	}
+}
+
+// run serves until ctx ends, then shuts down in order: beforeStop (dev stops its in-process
+// workers there, while the server can still take their results), stop handing out jobs
+// (long-polls answer at once), let in-flight requests finish within the grace period, stop the
+// sweeper, close the store.
+func (s *server) run(ctx context.Context, beforeStop func()) error {
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("spool listening", "url", "http://"+ln.Addr().String(), "data", cfg.Data, "endpoints", len(eng.Endpoints()))
+	go func() { serveErr <- s.http.Serve(s.ln) }()
+	s.log.Info("spool listening", "url", s.URL(), "data", s.cfg.Data, "endpoints", len(s.eng.Endpoints()))
 
 	select {
 	case err := <-serveErr:
+		s.abort()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "grace", cfg.ShutdownGrace)
-	draining.Store(true)
-	eng.Drain()
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
+	s.log.Info("shutting down", "grace", s.cfg.ShutdownGrace)
+	if beforeStop != nil {
+		beforeStop()
+	}
+	s.draining.Store(true)
+	s.eng.Drain()
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil {
-		log.Warn("requests still running after the grace period were cut off", "err", err)
-		_ = srv.Close()
+	if err := s.http.Shutdown(shutCtx); err != nil {
+		s.log.Warn("requests still running after the grace period were cut off", "err", err)
+		_ = s.http.Close()
 	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Warn("serve", "err", err)
+		s.log.Warn("serve", "err", err)
 	}
-	eng.Stop()
-	if err := st.Close(); err != nil {
+	s.eng.Stop()
+	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
-	log.Info("stopped cleanly")
+	s.log.Info("stopped cleanly")
 	return nil
 }
 
