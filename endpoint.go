@@ -34,6 +34,21 @@ type Endpoint struct {
 	// MaxQueue caps the jobs waiting in the queue; a submission beyond it gets 429. 0, the
 	// default, means no cap.
 	MaxQueue int `json:"maxQueue" yaml:"maxQueue"`
+	// WebhookSecret, when set, signs every webhook attempt with Standard Webhooks headers: one or
+	// more secrets ("whsec_" + base64 of 24-64 bytes) separated by spaces, each giving one
+	// signature (rotation). It is stored but never shown: /api answers hasWebhookSecret instead.
+	WebhookSecret string `json:"webhookSecret,omitempty" yaml:"webhookSecret,omitempty"`
+	// WebhookAttempts is the most attempts of one webhook delivery. Defaults to 3 (RunPod).
+	WebhookAttempts int `json:"webhookAttempts" yaml:"webhookAttempts"`
+	// WebhookBackoff is "fixed" (wait webhookDelayMs between attempts) or "exponential" (double
+	// it after every attempt, up to webhookMaxDelayMs, with jitter). Defaults to fixed.
+	WebhookBackoff string `json:"webhookBackoff" yaml:"webhookBackoff"`
+	// WebhookDelayMs is the wait after a failed attempt. Defaults to 10000 (RunPod).
+	WebhookDelayMs int64 `json:"webhookDelayMs" yaml:"webhookDelayMs"`
+	// WebhookMaxDelayMs caps exponential backoff. Defaults to 3600000 (1 h).
+	WebhookMaxDelayMs int64 `json:"webhookMaxDelayMs" yaml:"webhookMaxDelayMs"`
+	// WebhookTimeoutMs bounds one attempt. Defaults to 10000 (RunPod).
+	WebhookTimeoutMs int64 `json:"webhookTimeoutMs" yaml:"webhookTimeoutMs"`
 	// Worker says how the local process provider starts a worker; nil means workers are started
 	// outside Spool and connect on their own.
 	Worker *WorkerSpec `json:"worker,omitempty" yaml:"worker,omitempty"`
@@ -64,6 +79,11 @@ func NewEndpoint(name string) Endpoint {
 		ScalerValue:        4,
 		ExecutionTimeoutMs: DefaultExecutionTimeoutMs,
 		TTLMs:              DefaultTTLMs,
+		WebhookAttempts:    DefaultWebhookAttempts,
+		WebhookBackoff:     WebhookBackoffFixed,
+		WebhookDelayMs:     DefaultWebhookDelayMs,
+		WebhookMaxDelayMs:  DefaultWebhookMaxDelayMs,
+		WebhookTimeoutMs:   DefaultWebhookTimeoutMs,
 	}
 }
 
@@ -98,6 +118,9 @@ func (e *Endpoint) Validate() error {
 		return Errorf(CodeInvalid, "worker.command is required when worker is set")
 	}
 	if err := ValidateExecutionTimeout("executionTimeoutMs", e.ExecutionTimeoutMs); err != nil {
+		return err
+	}
+	if err := e.validateWebhook(); err != nil {
 		return err
 	}
 	return ValidateTTL("ttlMs", e.TTLMs)

@@ -3,6 +3,7 @@ module github.com/spool-run/spool
 go 1.26.8
 
 require (
+	code.dny.dev/ssrf v0.3.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/cobra v1.10.2
 	github.com/stretchr/testify v1.12.1

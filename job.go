@@ -54,6 +54,11 @@ type Job struct {
 	// StreamCount is the number of chunks appended; StreamCursor how many /stream has returned.
 	StreamCount  int64
 	StreamCursor int64
+
+	// Outbox is transient: a webhook delivery that the store enqueues in the same transaction that
+	// writes the job (UpdateJob, UpdateJobs, TakeJobs, CreateJob). It is never stored on the job:
+	// jobs returned or read back by a store have a nil Outbox.
+	Outbox *WebhookMessage
 }
 
 // Chunk is one streamed output, as posted by the worker to job-stream: the value of its "output".
@@ -68,6 +73,11 @@ func (j *Job) Clone() *Job {
 	c.Input = cloneRaw(j.Input)
 	c.S3Config = cloneRaw(j.S3Config)
 	c.Output = cloneRaw(j.Output)
+	if j.Outbox != nil {
+		m := *j.Outbox
+		m.Payload = cloneRaw(m.Payload)
+		c.Outbox = &m
+	}
 	return &c
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"reflect"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/webhook"
 )
 
 // fileConfig is the YAML config file (spool.yaml). Every field is optional.
@@ -49,6 +51,21 @@ type fileConfig struct {
 	} `yaml:"limits"`
 	// ShutdownGrace is how long in-flight requests get to finish on SIGTERM. Defaults to 10s.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// Webhooks configures webhook delivery (per-endpoint schedules and secrets are endpoint
+	// settings).
+	Webhooks struct {
+		// AllowCIDRs are networks webhooks may reach although the SSRF guard refuses loopback,
+		// private, link-local, CGNAT and other special addresses: receivers on a private network.
+		// CIDRs or single addresses. SPOOL_WEBHOOK_ALLOW_CIDRS (comma-separated) adds to them.
+		AllowCIDRs []string `yaml:"allowCIDRs"`
+		// Concurrency bounds the deliveries in flight. Defaults to 32.
+		Concurrency int `yaml:"concurrency"`
+		// PerHost bounds the deliveries in flight to one receiver (host:port). Defaults to 4.
+		PerHost int `yaml:"perHost"`
+		// Retention is how long finished deliveries stay listed by /api/jobs/{id}/webhook.
+		// Defaults to 168h (7 days).
+		Retention time.Duration `yaml:"retention"`
+	} `yaml:"webhooks"`
 	// Keys are keys given by the hash of their secret ("sha256:<hex>", see `spool hash-key`).
 	Keys []spool.Key `yaml:"keys"`
 	// Endpoints are created or updated at every start.
@@ -108,6 +125,10 @@ type config struct {
 	fileConfig
 	Path     string // the config file read, "" if none
 	AdminKey string // from SPOOL_ADMIN_KEY; never logged
+	// WebhookAllowCIDRs is webhooks.allowCIDRs plus SPOOL_WEBHOOK_ALLOW_CIDRS, parsed.
+	WebhookAllowCIDRs []netip.Prefix
+	// WebhookAllowLoopback lets webhooks reach 127.0.0.0/8 and ::1 (spool dev sets it).
+	WebhookAllowLoopback bool
 }
 
 const defaultConfigPath = "spool.yaml"
@@ -147,6 +168,9 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 		}
 	}
 	c.AdminKey = getenv("SPOOL_ADMIN_KEY")
+	if v := getenv("SPOOL_WEBHOOK_ALLOW_CIDRS"); v != "" {
+		c.Webhooks.AllowCIDRs = append(c.Webhooks.AllowCIDRs, strings.Split(v, ",")...)
+	}
 	c.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -205,6 +229,20 @@ func (c *config) validate() error {
 	}
 	if c.Workers.MaxRetries < 0 {
 		return fmt.Errorf("config: workers.maxRetries must not be negative")
+	}
+	c.WebhookAllowCIDRs = nil
+	for _, s := range c.Webhooks.AllowCIDRs {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		p, err := webhook.ParseCIDR(s)
+		if err != nil {
+			return fmt.Errorf("config: webhooks.allowCIDRs (or SPOOL_WEBHOOK_ALLOW_CIDRS): %w", err)
+		}
+		c.WebhookAllowCIDRs = append(c.WebhookAllowCIDRs, p)
+	}
+	if c.Webhooks.Concurrency < 0 || c.Webhooks.PerHost < 0 || c.Webhooks.Retention < 0 {
+		return fmt.Errorf("config: webhooks.concurrency, webhooks.perHost and webhooks.retention must not be negative")
 	}
 	for _, l := range []struct {
 		name string

@@ -21,6 +21,7 @@ import (
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/httpapi"
 	"github.com/spool-run/spool/internal/metrics"
+	"github.com/spool-run/spool/internal/webhook"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
 
@@ -91,11 +92,12 @@ type server struct {
 	keys     *auth.Keyring
 	http     *http.Server
 	ln       net.Listener
+	webhooks *webhook.Dispatcher
 	draining atomic.Bool
 }
 
-// openServer opens the store, starts the engine, applies the config's endpoints and binds the
-// listener. On error everything opened so far is closed again.
+// openServer opens the store, starts the engine, applies the config's endpoints, starts the
+// webhook dispatcher and binds the listener. On error everything opened so far is closed again.
 func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, err error) {
 	level, _ := parseLevel(cfg.LogLevel)
 	s := &server{cfg: cfg, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
@@ -122,6 +124,23 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		StoreStats: func() (int64, int64) { st := s.store.Stats(); return st.Batches, st.Ops },
 		Logger:     s.log,
 	})
+	s.webhooks, err = webhook.New(webhook.Config{
+		Store:    s.store,
+		Logger:   s.log,
+		Observer: m,
+		Endpoint: func(name string) (spool.Endpoint, bool) {
+			ep, err := s.eng.Endpoint(name)
+			return ep, err == nil
+		},
+		Concurrency:   cfg.Webhooks.Concurrency,
+		PerHost:       cfg.Webhooks.PerHost,
+		Retention:     cfg.Webhooks.Retention,
+		AllowCIDRs:    cfg.WebhookAllowCIDRs,
+		AllowLoopback: cfg.WebhookAllowLoopback,
+	})
+	if err != nil {
+		return nil, err
+	}
 	eng, err := engine.New(engine.Config{
 		Store:           s.store,
 		Observer:        m,
@@ -129,6 +148,8 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		Retention:       spool.Retention{Run: cfg.Retention.Run, Sync: cfg.Retention.Runsync},
 		WorkerLostAfter: cfg.Workers.LostAfter,
 		MaxRetries:      cfg.Workers.MaxRetries,
+		WebhookPayload:  webhook.Payload,
+		WebhookQueued:   s.webhooks.Notify,
 	})
 	if err != nil {
 		return nil, err
@@ -143,6 +164,10 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		}
 	}
 	if s.keys, err = newKeyring(ctx, cfg, s.store); err != nil {
+		return nil, err
+	}
+	// Deliveries left pending by the previous run (a crash, a restart) go out from here on.
+	if err := s.webhooks.Start(ctx); err != nil {
 		return nil, err
 	}
 	handler, err := httpapi.New(httpapi.Config{
@@ -183,6 +208,9 @@ func (s *server) abort() {
 	if s.eng != nil {
 		s.eng.Stop()
 	}
+	if s.webhooks != nil {
+		s.webhooks.Stop()
+	}
 	if s.store != nil {
 		_ = s.store.Close()
 	}
@@ -191,7 +219,7 @@ func (s *server) abort() {
 // run serves until ctx ends, then shuts down in order: beforeStop (dev stops its in-process
 // workers there, while the server can still take their results), stop handing out jobs
 // (long-polls answer at once), let in-flight requests finish within the grace period, stop the
-// sweeper, close the store.
+// sweeper, stop the webhook dispatcher, close the store.
 func (s *server) run(ctx context.Context, beforeStop func()) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
@@ -203,7 +231,7 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	s.log.Info("shutting down", "grace", s.cfg.ShutdownGrace)
+	s.log.Info("shutting down; a second signal exits at once", "grace", s.cfg.ShutdownGrace)
 	if beforeStop != nil {
 		beforeStop()
 	}
@@ -219,6 +247,10 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 		s.log.Warn("serve", "err", err)
 	}
 	s.eng.Stop()
+	// Webhooks stop after the requests drained and the sweeper stopped (no more terminal
+	// transitions), before the store closes: attempts in flight get a grace, then their claims
+	// are given back for the next start.
+	s.webhooks.Stop()
 	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

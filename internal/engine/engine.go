@@ -6,6 +6,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,14 @@ type Config struct {
 	SweepInterval time.Duration
 	// Observer hears about transitions after they commit (metrics). Optional.
 	Observer Observer
+	// WebhookPayload builds the webhook body of a job that just ended (the /status object plus
+	// input and webhook). The delivery is enqueued in the same transaction as the terminal
+	// transition, with the payload built then, so it survives the job's retention. It runs inside
+	// the store's transaction: it must be fast. Nil enqueues no webhooks.
+	WebhookPayload func(*spool.Job) json.RawMessage
+	// WebhookQueued is called after a commit that may have enqueued webhook deliveries, to wake
+	// the dispatcher. Optional; it must not block.
+	WebhookQueued func()
 }
 
 // Observer is told about job transitions once they are committed. Its methods must be fast and

@@ -32,6 +32,11 @@ func (e *Engine) Submit(ctx context.Context, p SubmitParams) (*spool.Job, error)
 	if len(p.Input) == 0 || string(p.Input) == "null" {
 		return nil, spool.Errorf(spool.CodeInvalid, `"input" is required and must not be null`)
 	}
+	if p.Webhook != "" {
+		if err := spool.ValidateWebhookURL(p.Webhook); err != nil {
+			return nil, err
+		}
+	}
 	pol := spool.Policy{
 		ExecutionTimeoutMs: ep.ExecutionTimeoutMs,
 		TTLMs:              ep.TTLMs,
@@ -221,11 +226,18 @@ func (e *Engine) endByServer(j *spool.Job, to spool.State, msg string, now time.
 }
 
 // finish does what every terminal transition does: it stamps the end, erases the s3Config (it
-// was for the worker only) and schedules the deletion of the retained result.
+// was for the worker only), schedules the deletion of the retained result and, for a job with a
+// webhook, hands the store the delivery to enqueue in the same transaction. Callers set the state,
+// output and error before calling it: the webhook body is built here.
 func (e *Engine) finish(j *spool.Job, now time.Time) {
 	j.FinishedAt = now
 	j.S3Config = nil
 	j.Deadline = j.RetainUntil(now, e.cfg.Retention)
+	if j.Webhook != "" && e.cfg.WebhookPayload != nil {
+		j.Outbox = &spool.WebhookMessage{
+			ID: spool.NewWebhookMessageID(), URL: j.Webhook, Payload: e.cfg.WebhookPayload(j), CreatedAt: now,
+		}
+	}
 }
 
 // requeue puts a job back in the queue with a fresh TTL, as a job that was never taken.
@@ -293,6 +305,9 @@ func (e *Engine) notifyJob(j *spool.Job) {
 	e.hub.notify(jobKey(j.ID))
 	if j.StopPending && j.WorkerID != "" {
 		e.hub.notify(stopKey(j.WorkerID))
+	}
+	if j.Webhook != "" && j.State.Terminal() && e.cfg.WebhookQueued != nil {
+		e.cfg.WebhookQueued()
 	}
 }
 

@@ -27,6 +27,8 @@ func (s *server) routesAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/keys/{id}", s.admin(s.deleteKey))
 	mux.HandleFunc("GET /api/jobs", s.admin(s.listJobs))
 	mux.HandleFunc("GET /api/jobs/{id}", s.admin(s.getJob))
+	mux.HandleFunc("GET /api/jobs/{id}/webhook", s.admin(s.getWebhook))
+	mux.HandleFunc("POST /api/jobs/{id}/webhook/redeliver", s.admin(s.redeliverWebhook))
 	mux.HandleFunc("GET /api/workers", s.admin(s.listWorkers))
 }
 
@@ -68,10 +70,36 @@ func (s *server) decodeStrict(w http.ResponseWriter, r *http.Request, v any) err
 
 // --- endpoints
 
+// endpointView is an endpoint as /api shows it: every setting but the webhook secret, which is
+// never shown (hasWebhookSecret says whether there is one).
+type endpointView struct {
+	spool.Endpoint
+	WebhookSecret    *struct{} `json:"webhookSecret,omitempty"` // hides the embedded field
+	HasWebhookSecret bool      `json:"hasWebhookSecret"`
+}
+
+func viewEndpoint(ep spool.Endpoint) endpointView {
+	return endpointView{Endpoint: ep, HasWebhookSecret: ep.WebhookSecret != ""}
+}
+
+// endpointBody is an endpoint as /api takes it. webhookSecret is a pointer to tell an omitted
+// secret (PUT keeps the stored one) from "" (PUT removes it); hasWebhookSecret, read-only, is
+// accepted and ignored so that a GET answer can be sent back as is.
+type endpointBody struct {
+	spool.Endpoint
+	WebhookSecret    *string `json:"webhookSecret"`
+	HasWebhookSecret *bool   `json:"hasWebhookSecret"`
+}
+
 func (s *server) listEndpoints(w http.ResponseWriter, r *http.Request) error {
+	eps := s.eng.Endpoints()
+	views := make([]endpointView, len(eps))
+	for i, ep := range eps {
+		views[i] = viewEndpoint(ep)
+	}
 	wire.WriteJSON(w, http.StatusOK, struct {
-		Endpoints []spool.Endpoint `json:"endpoints"`
-	}{s.eng.Endpoints()})
+		Endpoints []endpointView `json:"endpoints"`
+	}{views})
 	return nil
 }
 
@@ -80,16 +108,23 @@ func (s *server) getEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wire.WriteJSON(w, http.StatusOK, ep)
+	wire.WriteJSON(w, http.StatusOK, viewEndpoint(ep))
 	return nil
 }
 
 // decodeEndpoint decodes an endpoint over the defaults, so omitted fields keep them; the
-// timestamps and source are the server's.
+// timestamps and source are the server's. An omitted webhookSecret keeps the one of the endpoint
+// being replaced, if any (GET never shows it, so a GET-edit-PUT round trip must not drop it).
 func (s *server) decodeEndpoint(w http.ResponseWriter, r *http.Request, name string) (spool.Endpoint, error) {
-	ep := spool.NewEndpoint(name)
-	if err := s.decodeStrict(w, r, &ep); err != nil {
-		return ep, err
+	body := endpointBody{Endpoint: spool.NewEndpoint(name)}
+	if err := s.decodeStrict(w, r, &body); err != nil {
+		return body.Endpoint, err
+	}
+	ep := body.Endpoint
+	if body.WebhookSecret != nil {
+		ep.WebhookSecret = *body.WebhookSecret
+	} else if old, err := s.eng.Endpoint(ep.Name); err == nil {
+		ep.WebhookSecret = old.WebhookSecret
 	}
 	ep.Source = auth.SourceAPI
 	ep.CreatedAt, ep.UpdatedAt = time.Time{}, time.Time{}
@@ -111,7 +146,7 @@ func (s *server) createEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wire.WriteJSON(w, http.StatusCreated, stored)
+	wire.WriteJSON(w, http.StatusCreated, viewEndpoint(stored))
 	return nil
 }
 
@@ -132,7 +167,7 @@ func (s *server) putEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if created {
 		status = http.StatusCreated
 	}
-	wire.WriteJSON(w, status, stored)
+	wire.WriteJSON(w, status, viewEndpoint(stored))
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/httpapi"
+	"github.com/spool-run/spool/internal/webhook"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
 
@@ -51,7 +52,8 @@ func newEnv(t *testing.T, mods ...func(*httpapi.Config)) *env {
 	t.Cleanup(func() { require.NoError(t, st.Close()) })
 	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	quiet := slog.New(slog.DiscardHandler)
-	eng, err := engine.New(engine.Config{Store: st, Clock: fake, SweepInterval: time.Hour, Logger: quiet})
+	eng, err := engine.New(engine.Config{Store: st, Clock: fake, SweepInterval: time.Hour, Logger: quiet,
+		WebhookPayload: webhook.Payload}) // deliveries are enqueued; nothing dispatches them here
 	require.NoError(t, err)
 	require.NoError(t, eng.Start(ctx))
 	for _, name := range []string{"ep", "other"} {

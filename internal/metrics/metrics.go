@@ -24,6 +24,10 @@ type Metrics struct {
 	delay     *prometheus.HistogramVec
 	finished  *prometheus.CounterVec
 	requeued  *prometheus.CounterVec
+
+	webhookAttempts   *prometheus.CounterVec
+	webhookLatency    *prometheus.HistogramVec
+	webhookDeliveries *prometheus.CounterVec
 }
 
 // Config says where the scrape-time gauges come from.
@@ -58,6 +62,18 @@ func New(cfg Config) *Metrics {
 			Name: "spool_jobs_requeued_total", Help: "Jobs sent back to the queue (lost_worker, undelivered, retry).",
 		}, []string{"endpoint", "reason"}),
 	}
+	m.webhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "spool_webhook_attempts_total",
+		Help: "Webhook delivery attempts by outcome (success, http_error, timeout, refused, network_error).",
+	}, []string{"endpoint", "outcome"})
+	m.webhookLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "spool_webhook_attempt_duration_seconds", Help: "Duration of webhook delivery attempts, by outcome.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 3, 10),
+	}, []string{"endpoint", "outcome"})
+	m.webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "spool_webhook_deliveries_total", Help: "Webhook deliveries that ended, by outcome (delivered, failed).",
+	}, []string{"endpoint", "outcome"})
+	m.reg.MustRegister(m.webhookAttempts, m.webhookLatency, m.webhookDeliveries)
 	m.reg.MustRegister(m.submitted, m.started, m.delay, m.finished, m.requeued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Store != nil && cfg.Endpoints != nil {
@@ -94,6 +110,17 @@ func (m *Metrics) JobFinished(endpoint string, state spool.State) {
 
 func (m *Metrics) JobRequeued(endpoint, reason string) {
 	m.requeued.WithLabelValues(endpoint, reason).Inc()
+}
+
+// WebhookAttempt counts one webhook attempt and its duration (webhook.Observer).
+func (m *Metrics) WebhookAttempt(endpoint, outcome string, d time.Duration) {
+	m.webhookAttempts.WithLabelValues(endpoint, outcome).Inc()
+	m.webhookLatency.WithLabelValues(endpoint, outcome).Observe(d.Seconds())
+}
+
+// WebhookFinished counts a webhook delivery that ended (webhook.Observer).
+func (m *Metrics) WebhookFinished(endpoint string, state store.DeliveryState) {
+	m.webhookDeliveries.WithLabelValues(endpoint, string(state)).Inc()
 }
 
 // jobsCollector counts the retained jobs of every endpoint by state at scrape time, so the gauge is

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -87,8 +88,13 @@ func Array(elems [][]byte) json.RawMessage {
 
 // AppendString appends s as a JSON string.
 func AppendString(b []byte, s string) []byte {
-	enc, _ := json.Marshal(s) // a string always marshals
-	return append(b, enc...)
+	// Without HTML escaping: a webhook URL's "&" stays "&" rather than "\u0026", as clients
+	// wrote it (both parse the same, but people read these bodies).
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
 
 // FormatTime formats t in RFC 3339 with milliseconds, in UTC.

@@ -204,3 +204,9 @@ func TestExtendWriteDeadline(t *testing.T) {
 	// A writer without deadlines is left alone.
 	wire.ExtendWriteDeadline(httptest.NewRecorder(), time.Second)
 }
+
+func TestAppendStringKeepsURLsReadable(t *testing.T) {
+	t.Parallel()
+	got := string(wire.AppendString(nil, `https://x.example/h?a=1&b=<2>"q"`))
+	require.Equal(t, `"https://x.example/h?a=1&b=<2>\"q\""`, got)
+}

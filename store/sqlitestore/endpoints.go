@@ -38,10 +38,12 @@ const selectEndpoints = "SELECT spec, created_at, updated_at FROM endpoints"
 
 func scanEndpoint(row scanner) (spool.Endpoint, error) {
 	var (
-		e                spool.Endpoint
 		spec             string
 		created, updated int64
 	)
+	// Decoded over the defaults, so that a setting added after the endpoint was stored takes its
+	// default rather than a zero.
+	e := spool.NewEndpoint("")
 	if err := row.Scan(&spec, &created, &updated); err != nil {
 		return e, err
 	}

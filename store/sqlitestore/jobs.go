@@ -147,10 +147,13 @@ func loadJob(ctx context.Context, q queryer, id string) (*spool.Job, error) {
 	return j, notFound(err)
 }
 
+// saveJob writes j back, with its Outbox message (if any) in the same transaction.
 func saveJob(ctx context.Context, q queryer, j *spool.Job) error {
 	args := jobArgs(j)
-	_, err := q.ExecContext(ctx, updateJob, append(args[1:], args[0])...)
-	return err
+	if _, err := q.ExecContext(ctx, updateJob, append(args[1:], args[0])...); err != nil {
+		return err
+	}
+	return insertOutbox(ctx, q, j)
 }
 
 // apply runs fn on a copy of j. It returns the job to report and whether it must be written:
@@ -198,7 +201,8 @@ func (s *Store) CreateJob(ctx context.Context, p store.CreateJobParams) error {
 		return errors.New("sqlitestore: create job: nil job")
 	}
 	id, args := p.Job.ID, jobArgs(p.Job) // encoded here, off the writer goroutine
-	return s.do(ctx, func(ctx context.Context, tx queryer) error {
+	outbox := &spool.Job{ID: p.Job.ID, Endpoint: p.Job.Endpoint, Outbox: p.Job.Outbox}
+	err := s.do(ctx, func(ctx context.Context, tx queryer) error {
 		_, err := tx.ExecContext(ctx, insertJob, args...)
 		switch {
 		case isUnique(err):
@@ -206,8 +210,12 @@ func (s *Store) CreateJob(ctx context.Context, p store.CreateJobParams) error {
 		case err != nil:
 			return fmt.Errorf("create job %s: %w", id, err)
 		}
-		return nil
+		return insertOutbox(ctx, tx, outbox)
 	})
+	if err == nil {
+		p.Job.Outbox = nil
+	}
+	return err
 }
 
 // GetJob implements store.Store.

@@ -91,6 +91,45 @@ CREATE TABLE keys (
 	created_at INTEGER NOT NULL
 ) STRICT;
 `,
+	// 2: the webhook outbox. Rows outlive their job (no foreign key to jobs): retention deletes
+	// jobs, a separate sweep deletes finished deliveries.
+	`
+CREATE TABLE webhook_deliveries (
+	seq             INTEGER PRIMARY KEY,
+	id              TEXT    NOT NULL UNIQUE,
+	job_id          TEXT    NOT NULL,
+	endpoint        TEXT    NOT NULL,
+	url             TEXT    NOT NULL,
+	host            TEXT    NOT NULL,
+	payload         BLOB,
+	state           TEXT    NOT NULL,
+	attempts        INTEGER NOT NULL,
+	next_attempt_at INTEGER NOT NULL,
+	lease           INTEGER NOT NULL,
+	created_at      INTEGER NOT NULL,
+	finished_at     INTEGER NOT NULL,
+	last_status     INTEGER NOT NULL,
+	last_error      TEXT    NOT NULL,
+	redelivery_of   TEXT    NOT NULL
+) STRICT;
+
+-- ClaimDeliveries and NextDeliveryDue: pending rows by due time.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+-- DeleteDeliveries: finished rows by finish time.
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (state, finished_at);
+-- ListDeliveries of a job.
+CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);
+
+CREATE TABLE webhook_attempts (
+	delivery_id TEXT    NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+	n           INTEGER NOT NULL,
+	at          INTEGER NOT NULL,
+	status_code INTEGER NOT NULL,
+	error       TEXT    NOT NULL,
+	duration_ms INTEGER NOT NULL,
+	PRIMARY KEY (delivery_id, n)
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // migrate brings the schema up to date. Each migration re-checks, inside its IMMEDIATE

@@ -219,6 +219,23 @@ func testClose(t *testing.T, open opener) {
 		"PutKey":         func() error { return s.PutKey(ctx, spool.Key{ID: "k", Hash: "h"}) },
 		"ListKeys":       func() error { _, err := s.ListKeys(ctx); return err },
 		"DeleteKey":      func() error { return s.DeleteKey(ctx, "k") },
+		"CreateDelivery": func() error {
+			return s.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: store.Delivery{ID: "msg_1", URL: "http://a.test/"}})
+		},
+		"ClaimDeliveries": func() error {
+			_, err := s.ClaimDeliveries(ctx, store.ClaimDeliveriesParams{Now: t0, Limit: 1})
+			return err
+		},
+		"RecordAttempt": func() error {
+			_, err := s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_1", State: store.DeliveryFailed, Now: t0})
+			return err
+		},
+		"ListDeliveries":  func() error { _, err := s.ListDeliveries(ctx, "j"); return err },
+		"NextDeliveryDue": func() error { _, _, err := s.NextDeliveryDue(ctx, t0); return err },
+		"DeleteDeliveries": func() error {
+			_, err := s.DeleteDeliveries(ctx, store.DeleteDeliveriesParams{Before: t0})
+			return err
+		},
 	}
 	for name, call := range calls {
 		require.ErrorIs(t, call(), store.ErrClosed, name)

@@ -69,6 +69,12 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"DeleteWorkers", testDeleteWorkers},
 		{"Endpoints", testEndpoints},
 		{"Keys", testKeys},
+		{"OutboxWithJob", testOutboxWithJob},
+		{"CreateDelivery", testCreateDelivery},
+		{"ClaimDeliveries", testClaimDeliveries},
+		{"RecordAttempt", testRecordAttempt},
+		{"NextDeliveryDue", testNextDeliveryDue},
+		{"DeleteDeliveries", testDeleteDeliveries},
 		{"CanceledContext", testCanceledContext},
 		{"Close", testClose},
 	}
