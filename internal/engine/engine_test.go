@@ -406,9 +406,12 @@ func TestCancel(t *testing.T) {
 
 	running := f.submit(t, engine.SubmitParams{})
 	f.takeOne(t, "w")
+	_, err = f.eng.Done(f.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w", JobID: running.ID, InProgress: true, Output: json.RawMessage(`{"pct":10}`)})
+	require.NoError(t, err)
 	c, err = f.eng.Cancel(f.ctx, "ep", running.ID)
 	require.NoError(t, err)
 	require.Equal(t, spool.StateCancelled, c.State)
+	require.Nil(t, c.Output, "progress is not a result: a cancelled job has no output")
 	ids, err := f.eng.StopSignals(f.ctx, "ep", "w", 0)
 	require.NoError(t, err)
 	require.Equal(t, []string{running.ID}, ids, "the holder is told to stop")

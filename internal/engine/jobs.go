@@ -221,6 +221,8 @@ func (e *Engine) endByServer(j *spool.Job, to spool.State, msg string, now time.
 	j.StopPending = j.State == spool.StateInProgress
 	j.State = to
 	j.Error = msg
+	// A progress value is not a result: a job the server ended has no output.
+	j.Output = nil
 	j.EndedByWorker = false
 	e.finish(j, now)
 }
