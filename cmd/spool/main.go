@@ -29,11 +29,10 @@ func signalContext() (context.Context, func()) {
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		sig, ok := <-ch
-		if !ok {
+		if _, ok := <-ch; !ok {
 			return
 		}
-		fmt.Fprintf(os.Stderr, "spool: %s received, shutting down (send it again to exit at once)\n", sig)
+		// The commands say what stopping means for them (the server logs its shutdown).
 		cancel()
 		if _, ok := <-ch; ok {
 			fmt.Fprintln(os.Stderr, "spool: second signal, exiting now")
@@ -50,7 +49,8 @@ func newRootCmd(getenv func(string) string) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newServeCmd(getenv), newHashKeyCmd())
+	root.AddCommand(newServeCmd(getenv), newDevCmd(getenv), newHashKeyCmd())
+	root.AddCommand(newClientCmds(getenv)...)
 	return root
 }
 
