@@ -168,9 +168,11 @@ func (e *Endpoint) Stream(ctx context.Context, id string) iter.Seq2[Chunk, error
 					return
 				}
 			}
-			// Spool sends every remaining chunk with the first terminal answer (CONTRACT.md §2),
-			// so the stream is drained once a terminal status has been read.
-			if a.Status.Terminal() {
+			// The stream is drained once a terminal answer brings no chunk. Spool sends every
+			// remaining chunk with the first terminal answer (CONTRACT.md §2), so there this costs
+			// one more request; RunPod promises no such thing, so stopping earlier could lose
+			// chunks there.
+			if a.Status.Terminal() && len(a.Stream) == 0 {
 				if a.Status != StatusCompleted {
 					yield(Chunk{}, &JobError{ID: id, Status: a.Status, Message: a.Error})
 				}

@@ -95,17 +95,20 @@ func ExampleEndpoint_RunSync() {
 	fmt.Println(out.Echo)
 }
 
-// Stream reads chunks as the worker posts them and ends when the job has ended. The server here
-// is a stand-in answering two /stream long-polls as Spool would.
+// Stream reads chunks as the worker posts them and ends when the job has ended and its stream is
+// drained. The server here is a stand-in answering three /stream long-polls as Spool would.
 func ExampleEndpoint_Stream() {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		if calls.Add(1) == 1 {
+		switch calls.Add(1) {
+		case 1:
 			fmt.Fprint(w, `{"id":"j1","status":"IN_PROGRESS","stream":[{"output":"Hel"}]}`)
-			return
+		case 2:
+			fmt.Fprint(w, `{"id":"j1","status":"COMPLETED","stream":[{"output":"lo"},{"output":"!"}]}`)
+		default:
+			fmt.Fprint(w, `{"id":"j1","status":"COMPLETED","stream":[]}`)
 		}
-		fmt.Fprint(w, `{"id":"j1","status":"COMPLETED","stream":[{"output":"lo"},{"output":"!"}]}`)
 	}))
 	defer srv.Close()
 

@@ -66,18 +66,17 @@ func Verify(secret string, headers http.Header, body []byte, now time.Time, tole
 		mac.Write(body)
 		want = append(want, mac.Sum(nil))
 	}
+	// Entries this helper cannot use (another scheme, bad base64) are skipped, as the Standard
+	// Webhooks libraries do: another entry may still be a valid v1 signature.
 	seen := false
 	for _, sig := range strings.Fields(sigs) {
 		version, b64, ok := strings.Cut(sig, ",")
-		if !ok {
-			return fmt.Errorf("%w: a webhook-signature entry is not \"v1,<base64>\"", ErrWebhookHeaders)
-		}
-		if version != "v1" {
-			continue // a scheme this helper does not know; another entry may be v1
+		if !ok || version != "v1" {
+			continue
 		}
 		got, err := base64.StdEncoding.DecodeString(b64)
 		if err != nil {
-			return fmt.Errorf("%w: a v1 signature is not base64", ErrWebhookHeaders)
+			continue
 		}
 		seen = true
 		for _, w := range want {
@@ -87,7 +86,7 @@ func Verify(secret string, headers http.Header, body []byte, now time.Time, tole
 		}
 	}
 	if !seen {
-		return fmt.Errorf("%w: no v1 signature", ErrWebhookHeaders)
+		return fmt.Errorf("%w: no usable v1 signature", ErrWebhookHeaders)
 	}
 	return ErrWebhookSignature
 }

@@ -47,6 +47,8 @@ func TestVerifyKnownAnswer(t *testing.T) {
 	// Lower-case names in a hand-built map work too.
 	raw := http.Header{"webhook-id": {kaID}, "webhook-timestamp": {strconv.Itoa(kaTS)}, "webhook-signature": {kaSig}}
 	require.NoError(t, spoolclient.Verify(kaSecret, raw, []byte(kaBody), now, 0))
+	// Entries it cannot use are skipped, as the Standard Webhooks libraries do.
+	require.NoError(t, spoolclient.Verify(kaSecret, kaHeaders("garbage v1,!!! v2,abcd "+kaSig), []byte(kaBody), now, 0))
 }
 
 func TestVerifyRejects(t *testing.T) {

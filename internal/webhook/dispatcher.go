@@ -175,6 +175,12 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("allowed CIDR %q: %w", s, err)
 		}
+		// An allowlist is for the private networks of one's receivers. A prefix this broad (say
+		// ::ffff:0:0/96, which is all of IPv4) would switch the guard off, metadata address
+		// included, which is never what an operator means.
+		if u := unmapPrefix(p.Masked()); (u.Addr().Is4() && u.Bits() < 8) || (u.Addr().Is6() && u.Bits() < 7) {
+			return netip.Prefix{}, fmt.Errorf("allowed CIDR %q is too broad (it would allow loopback and cloud metadata addresses); list the networks of your receivers", s)
+		}
 		return p.Masked(), nil
 	}
 	ip, err := netip.ParseAddr(s)

@@ -264,7 +264,8 @@ func TestParseCIDRs(t *testing.T) {
 		s = append(s, p.String())
 	}
 	require.Equal(t, []string{"10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "172.16.0.0/12"}, s)
-	for _, bad := range []string{"10.0.0.0/33", "nope", "10.0.0/8", "1.2.3.4/"} {
+	for _, bad := range []string{"10.0.0.0/33", "nope", "10.0.0/8", "1.2.3.4/",
+		"0.0.0.0/0", "::/0", "::ffff:0:0/96", "64.0.0.0/2"} { // the last four would switch the guard off
 		_, err := webhook.ParseCIDRs(bad)
 		require.Error(t, err, bad)
 		require.Contains(t, err.Error(), strconv.Quote(bad))
