@@ -34,6 +34,11 @@ type Endpoint struct {
 	// MaxQueue caps the jobs waiting in the queue; a submission beyond it gets 429. 0, the
 	// default, means no cap.
 	MaxQueue int `json:"maxQueue" yaml:"maxQueue"`
+	// OutputOffloadBytes, when positive, lets workers built with Spool's Go SDK store a result
+	// larger than this many bytes (its JSON) in the job's s3Config bucket and post
+	// {"outputUrl": ...} instead, rather than running into the result size limit. Only jobs with an
+	// s3Config are offloaded. 0, the default, turns it off.
+	OutputOffloadBytes int64 `json:"outputOffloadBytes" yaml:"outputOffloadBytes"`
 	// WebhookSecret, when set, signs every webhook attempt with Standard Webhooks headers: one or
 	// more secrets ("whsec_" + base64 of 24-64 bytes) separated by spaces, each giving one
 	// signature (rotation). It is stored but never shown: /api answers hasWebhookSecret instead.
@@ -114,6 +119,8 @@ func (e *Endpoint) Validate() error {
 		return Errorf(CodeInvalid, "gpuCount must be at least 0")
 	case e.MaxQueue < 0:
 		return Errorf(CodeInvalid, "maxQueue must be at least 0")
+	case e.OutputOffloadBytes < 0:
+		return Errorf(CodeInvalid, "outputOffloadBytes must be at least 0 (0 turns offload off)")
 	case e.Worker != nil && e.Worker.Command == "":
 		return Errorf(CodeInvalid, "worker.command is required when worker is set")
 	}

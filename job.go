@@ -7,7 +7,7 @@ import (
 
 // Job is one job as the engine and the stores see it. The wire shapes (the /status object, the
 // job-take payload) are built from it by the HTTP layers; fields that a client must never see
-// (S3Config, StopPending, Attempt) exist only here.
+// (S3ConfigSealed, StopPending, Attempt) exist only here.
 type Job struct {
 	ID       string
 	Endpoint string
@@ -15,10 +15,15 @@ type Job struct {
 	// Input is the submitted "input" value, byte for byte as the client sent it.
 	Input   json.RawMessage
 	Webhook string
-	// S3Config is the submitted "s3Config" object. It goes to the worker holding the job's lease and
-	// to no one else, and is erased once the job is terminal.
-	S3Config json.RawMessage
-	Policy   Policy
+	// S3ConfigSealed is the submitted "s3Config" object as the engine seals it (AES-256-GCM under
+	// the server's key, the job id as associated data): stores keep only this ciphertext. The
+	// engine opens it for the job-take answer of the worker holding the job's lease and for no one
+	// else, and erases it once the job is terminal.
+	S3ConfigSealed []byte
+	// HadS3Config records that the job was submitted with an s3Config; it outlives the erasure
+	// (/retry refuses such a job: its s3Config is gone).
+	HadS3Config bool
+	Policy      Policy
 	// Sync marks a /runsync job: its result is retained for Retention.Sync instead of Retention.Run.
 	Sync bool
 
@@ -71,7 +76,7 @@ type Chunk struct {
 func (j *Job) Clone() *Job {
 	c := *j
 	c.Input = cloneRaw(j.Input)
-	c.S3Config = cloneRaw(j.S3Config)
+	c.S3ConfigSealed = cloneRaw(j.S3ConfigSealed)
 	c.Output = cloneRaw(j.Output)
 	if j.Outbox != nil {
 		m := *j.Outbox

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,18 @@ type Config struct {
 	Logger *slog.Logger
 	// LocalOutput is where Start prints the result in local test mode. Defaults to os.Stdout.
 	LocalOutput io.Writer
+
+	// Getenv is the environment the upload helpers (Job.Upload) read BUCKET_ENDPOINT_URL,
+	// BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY from when a job has no s3Config. Start
+	// sets it to its getenv; defaults to os.Getenv.
+	Getenv func(string) string
+	// OutputOffloadBytes, when positive, stores a result whose JSON is larger than this in the
+	// job's s3Config bucket (as "output.json", see Job.Upload) and posts
+	// {"outputUrl": <presigned URL>, "outputBytes": n, "contentType": "application/json"} as
+	// the output instead. Spool sends each job its endpoint's outputOffloadBytes, which takes
+	// precedence; this setting serves servers that send none (RunPod). Jobs without an
+	// s3Config and streamed outputs are never offloaded.
+	OutputOffloadBytes int64
 }
 
 // Defaults of Config.
@@ -117,6 +130,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Getenv == nil {
+		c.Getenv = os.Getenv
+	}
 	return c
 }
 
@@ -142,6 +158,8 @@ func (c Config) validate() error {
 		return errors.New("spoolworker: Concurrency must not be negative")
 	case c.PingInterval < 0 || c.PollFloor < 0 || c.TakeTimeout < 0:
 		return errors.New("spoolworker: PingInterval, PollFloor and TakeTimeout must not be negative")
+	case c.OutputOffloadBytes < 0:
+		return errors.New("spoolworker: OutputOffloadBytes must not be negative")
 	}
 	for _, d := range c.RetryBackoff {
 		if d < 0 {

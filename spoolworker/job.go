@@ -32,6 +32,10 @@ type Job struct {
 
 	s3  json.RawMessage
 	run *jobRun // nil for a Job built by hand
+	// getenv is the environment the upload helpers fall back to (Config.Getenv); nil: os.Getenv.
+	getenv func(string) string
+	// offloadBytes is the server's outputOffloadBytes for this job (0: none sent).
+	offloadBytes int64
 }
 
 // Policy is a job's policy, as the server sends it in the job object.

@@ -38,7 +38,8 @@ func runLocal(ctx context.Context, h Handler, testInput json.RawMessage, out io.
 	if err != nil || string(job.Input) == "null" {
 		return errors.New(`spoolworker: test input has no "input"; want a job object such as {"input": {...}}`)
 	}
-	ctx, cancel, stop := jobContext(ctx, job)
+	job.getenv = cfg.Getenv
+	ctx, cancel, stop := jobContext(ctx, job, true)
 	defer stop()
 	defer cancel(nil)
 	log := cfg.Logger.With("job", job.ID)
@@ -91,6 +92,9 @@ func Start(ctx context.Context, h Handler, args []string, getenv func(string) st
 	if err != nil {
 		return err
 	}
+	if base.Getenv == nil {
+		base.Getenv = getenv
+	}
 	if ok {
 		return runLocal(ctx, h, json.RawMessage(input), out, base)
 	}
@@ -109,6 +113,9 @@ func Start(ctx context.Context, h Handler, args []string, getenv func(string) st
 		return runLocal(ctx, h, b, out, base)
 	}
 	cfg := base
+	if cfg.Getenv == nil {
+		cfg.Getenv = getenv
+	}
 	cfg.TakeURL, cfg.DoneURL, cfg.StreamURL, cfg.PingURL = env.TakeURL, env.DoneURL, env.StreamURL, env.PingURL
 	cfg.PingInterval, cfg.WorkerID, cfg.APIKey, cfg.Hostname = env.PingInterval, env.WorkerID, env.APIKey, env.Hostname
 	w, err := New(cfg, h)

@@ -194,9 +194,9 @@ func (w *Worker) take(ctx context.Context, n int, busy bool) ([]*Job, time.Time)
 	if busy {
 		inProgress = "1"
 	}
-	u := appendParams(w.takeURL, "job_in_progress="+inProgress, "include=attempt")
+	u := appendParams(w.takeURL, "job_in_progress="+inProgress, "include=attempt", "include=offload")
 	if n > 1 {
-		u = appendParams(w.batchURL, "batch_size="+strconv.Itoa(n), "job_in_progress="+inProgress, "include=attempt")
+		u = appendParams(w.batchURL, "batch_size="+strconv.Itoa(n), "job_in_progress="+inProgress, "include=attempt", "include=offload")
 	}
 	rctx, cancel := context.WithTimeout(ctx, w.cfg.TakeTimeout)
 	defer cancel()
@@ -298,6 +298,9 @@ func parseJob(raw json.RawMessage, defaultID string) (*Job, error) {
 	if v, ok := m["attempt"]; ok {
 		_ = json.Unmarshal(v, &j.Attempt)
 	}
+	if v, ok := m["outputOffloadBytes"]; ok {
+		_ = json.Unmarshal(v, &j.offloadBytes)
+	}
 	j.s3 = m["s3Config"]
 	in, ok := m["input"]
 	if !ok {
@@ -310,9 +313,10 @@ func parseJob(raw json.RawMessage, defaultID string) (*Job, error) {
 // start runs a taken job in its own goroutine, under a ctx that ends when the server stops the
 // job or its execution timeout runs out.
 func (w *Worker) start(parent context.Context, job *Job) {
-	ctx, cancel, stopTimer := jobContext(parent, job)
+	ctx, cancel, stopTimer := jobContext(parent, job, job.Attempt > 0)
 	run := &jobRun{job: job, ctx: ctx, cancel: cancel, out: w, keep: w.cfg.AggregateStream}
 	job.run = run
+	job.getenv = w.cfg.Getenv
 	w.mu.Lock()
 	if old := w.jobs[job.ID]; old != nil {
 		old.cancel(ErrJobStopped) // handed out again: the server has moved on from the old run
@@ -338,13 +342,19 @@ func (w *Worker) start(parent context.Context, job *Job) {
 	})
 }
 
-// jobContext is the ctx a job's handler gets: cancel ends it with a cause (ErrJobStopped), and
-// the policy's executionTimeout, counted from now, is its deadline (cause ErrExecutionTimeout).
-// stop releases the timer.
-func jobContext(parent context.Context, job *Job) (ctx context.Context, cancel context.CancelCauseFunc, stop context.CancelFunc) {
+// jobContext is the ctx a job's handler gets: cancel ends it with a cause (ErrJobStopped), and,
+// on Spool, the policy's executionTimeout counted from now is its deadline (cause
+// ErrExecutionTimeout). stop releases the timer.
+//
+// The deadline is enforced for jobs that carry Spool's attempt number (and in local test mode,
+// where the policy is the user's own): Spool documents that
+// executionTimeout is in milliseconds from the take and that it marks the job TIMED_OUT then,
+// while what RunPod's payload carries (if anything) is not documented, and a wrong local deadline
+// there would drop every result.
+func jobContext(parent context.Context, job *Job, enforceTimeout bool) (ctx context.Context, cancel context.CancelCauseFunc, stop context.CancelFunc) {
 	ctx, cancel = context.WithCancelCause(parent)
 	stop = func() {}
-	if ms := job.Policy.ExecutionTimeout; ms > 0 {
+	if ms := job.Policy.ExecutionTimeout; ms > 0 && enforceTimeout {
 		ctx, stop = context.WithTimeoutCause(ctx, time.Duration(ms)*time.Millisecond, ErrExecutionTimeout)
 	}
 	return ctx, cancel, stop
@@ -370,6 +380,11 @@ func (w *Worker) execute(run *jobRun) {
 	}
 	if errors.Is(out.streamErr, ErrNotHolder) {
 		log.Info("job no longer held; nothing is posted", "err", out.streamErr)
+		return
+	}
+	out = w.offload(run, out)
+	if run.ctx.Err() != nil { // stopped while the output was being offloaded
+		log.Info("job stopped; nothing is posted", "cause", context.Cause(run.ctx))
 		return
 	}
 	_ = w.deliver(context.WithoutCancel(run.ctx), run.job, out)

@@ -45,7 +45,7 @@ func TestEcho(t *testing.T) {
 	take := s.proxy.waitFor(func(r record) bool { return r.is("job-take", "") })
 	require.Equal(t, http.MethodGet, take.Method)
 	require.Equal(t, "/v2/ep/job-take/"+wid, take.Path)
-	require.Equal(t, "&job_in_progress=0&include=attempt", take.Query)
+	require.Equal(t, "&job_in_progress=0&include=attempt&include=offload", take.Query)
 	require.Equal(t, s.workerKey, take.Header.Get("Authorization"), "the raw key, no Bearer")
 
 	done := s.proxy.filter(func(r record) bool { return r.is("job-done", id) })
@@ -576,7 +576,7 @@ func TestConcurrencyBatchTake(t *testing.T) {
 
 	batch := s.proxy.waitFor(func(r record) bool { return r.is("job-take-batch", "") })
 	require.Equal(t, "/v2/ep/job-take-batch/"+r.w.ID(), batch.Path)
-	require.Equal(t, "&batch_size=3&job_in_progress=0&include=attempt", batch.Query)
+	require.Equal(t, "&batch_size=3&job_in_progress=0&include=attempt&include=offload", batch.Query)
 
 	g.open()
 	for _, id := range ids {
@@ -598,7 +598,7 @@ func TestSetConcurrency(t *testing.T) {
 	first := recv(t, g.started)
 	require.Equal(t, []string{first}, s.heldBy(r.w.ID()), "one at a time")
 	take := s.proxy.waitFor(func(r record) bool { return r.is("job-take", "") })
-	require.Equal(t, "&job_in_progress=0&include=attempt", take.Query)
+	require.Equal(t, "&job_in_progress=0&include=attempt&include=offload", take.Query)
 
 	r.w.SetConcurrency(3)
 	require.Equal(t, 3, r.w.Concurrency())
@@ -606,7 +606,7 @@ func TestSetConcurrency(t *testing.T) {
 	recv(t, g.started)
 	require.ElementsMatch(t, ids, s.heldBy(r.w.ID()), "two more taken at run time")
 	batch := s.proxy.waitFor(func(r record) bool { return r.is("job-take-batch", "") })
-	require.Equal(t, "&batch_size=2&job_in_progress=1&include=attempt", batch.Query)
+	require.Equal(t, "&batch_size=2&job_in_progress=1&include=attempt&include=offload", batch.Query)
 
 	r.w.SetConcurrency(0)
 	require.Equal(t, 1, r.w.Concurrency(), "at least 1")
@@ -685,12 +685,12 @@ func TestDrain(t *testing.T) {
 	recv(t, g.started)
 	// The second slot long-polls (the server holds it up to 30 s).
 	poll := s.proxy.waitFor(func(r record) bool {
-		return r.is("job-take", "") && r.Query == "&job_in_progress=1&include=attempt"
+		return r.is("job-take", "") && r.Query == "&job_in_progress=1&include=attempt&include=offload"
 	})
 	require.Zero(t, poll.Status, "in flight")
 	r.cancel()
 	s.proxy.waitFor(func(r record) bool {
-		return r.is("job-take", "") && r.Query == "&job_in_progress=1&include=attempt" && r.Status != 0
+		return r.is("job-take", "") && r.Query == "&job_in_progress=1&include=attempt&include=offload" && r.Status != 0
 	})
 	takes := len(s.proxy.filter(func(r record) bool { return r.is("job-take", "") || r.is("job-take-batch", "") }))
 	select {

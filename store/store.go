@@ -63,6 +63,11 @@ type Store interface {
 	DeleteJobs(ctx context.Context, p DeleteJobsParams) (int, error)
 	// CountJobs counts the jobs of one endpoint by state.
 	CountJobs(ctx context.Context, endpoint string) (JobCounts, error)
+	// QueueStats counts the IN_QUEUE jobs of p.Endpoint by priority and its IN_PROGRESS
+	// normal-priority jobs, with the QueuedAt of the oldest queued normal-priority job (zero when
+	// there is none), and, when p.JobID names an IN_QUEUE job
+	// of that endpoint, its 1-based position in TakeJobs order (0 otherwise).
+	QueueStats(ctx context.Context, p QueueStatsParams) (QueueStats, error)
 
 	// AppendChunk loads the job, calls p.Check on it (optional; a non-nil error aborts with nothing
 	// changed, and changes Check makes to the job are not kept) and appends p.Data as the next
@@ -289,6 +294,24 @@ type JobCounts struct {
 	ByState map[spool.State]int
 	// Retried counts jobs with Retries > 0.
 	Retried int
+}
+
+// QueueStatsParams names the endpoint (and optionally a job) of a QueueStats call.
+type QueueStatsParams struct {
+	Endpoint string
+	JobID    string
+}
+
+// QueueStats describes an endpoint's queue.
+type QueueStats struct {
+	// Normal and Low count the queued jobs of each priority.
+	Normal, Low int
+	// Running counts the IN_PROGRESS normal-priority jobs.
+	Running int
+	// OldestNormal is the QueuedAt of the oldest queued normal-priority job; zero when none.
+	OldestNormal time.Time
+	// Position is the job's 1-based place in dispatch order; 0 when no queued job was named.
+	Position int
 }
 
 // AppendChunkParams appends one stream chunk.

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/secret"
 	"github.com/spool-run/spool/internal/webhook"
 )
 
@@ -41,6 +42,18 @@ type fileConfig struct {
 		// TakeWait is how long job-take and job-stop long-polls wait. Defaults to 20s; under 90s
 		// and under LostAfter, so that a worker is seen again before it could be declared lost.
 		TakeWait time.Duration `yaml:"takeWait"`
+		// GPUs is the node's GPU pool handed to endpoints with gpuCount (CUDA_VISIBLE_DEVICES
+		// ids). Defaults to the GPUs `nvidia-smi -L` lists, or none.
+		GPUs []string `yaml:"gpus"`
+		// InitTimeout: a started worker that has not asked for a job by then is unhealthy.
+		// Defaults to 2m.
+		InitTimeout time.Duration `yaml:"initTimeout"`
+		// StopGrace is the time between SIGTERM and SIGKILL when Spool stops a worker.
+		// Defaults to 30s.
+		StopGrace time.Duration `yaml:"stopGrace"`
+		// CancelGrace: a worker still running a cancelled or timed-out job after this long is
+		// killed and replaced. Defaults to 10s.
+		CancelGrace time.Duration `yaml:"cancelGrace"`
 	} `yaml:"workers"`
 	Limits struct {
 		// Body limits in bytes. Defaults: run 10 MB, runsync 20 MB, result 20 MB, chunk 1 MB.
@@ -66,6 +79,13 @@ type fileConfig struct {
 		// Defaults to 168h (7 days).
 		Retention time.Duration `yaml:"retention"`
 	} `yaml:"webhooks"`
+	// Secrets configures the key that encrypts job s3Configs at rest.
+	Secrets struct {
+		// KeyFile holds the key: the base64 of 32 random bytes, readable by its owner only
+		// (mode 0600 or 0400). Defaults to <data>/secret.key, created on first start.
+		// SPOOL_SECRET_KEY (the base64 key itself) takes precedence.
+		KeyFile string `yaml:"keyFile"`
+	} `yaml:"secrets"`
 	// Keys are keys given by the hash of their secret ("sha256:<hex>", see `spool hash-key`).
 	Keys []spool.Key `yaml:"keys"`
 	// Endpoints are created or updated at every start.
@@ -125,6 +145,8 @@ type config struct {
 	fileConfig
 	Path     string // the config file read, "" if none
 	AdminKey string // from SPOOL_ADMIN_KEY; never logged
+	// SecretKey is SPOOL_SECRET_KEY, the base64 key that encrypts s3Configs at rest; never logged.
+	SecretKey string
 	// WebhookAllowCIDRs is webhooks.allowCIDRs plus SPOOL_WEBHOOK_ALLOW_CIDRS, parsed.
 	WebhookAllowCIDRs []netip.Prefix
 	// WebhookAllowLoopback lets webhooks reach 127.0.0.0/8 and ::1 (spool dev sets it).
@@ -168,6 +190,7 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 		}
 	}
 	c.AdminKey = getenv("SPOOL_ADMIN_KEY")
+	c.SecretKey = getenv("SPOOL_SECRET_KEY")
 	if v := getenv("SPOOL_WEBHOOK_ALLOW_CIDRS"); v != "" {
 		c.Webhooks.AllowCIDRs = append(c.Webhooks.AllowCIDRs, strings.Split(v, ",")...)
 	}
@@ -229,6 +252,27 @@ func (c *config) validate() error {
 	}
 	if c.Workers.MaxRetries < 0 {
 		return fmt.Errorf("config: workers.maxRetries must not be negative")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"workers.initTimeout", c.Workers.InitTimeout}, {"workers.stopGrace", c.Workers.StopGrace},
+		{"workers.cancelGrace", c.Workers.CancelGrace}} {
+		if d.v < 0 {
+			return fmt.Errorf("config: %s must not be negative", d.name)
+		}
+	}
+	gpus := map[string]bool{}
+	for i, g := range c.Workers.GPUs {
+		if strings.TrimSpace(g) == "" || strings.Contains(g, ",") || gpus[g] {
+			return fmt.Errorf("config: workers.gpus[%d] (%q): GPU ids must be non-empty, distinct and without commas", i, g)
+		}
+		gpus[g] = true
+	}
+	if c.SecretKey != "" {
+		if _, err := secret.ParseKey(c.SecretKey); err != nil {
+			return fmt.Errorf("config: SPOOL_SECRET_KEY: %w", err)
+		}
 	}
 	c.WebhookAllowCIDRs = nil
 	for _, s := range c.Webhooks.AllowCIDRs {

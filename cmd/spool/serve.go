@@ -17,6 +17,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
+	"github.com/spool-run/spool/internal/autoscale"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/httpapi"
@@ -94,6 +95,7 @@ type server struct {
 	ln       net.Listener
 	webhooks *webhook.Dispatcher
 	draining atomic.Bool
+	scaler   *autoscale.Autoscaler // runs the workers of endpoints with a worker spec
 }
 
 // openServer opens the store, starts the engine, applies the config's endpoints, starts the
@@ -108,6 +110,10 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	}()
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	sealer, err := openSealer(cfg, s.log)
+	if err != nil {
+		return nil, err
 	}
 	if s.store, err = sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spool.db")); err != nil {
 		return nil, err
@@ -150,6 +156,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		MaxRetries:      cfg.Workers.MaxRetries,
 		WebhookPayload:  webhook.Payload,
 		WebhookQueued:   s.webhooks.Notify,
+		Sealer:          sealer,
 	})
 	if err != nil {
 		return nil, err
@@ -194,6 +201,9 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	if err := s.openAutoscaler(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -204,6 +214,9 @@ func (s *server) URL() string { return "http://" + s.ln.Addr().String() }
 func (s *server) abort() {
 	if s.ln != nil {
 		_ = s.ln.Close()
+	}
+	if s.scaler != nil {
+		s.scaler.Stop()
 	}
 	if s.eng != nil {
 		s.eng.Stop()
@@ -224,6 +237,7 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
 	s.log.Info("spool listening", "url", s.URL(), "data", s.cfg.Data, "endpoints", len(s.eng.Endpoints()))
+	_ = s.scaler.Start(ctx)
 
 	select {
 	case err := <-serveErr:
@@ -235,6 +249,9 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 	if beforeStop != nil {
 		beforeStop()
 	}
+	// Spool's own workers drain first (SIGTERM, SIGKILL after workers.stopGrace), while the server
+	// still takes their results.
+	s.scaler.Stop()
 	s.draining.Store(true)
 	s.eng.Drain()
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/secret"
 	"github.com/spool-run/spool/store"
 )
 
@@ -47,6 +48,10 @@ type Config struct {
 	// WebhookQueued is called after a commit that may have enqueued webhook deliveries, to wake
 	// the dispatcher. Optional; it must not block.
 	WebhookQueued func()
+	// Sealer encrypts s3Configs at rest (the store sees only ciphertext) and decrypts them for
+	// the job-take answer. Defaults to a random key kept in memory only, so that s3Configs of
+	// jobs queued before a restart cannot be opened after it: servers pass the persisted key.
+	Sealer Sealer
 }
 
 // Observer is told about job transitions once they are committed. Its methods must be fast and
@@ -94,6 +99,9 @@ func (c Config) withDefaults() Config {
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
 	}
+	if c.Sealer == nil {
+		c.Sealer = secret.NewRandom()
+	}
 	return c
 }
 
@@ -124,6 +132,7 @@ type Engine struct {
 
 	stops   stopSet
 	sighted sightings
+	fleet   fleetState // the autoscaler's view (fleet.go)
 	// startedAt is when Start ran: workers cannot have pinged a server that was down, so none is
 	// declared lost until WorkerLostAfter has passed since then.
 	startedAt time.Time
@@ -163,6 +172,9 @@ func (e *Engine) Config() Config { return e.cfg }
 // Start loads the endpoints and starts the sweeper. The sweeper runs until Stop.
 func (e *Engine) Start(ctx context.Context) error {
 	if err := e.loadEndpoints(ctx); err != nil {
+		return err
+	}
+	if err := e.sealLegacyS3Configs(ctx); err != nil {
 		return err
 	}
 	e.startedAt = e.now()

@@ -401,7 +401,7 @@ func TestCancel(t *testing.T) {
 	c, err := f.eng.Cancel(f.ctx, "ep", queued.ID)
 	require.NoError(t, err)
 	require.Equal(t, spool.StateCancelled, c.State)
-	require.Nil(t, c.S3Config, "s3Config is erased once the job is terminal")
+	require.Nil(t, c.S3ConfigSealed, "s3Config is erased once the job is terminal")
 	require.Empty(t, f.take(t, "w", 1), "a cancelled job is never handed out")
 
 	running := f.submit(t, engine.SubmitParams{})

@@ -13,8 +13,9 @@ import (
 type SubmitParams struct {
 	Endpoint string
 	// Input is the raw "input" value; required and not null.
-	Input    json.RawMessage
-	Webhook  string
+	Input   json.RawMessage
+	Webhook string
+	// S3Config is the plaintext "s3Config" object; Submit seals it before anything is stored.
 	S3Config json.RawMessage
 	// ExecutionTimeoutMs and TTLMs are the submitted policy values; nil takes the endpoint default.
 	ExecutionTimeoutMs *int64
@@ -66,17 +67,20 @@ func (e *Engine) Submit(ctx context.Context, p SubmitParams) (*spool.Job, error)
 	}
 	now := e.now()
 	j := &spool.Job{
-		ID:        spool.NewJobID(p.Sync),
-		Endpoint:  ep.Name,
-		State:     spool.StateInQueue,
-		Input:     p.Input,
-		Webhook:   p.Webhook,
-		S3Config:  p.S3Config,
-		Policy:    pol,
-		Sync:      p.Sync,
-		CreatedAt: now,
-		QueuedAt:  now,
-		Deadline:  now.Add(pol.TTL()),
+		ID:          spool.NewJobID(p.Sync),
+		Endpoint:    ep.Name,
+		State:       spool.StateInQueue,
+		Input:       p.Input,
+		Webhook:     p.Webhook,
+		HadS3Config: len(p.S3Config) > 0,
+		Policy:      pol,
+		Sync:        p.Sync,
+		CreatedAt:   now,
+		QueuedAt:    now,
+		Deadline:    now.Add(pol.TTL()),
+	}
+	if j.S3ConfigSealed, err = e.sealS3Config(j.ID, p.S3Config); err != nil {
+		return nil, err
 	}
 	if err := e.store.CreateJob(ctx, store.CreateJobParams{Job: j}); err != nil {
 		return nil, translate(err, "create job")
@@ -233,7 +237,7 @@ func (e *Engine) endByServer(j *spool.Job, to spool.State, msg string, now time.
 // output and error before calling it: the webhook body is built here.
 func (e *Engine) finish(j *spool.Job, now time.Time) {
 	j.FinishedAt = now
-	j.S3Config = nil
+	j.S3ConfigSealed = nil
 	j.Deadline = j.RetainUntil(now, e.cfg.Retention)
 	if j.Webhook != "" && e.cfg.WebhookPayload != nil {
 		j.Outbox = &spool.WebhookMessage{
@@ -265,6 +269,9 @@ func (e *Engine) Retry(ctx context.Context, endpoint, id string) (*spool.Job, er
 	j, err := e.update(ctx, endpoint, id, func(j *spool.Job) error {
 		if !j.State.Retryable() {
 			return spool.Errorf(spool.CodeInvalid, "job %s is %s; only FAILED or TIMED_OUT jobs can be retried", id, j.State)
+		}
+		if j.HadS3Config {
+			return retryRefusal(id)
 		}
 		e.requeue(j, now)
 		return nil
@@ -304,6 +311,7 @@ func (e *Engine) PurgeQueue(ctx context.Context, endpoint string) (int, error) {
 // notifyJob wakes everything that waits on a job that just changed: its waiting clients, and its
 // worker's job-stop poll when the worker must stop it.
 func (e *Engine) notifyJob(j *spool.Job) {
+	e.noteJob(j)
 	e.hub.notify(jobKey(j.ID))
 	if j.StopPending && j.WorkerID != "" {
 		e.hub.notify(stopKey(j.WorkerID))
@@ -362,6 +370,12 @@ func (e *Engine) Health(ctx context.Context, endpoint string) (Health, error) {
 			h.Workers.Running++
 		case WorkerIdle:
 			h.Workers.Idle++
+		case WorkerInitializing:
+			h.Workers.Initializing++
+		case WorkerThrottled:
+			h.Workers.Throttled++
+		case WorkerUnhealthy:
+			h.Workers.Unhealthy++
 		}
 	}
 	h.Workers.Ready = h.Workers.Idle + h.Workers.Running

@@ -23,13 +23,15 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 	if err := e.seen(ctx, endpoint, worker); err != nil {
 		return nil, err
 	}
+	e.noteTake(worker, 0)
 	jobs, done, err := longPoll(ctx, e, queueKey(endpoint), wait, func() ([]*spool.Job, bool, error) {
 		if e.Draining() {
 			return nil, false, nil
 		}
-		jobs, err := e.take(ctx, endpoint, worker, max)
+		jobs, err := e.takeDecryptable(ctx, endpoint, worker, max)
 		return jobs, len(jobs) > 0, err
 	})
+	e.noteTake(worker, len(jobs))
 	if err != nil || done || e.Draining() {
 		return jobs, err
 	}
@@ -276,6 +278,7 @@ func (e *Engine) Ping(ctx context.Context, p PingParams) error {
 	}); err != nil {
 		return translate(err, "worker "+p.WorkerID)
 	}
+	e.notePing(p.WorkerID, p.JobIDs, p.Version != "")
 	signalled := false
 	for _, id := range p.JobIDs {
 		stop, err := e.shouldStop(ctx, p, id)
@@ -374,6 +377,11 @@ type WorkerInfo struct {
 	store.Worker
 	State string
 	Jobs  []string
+	// GPUs, StartedAt, LogTail and Error are known for the workers the autoscaler runs.
+	GPUs      []string
+	StartedAt time.Time
+	LogTail   []string
+	Error     string
 }
 
 // Workers lists the workers of an endpoint ("" for all) with the jobs they hold.
@@ -406,5 +414,5 @@ func (e *Engine) Workers(ctx context.Context, endpoint string) ([]WorkerInfo, er
 		}
 		out = append(out, info)
 	}
-	return out, nil
+	return e.mergeFleet(endpoint, out), nil
 }

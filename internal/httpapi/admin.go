@@ -259,7 +259,8 @@ func adminJob(j *spool.Job) []byte {
 			o.Time(t.name, t.at)
 		}
 	}
-	o.Bool("hasS3Config", j.S3Config != nil)
+	// Whether the job holds an s3Config now (its ciphertext; erased once the job ended), never its value.
+	o.Bool("hasS3Config", len(j.S3ConfigSealed) > 0)
 	return o.Bytes()
 }
 
@@ -328,7 +329,11 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wire.WriteJSON(w, http.StatusOK, json.RawMessage(adminJob(j)))
+	info, err := s.eng.WaitInfo(r.Context(), j)
+	if err != nil {
+		return err
+	}
+	wire.WriteJSON(w, http.StatusOK, json.RawMessage(withWaitInfo(adminJob(j), info)))
 	return nil
 }
 
@@ -340,6 +345,7 @@ type workerView struct {
 	FirstSeen string   `json:"firstSeen"`
 	LastSeen  string   `json:"lastSeen"`
 	Version   string   `json:"version,omitempty"`
+	workerFleetView
 }
 
 func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
@@ -352,14 +358,15 @@ func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
 		out[i] = workerView{
 			ID: wi.ID, Endpoint: wi.Endpoint, State: wi.State, Jobs: wi.Jobs,
 			FirstSeen: wire.FormatTime(wi.FirstSeen), LastSeen: wire.FormatTime(wi.LastSeen),
-			Version: wi.Version,
+			Version: wi.Version, workerFleetView: fleetView(wi, s.cfg.Clock.Now()),
 		}
 		if out[i].Jobs == nil {
 			out[i].Jobs = []string{}
 		}
 	}
 	wire.WriteJSON(w, http.StatusOK, struct {
-		Workers []workerView `json:"workers"`
-	}{out})
+		Workers    []workerView             `json:"workers"`
+		ColdStarts map[string]coldStartView `json:"coldStarts,omitempty"`
+	}{out, coldStartViews(s.eng.ColdStarts())})
 	return nil
 }

@@ -189,7 +189,8 @@ func TestAdminJobsNeverShowS3Config(t *testing.T) {
 	check(r)
 	require.Equal(t, `{"id":"`+id+`","status":"IN_QUEUE","endpoint":"ep","input":{"a": 1},"webhook":"https://hook.example/x",`+
 		`"policy":{"executionTimeout":600000,"ttl":60000,"lowPriority":false},"sync":false,"attempt":0,`+
-		`"createdAt":"2026-01-01T00:00:00.000Z","queuedAt":"2026-01-01T00:00:00.000Z","hasS3Config":true}`, r.body)
+		`"createdAt":"2026-01-01T00:00:00.000Z","queuedAt":"2026-01-01T00:00:00.000Z","hasS3Config":true,`+
+		`"position":1,"waitMs":0,"waitReason":"no_workers_yet"}`, r.body)
 	check(e.do("GET", "/v2/ep/status/"+id, e.client, ""))
 	check(e.do("GET", "/v2/ep/stream/"+id, e.client, ""))
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"regexp"
 	"strconv"
 
 	"github.com/spool-run/spool"
@@ -124,7 +125,9 @@ func jsonError(err error, what string) error {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syn):
-		return spool.Errorf(spool.CodeInvalid, "malformed JSON: %s (at byte %d)", syn.Error(), syn.Offset)
+		// The decoder quotes the offending character, which may be one of an s3Config secret.
+		msg := quotedChar.ReplaceAllString(syn.Error(), "invalid character")
+		return spool.Errorf(spool.CodeInvalid, "malformed JSON: %s (at byte %d)", msg, syn.Offset)
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return invalid("malformed JSON: unexpected end of input")
 	case errors.As(err, &typ) && typ.Field == "":
@@ -134,6 +137,9 @@ func jsonError(err error, what string) error {
 	}
 	return spool.Errorf(spool.CodeInvalid, "malformed JSON: %s", err.Error())
 }
+
+// quotedChar matches encoding/json's quoting of the character a syntax error is about.
+var quotedChar = regexp.MustCompile(`invalid character '(\\'|[^']+)'`)
 
 func isNull(v json.RawMessage) bool { return string(v) == "null" }
 

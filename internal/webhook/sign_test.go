@@ -31,7 +31,7 @@ func TestPayload(t *testing.T) {
 	t.Parallel()
 	j := &spool.Job{
 		ID: "job-1", State: spool.StateCompleted, Input: json.RawMessage(`{"a": [1, 2.0]}`), Webhook: "https://x.test/h?a=1&b=2",
-		S3Config: json.RawMessage(`{"accessSecret":"CANARY"}`), Output: json.RawMessage(`false`), WorkerID: "w",
+		S3ConfigSealed: []byte(`{"accessSecret":"CANARY"}`), Output: json.RawMessage(`false`), WorkerID: "w",
 		QueuedAt: t0, TakenAt: t0.Add(4736 * time.Millisecond), FinishedAt: t0.Add((4736 + 157) * time.Millisecond),
 	}
 	got := string(webhook.Payload(j))

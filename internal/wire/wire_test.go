@@ -116,7 +116,7 @@ func TestJobView(t *testing.T) {
 	base := func() *spool.Job {
 		return &spool.Job{
 			ID: "j1", Endpoint: "ep", State: spool.StateInQueue, Input: json.RawMessage(`{"a": 1}`),
-			S3Config: json.RawMessage(`{"accessSecret":"CANARY"}`), CreatedAt: t0, QueuedAt: t0,
+			S3ConfigSealed: []byte(`{"accessSecret":"CANARY"}`), CreatedAt: t0, QueuedAt: t0,
 		}
 	}
 	cases := []struct {

@@ -164,16 +164,25 @@ func (a *api) take(batch bool) http.HandlerFunc {
 			a.release(ctx, jobs, "the take request ended before the jobs were sent")
 			return
 		}
-		withAttempt := r.URL.Query().Get("include") == "attempt"
-		var body []byte
-		if batch {
-			elems := make([][]byte, len(jobs))
-			for i, j := range jobs {
-				elems[i] = payload(j, withAttempt)
+		opts := payloadOptions{withAttempt: includes(r, "attempt")}
+		if includes(r, "offload") {
+			if ep, err := a.eng.Endpoint(r.PathValue("endpoint")); err == nil {
+				opts.offloadBytes = ep.OutputOffloadBytes
 			}
+		}
+		elems := make([][]byte, len(jobs))
+		for i, j := range jobs {
+			// Only here, in the answer to the worker that now holds the job, is its s3Config
+			// decrypted; Take has already failed the jobs whose s3Config does not open.
+			s3, err := a.eng.OpenS3Config(j)
+			if err != nil {
+				a.log.Error("job-take: a job's s3Config cannot be opened; handed out without it", "job", j.ID, "err", err)
+			}
+			elems[i] = payload(j, s3, opts)
+		}
+		body := elems[0]
+		if batch {
 			body = wire.Array(elems)
-		} else {
-			body = payload(jobs[0], withAttempt)
 		}
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
@@ -201,12 +210,35 @@ func (a *api) release(reqCtx context.Context, jobs []*spool.Job, why string) {
 	}
 }
 
+// payloadOptions are the opt-in extensions a take asked for with ?include=.
+type payloadOptions struct {
+	// withAttempt (include=attempt) adds "attempt".
+	withAttempt bool
+	// offloadBytes (include=offload) is the endpoint's outputOffloadBytes, added as
+	// "outputOffloadBytes" to jobs that have an s3Config when positive.
+	offloadBytes int64
+}
+
+// includes reports whether the take asked for the extension name: ?include= may be repeated and
+// may hold a comma-separated list.
+func includes(r *http.Request, name string) bool {
+	for _, v := range r.URL.Query()["include"] {
+		for _, part := range strings.Split(v, ",") {
+			if strings.TrimSpace(part) == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // payload is the job object a worker receives: {"id","input","policy":{...},"webhook"?,
 // "s3Config"?}, only keys RunPod sends, since runpod-python hands the whole object to user code.
-// input and s3Config are the bytes the client sent. With withAttempt (the take asked for
-// ?include=attempt, as Spool's worker SDK does) it also carries "attempt", which that SDK echoes
-// on its posts (?attempt=) for fencing.
-func payload(j *spool.Job, withAttempt bool) []byte {
+// input is the bytes the client sent, s3 the opened s3Config (the client's bytes too). Spool's
+// worker SDK asks for two extensions: "attempt" (?include=attempt), which it echoes on its posts
+// (?attempt=) for fencing, and "outputOffloadBytes" (?include=offload), the endpoint's threshold
+// above which the SDK stores a result in the job's bucket instead of posting it.
+func payload(j *spool.Job, s3 json.RawMessage, opts payloadOptions) []byte {
 	pol := wire.NewObject().
 		Int("executionTimeout", j.Policy.ExecutionTimeoutMs).
 		Bool("lowPriority", j.Policy.LowPriority).
@@ -215,11 +247,14 @@ func payload(j *spool.Job, withAttempt bool) []byte {
 	if j.Webhook != "" {
 		o.String("webhook", j.Webhook)
 	}
-	if j.S3Config != nil {
-		o.Raw("s3Config", j.S3Config)
+	if s3 != nil {
+		o.Raw("s3Config", s3)
 	}
-	if withAttempt {
+	if opts.withAttempt {
 		o.Int("attempt", int64(j.Attempt))
+	}
+	if s3 != nil && opts.offloadBytes > 0 {
+		o.Int("outputOffloadBytes", opts.offloadBytes)
 	}
 	return o.Bytes()
 }

@@ -638,3 +638,72 @@ func TestRegisterConfig(t *testing.T) {
 		require.Error(t, workerapi.Register(http.NewServeMux(), cfg))
 	}
 }
+
+// TestTakePayloadOffload: the endpoint's outputOffloadBytes reaches only workers that ask for it
+// (?include=offload, alone, repeated or in a list) and only with jobs that have an s3Config.
+func TestTakePayloadOffload(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	ep := spool.NewEndpoint("ep")
+	ep.OutputOffloadBytes = 1000
+	_, _, err := e.eng.PutEndpoint(e.ctx, ep)
+	require.NoError(t, err)
+	s3 := json.RawMessage(`{"accessId":"AK","accessSecret":"SK","bucketName":"b","endpointUrl":"http://127.0.0.1:9"}`)
+
+	for _, q := range []string{"include=offload", "include=attempt&include=offload", "include=attempt,offload"} {
+		j := e.submit(engine.SubmitParams{S3Config: s3})
+		r := e.do("GET", "/v2/ep/job-take/w1?"+q, e.worker, "", "")
+		require.Equal(t, 200, r.status, q)
+		m := obj(t, r.body)
+		require.Equal(t, j.ID, idOf(m))
+		require.Equal(t, `1000`, string(m["outputOffloadBytes"]), q)
+		require.JSONEq(t, string(s3), string(m["s3Config"]))
+		_, hasAttempt := m["attempt"]
+		require.Equal(t, strings.Contains(q, "attempt"), hasAttempt, q)
+	}
+	e.submit(engine.SubmitParams{S3Config: s3})
+	m := obj(t, e.do("GET", "/v2/ep/job-take/w1?include=attempt", e.worker, "", "").body)
+	require.NotContains(t, m, "outputOffloadBytes", "not asked for")
+	e.submit(engine.SubmitParams{})
+	m = obj(t, e.do("GET", "/v2/ep/job-take/w1?include=offload", e.worker, "", "").body)
+	require.NotContains(t, m, "outputOffloadBytes", "nowhere to offload to without an s3Config")
+}
+
+// TestS3ConfigOnlyForTheCurrentHolder: after a lost worker's job is requeued, the next take
+// hands the s3Config to the new holder; nothing the old holder can call returns it.
+func TestS3ConfigOnlyForTheCurrentHolder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	const canary = "CANARY-holder-only"
+	s3 := `{"accessId":"AK","accessSecret":"` + canary + `","bucketName":"b","endpointUrl":"http://127.0.0.1:9"}`
+	j := e.submit(engine.SubmitParams{S3Config: json.RawMessage(s3)})
+	first := e.do("GET", "/v2/ep/job-take/w1", e.worker, "", "")
+	require.Contains(t, first.body, canary)
+
+	e.fake.Advance(31 * time.Second) // w1 is lost
+	_, err := e.eng.Sweep(e.ctx)
+	require.NoError(t, err)
+	require.Equal(t, spool.StateInQueue, e.job(j.ID).State)
+
+	for _, r := range []resp{
+		e.do("GET", "/v2/ep/ping/w1?job_id="+j.ID+"&runpod_version=1", e.worker, "", ""),
+		e.do("GET", "/v2/ep/job-stop/w1", e.worker, "", ""),
+		e.do("POST", "/v2/ep/job-done/w1/"+j.ID, e.worker, "", `{"output":1}`),
+		e.do("POST", "/v2/ep/job-stream/w1/"+j.ID, e.worker, "", `{"output":1}`),
+		e.do("GET", "/v2/ep/job-take/w3", e.other, "", ""), // another endpoint's worker
+	} {
+		require.NotContains(t, r.body, canary)
+	}
+	second := e.do("GET", "/v2/ep/job-take/w2", e.worker, "", "")
+	require.Equal(t, 200, second.status)
+	m := obj(t, second.body)
+	require.Equal(t, j.ID, idOf(m))
+	require.JSONEq(t, s3, string(m["s3Config"]), "the new holder gets it")
+}
+
+func obj(t *testing.T, body string) map[string]json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(body), &m), body)
+	return m
+}

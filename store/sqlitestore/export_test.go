@@ -1,6 +1,9 @@
 package sqlitestore
 
-import "context"
+import (
+	"context"
+	"database/sql"
+)
 
 // WriterPragma reads a pragma on the write connection, through the writer like any write.
 func (s *Store) WriterPragma(ctx context.Context, name string) (string, error) {
@@ -44,3 +47,27 @@ func (s *Store) BlockWriter(ctx context.Context, started chan<- struct{}, releas
 
 // Queued reports how many writes wait for the writer.
 func (s *Store) Queued() int { return len(s.ops) }
+
+// CreateAtVersion creates a database at path with only the first v migrations applied, and runs
+// stmts on it: a file as an older binary left it.
+func CreateAtVersion(ctx context.Context, path string, v int, stmts ...string) error {
+	db, err := sql.Open("sqlite", dsn(path, "journal_mode(WAL)"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := migrateTo(ctx, conn, migrations[:v]); err != nil {
+		return err
+	}
+	for _, q := range stmts {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -18,19 +18,21 @@ const jobColumns = `id, endpoint, state, input, webhook, s3_config,
 	execution_timeout_ms, ttl_ms, low_priority, sync,
 	created_at, queued_at, taken_at, finished_at, deadline,
 	worker_id, attempt, retries, output, error,
-	stop_pod, ended_by_worker, stop_pending, retention_ms, stream_count, stream_cursor`
+	stop_pod, ended_by_worker, stop_pending, retention_ms, stream_count, stream_cursor,
+	had_s3_config`
 
 const (
 	selectJobs = `SELECT ` + jobColumns + ` FROM jobs`
 	insertJob  = `INSERT INTO jobs (` + jobColumns + `)
-		VALUES (?,?,?,?,?,?, ?,?,?,?, ?,?,?,?,?, ?,?,?,?,?, ?,?,?,?,?,?)`
+		VALUES (?,?,?,?,?,?, ?,?,?,?, ?,?,?,?,?, ?,?,?,?,?, ?,?,?,?,?,?, ?)`
 	// updateJob writes back every column but id, which names the row; the arguments are
 	// jobArgs(j)[1:] followed by the id.
 	updateJob = `UPDATE jobs SET endpoint = ?, state = ?, input = ?, webhook = ?, s3_config = ?,
 		execution_timeout_ms = ?, ttl_ms = ?, low_priority = ?, sync = ?,
 		created_at = ?, queued_at = ?, taken_at = ?, finished_at = ?, deadline = ?,
 		worker_id = ?, attempt = ?, retries = ?, output = ?, error = ?,
-		stop_pod = ?, ended_by_worker = ?, stop_pending = ?, retention_ms = ?, stream_count = ?, stream_cursor = ?
+		stop_pod = ?, ended_by_worker = ?, stop_pending = ?, retention_ms = ?, stream_count = ?, stream_cursor = ?,
+		had_s3_config = ?
 		WHERE id = ?`
 )
 
@@ -47,11 +49,12 @@ const terminalStates = `'COMPLETED','FAILED','CANCELLED','TIMED_OUT'`
 
 func jobArgs(j *spool.Job) []any {
 	return []any{
-		j.ID, j.Endpoint, string(j.State), blob(j.Input), j.Webhook, blob(j.S3Config),
+		j.ID, j.Endpoint, string(j.State), blob(j.Input), j.Webhook, blob(j.S3ConfigSealed),
 		j.Policy.ExecutionTimeoutMs, j.Policy.TTLMs, j.Policy.LowPriority, j.Sync,
 		millis(j.CreatedAt), millis(j.QueuedAt), millis(j.TakenAt), millis(j.FinishedAt), millis(j.Deadline),
 		j.WorkerID, j.Attempt, j.Retries, blob(j.Output), j.Error,
 		j.StopPod, j.EndedByWorker, j.StopPending, j.RetentionMs, j.StreamCount, j.StreamCursor,
+		j.HadS3Config,
 	}
 }
 
@@ -64,11 +67,12 @@ func scanJob(row scanner) (*spool.Job, error) {
 		created, queued, taken, finished, deadline int64
 	)
 	err := row.Scan(
-		&j.ID, &j.Endpoint, &state, rawDest{&j.Input}, &j.Webhook, rawDest{&j.S3Config},
+		&j.ID, &j.Endpoint, &state, rawDest{&j.Input}, &j.Webhook, bytesDest{&j.S3ConfigSealed},
 		&j.Policy.ExecutionTimeoutMs, &j.Policy.TTLMs, &j.Policy.LowPriority, &j.Sync,
 		&created, &queued, &taken, &finished, &deadline,
 		&j.WorkerID, &j.Attempt, &j.Retries, rawDest{&j.Output}, &j.Error,
 		&j.StopPod, &j.EndedByWorker, &j.StopPending, &j.RetentionMs, &j.StreamCount, &j.StreamCursor,
+		&j.HadS3Config,
 	)
 	if err != nil {
 		return nil, err
@@ -119,6 +123,18 @@ func (r rawDest) Scan(src any) error {
 	default:
 		return fmt.Errorf("scan %T into json.RawMessage", src)
 	}
+	return nil
+}
+
+// bytesDest is rawDest for a plain []byte column.
+type bytesDest struct{ dst *[]byte }
+
+func (b bytesDest) Scan(src any) error {
+	var r json.RawMessage
+	if err := (rawDest{&r}).Scan(src); err != nil {
+		return err
+	}
+	*b.dst = r
 	return nil
 }
 
@@ -412,4 +428,40 @@ func whereClause(conds []string) string {
 		return ""
 	}
 	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// QueueStats implements store.Store. Both queries are served by the jobs_take index.
+func (s *Store) QueueStats(ctx context.Context, p store.QueueStatsParams) (store.QueueStats, error) {
+	var qs store.QueueStats
+	err := s.read(func(db *sql.DB) error {
+		var oldest sql.NullInt64
+		err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(state = ?1 AND low_priority = 0), 0),
+			COALESCE(SUM(state = ?1 AND low_priority <> 0), 0),
+			COALESCE(SUM(state = ?2 AND low_priority = 0), 0),
+			MIN(CASE WHEN state = ?1 AND low_priority = 0 THEN queued_at END)
+			FROM jobs WHERE endpoint = ?3 AND state IN (?1, ?2)`,
+			string(spool.StateInQueue), string(spool.StateInProgress), p.Endpoint).Scan(&qs.Normal, &qs.Low, &qs.Running, &oldest)
+		if err != nil {
+			return err
+		}
+		if oldest.Valid {
+			qs.OldestNormal = fromMillis(oldest.Int64)
+		}
+		if p.JobID == "" {
+			return nil
+		}
+		err = db.QueryRowContext(ctx, `SELECT 1 + (SELECT COUNT(*) FROM jobs j
+				WHERE j.endpoint = me.endpoint AND j.state = me.state
+				AND (j.low_priority, j.queued_at, j.seq) < (me.low_priority, me.queued_at, me.seq))
+			FROM jobs me WHERE me.id = ? AND me.endpoint = ? AND me.state = ?`,
+			p.JobID, p.Endpoint, string(spool.StateInQueue)).Scan(&qs.Position)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return store.QueueStats{}, fmt.Errorf("queue stats of %s: %w", p.Endpoint, err)
+	}
+	return qs, nil
 }

@@ -130,12 +130,22 @@ CREATE TABLE webhook_attempts (
 	PRIMARY KEY (delivery_id, n)
 ) STRICT, WITHOUT ROWID;
 `,
+	// 3: s3_config now holds the sealed (encrypted) s3Config; had_s3_config remembers that a job
+	// had one after its terminal state erased it. Rows from before hold plaintext JSON there: the
+	// engine seals them at its start.
+	`
+ALTER TABLE jobs ADD COLUMN had_s3_config INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET had_s3_config = 1 WHERE s3_config IS NOT NULL;
+`,
 }
 
 // migrate brings the schema up to date. Each migration re-checks, inside its IMMEDIATE
 // transaction, that it is still missing, so two processes opening a new file at once cannot both
 // apply it.
-func migrate(ctx context.Context, conn *sql.Conn) error {
+func migrate(ctx context.Context, conn *sql.Conn) error { return migrateTo(ctx, conn, migrations) }
+
+// migrateTo applies the pending ones of migs (a prefix of migrations, for tests of old schemas).
+func migrateTo(ctx context.Context, conn *sql.Conn, migs []string) error {
 	_, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		applied_at INTEGER NOT NULL
@@ -147,11 +157,11 @@ func migrate(ctx context.Context, conn *sql.Conn) error {
 	if err := conn.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	if current > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this binary knows (%d)", current, len(migrations))
+	if current > len(migs) {
+		return fmt.Errorf("schema version %d is newer than this binary knows (%d)", current, len(migs))
 	}
-	for i := current; i < len(migrations); i++ {
-		if err := applyMigration(ctx, conn, i+1, migrations[i]); err != nil {
+	for i := current; i < len(migs); i++ {
+		if err := applyMigration(ctx, conn, i+1, migs[i]); err != nil {
 			return fmt.Errorf("migrate to version %d: %w", i+1, err)
 		}
 	}

@@ -124,6 +124,34 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// TestMigrationHadS3Config: a file from before migration 3 keeps its jobs, and those that still
+// carry an s3Config are marked as having had one.
+func TestMigrationHadS3Config(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "spool.db")
+	const cols = `(id, endpoint, state, input, webhook, s3_config, execution_timeout_ms, ttl_ms, low_priority, sync,
+		created_at, queued_at, taken_at, finished_at, deadline, worker_id, attempt, retries, output, error,
+		stop_pod, ended_by_worker, stop_pending, retention_ms, stream_count, stream_cursor)`
+	require.NoError(t, sqlitestore.CreateAtVersion(ctx, path, 2,
+		`INSERT INTO jobs `+cols+` VALUES ('with', 'ep', 'IN_QUEUE', X'31', '', CAST('{"accessId":"a"}' AS BLOB),
+			600000, 86400000, 0, 0, 1, 1, 0, 0, 2, '', 0, 0, NULL, '', 0, 0, 0, 0, 0, 0)`,
+		`INSERT INTO jobs `+cols+` VALUES ('without', 'ep', 'IN_QUEUE', X'31', '', NULL,
+			600000, 86400000, 0, 0, 1, 1, 0, 0, 2, '', 0, 0, NULL, '', 0, 0, 0, 0, 0, 0)`))
+	s := openAt(t, path)
+	defer func() { require.NoError(t, s.Close()) }()
+	versions, err := s.SchemaVersions(ctx)
+	require.NoError(t, err)
+	require.Len(t, versions, sqlitestore.Migrations)
+	with, err := s.GetJob(ctx, "with")
+	require.NoError(t, err)
+	require.True(t, with.HadS3Config)
+	require.JSONEq(t, `{"accessId":"a"}`, string(with.S3ConfigSealed), "left for the engine to seal at its start")
+	without, err := s.GetJob(ctx, "without")
+	require.NoError(t, err)
+	require.False(t, without.HadS3Config)
+}
+
 func TestOpenRefusesNewerSchema(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "spool.db")

@@ -23,33 +23,35 @@ func testJobRoundTrip(t *testing.T, open opener) {
 		Endpoint: "ep",
 		State:    spool.StateInProgress,
 		// Byte for byte: whitespace, key order and number spelling must survive.
-		Input:         json.RawMessage(" {\"b\" :1,\n\t\"a\":[1.0, 2e3]}  "),
-		Webhook:       "https://example.com/hook?x=1",
-		S3Config:      json.RawMessage(`{"accessId":"id","accessSecret":"secret"}`),
-		Policy:        spool.Policy{ExecutionTimeoutMs: 600_001, TTLMs: 86_400_002, LowPriority: true},
-		Sync:          true,
-		CreatedAt:     t0.In(time.FixedZone("UTC+2", 2*3600)), // the instant matters, not the location
-		QueuedAt:      at(1 * time.Millisecond),
-		TakenAt:       at(2 * time.Millisecond),
-		FinishedAt:    at(3 * time.Millisecond),
-		Deadline:      at(4 * time.Millisecond),
-		WorkerID:      "worker-1",
-		Attempt:       3,
-		Retries:       2,
-		Output:        json.RawMessage(`{"text":"héllo"}`),
-		Error:         "some error",
-		StopPod:       true,
-		EndedByWorker: true,
-		StopPending:   true,
-		RetentionMs:   12_345,
-		StreamCount:   7,
-		StreamCursor:  5,
+		Input:   json.RawMessage(" {\"b\" :1,\n\t\"a\":[1.0, 2e3]}  "),
+		Webhook: "https://example.com/hook?x=1",
+		// Sealed bytes are binary: NUL and high bytes must survive.
+		S3ConfigSealed: []byte{1, 0, 0xff, 'x', 0, 0x7f},
+		HadS3Config:    true,
+		Policy:         spool.Policy{ExecutionTimeoutMs: 600_001, TTLMs: 86_400_002, LowPriority: true},
+		Sync:           true,
+		CreatedAt:      t0.In(time.FixedZone("UTC+2", 2*3600)), // the instant matters, not the location
+		QueuedAt:       at(1 * time.Millisecond),
+		TakenAt:        at(2 * time.Millisecond),
+		FinishedAt:     at(3 * time.Millisecond),
+		Deadline:       at(4 * time.Millisecond),
+		WorkerID:       "worker-1",
+		Attempt:        3,
+		Retries:        2,
+		Output:         json.RawMessage(`{"text":"héllo"}`),
+		Error:          "some error",
+		StopPod:        true,
+		EndedByWorker:  true,
+		StopPending:    true,
+		RetentionMs:    12_345,
+		StreamCount:    7,
+		StreamCursor:   5,
 	}
 	// Zero values everywhere: nil RawMessages and zero times must come back as such.
 	bare := &spool.Job{ID: "job-bare", Endpoint: "ep", State: spool.StateInQueue}
 	// Empty but non-nil RawMessages are not nil.
 	empty := with(queued("job-empty", "ep"), func(j *spool.Job) {
-		j.Input, j.S3Config, j.Output = json.RawMessage{}, json.RawMessage{}, json.RawMessage{}
+		j.Input, j.S3ConfigSealed, j.Output = json.RawMessage{}, []byte{}, json.RawMessage{}
 	})
 	nullJSON := with(queued("job-null", "ep"), func(j *spool.Job) { j.Input, j.Output = json.RawMessage("null"), nil })
 
@@ -197,12 +199,12 @@ func createConcurrently(t *testing.T, s store.Store, n int, mk func(i int) *spoo
 
 func testUpdateJob(t *testing.T, open opener) {
 	s := open(t)
-	job := with(queued("j", "ep"), func(j *spool.Job) { j.S3Config = json.RawMessage(`{"k":1}`) })
+	job := with(queued("j", "ep"), func(j *spool.Job) { j.S3ConfigSealed, j.HadS3Config = []byte{1, 2, 3}, true })
 	create(t, s, job)
 	want := with(job.Clone(), func(j *spool.Job) {
 		j.State, j.WorkerID, j.Attempt, j.TakenAt = spool.StateCompleted, "w", 1, at(time.Second)
 		j.FinishedAt, j.Deadline = at(2*time.Second), at(3*time.Second)
-		j.Output, j.S3Config, j.EndedByWorker, j.Retries = json.RawMessage(`"done"`), nil, true, 1
+		j.Output, j.S3ConfigSealed, j.EndedByWorker, j.Retries = json.RawMessage(`"done"`), nil, true, 1
 	})
 	var seen *spool.Job
 	got, err := s.UpdateJob(t.Context(), store.UpdateJobParams{ID: "j", Apply: func(j *spool.Job) error {
@@ -214,6 +216,46 @@ func testUpdateJob(t *testing.T, open opener) {
 	requireJob(t, job, seen)
 	requireJob(t, want, got)
 	requireStored(t, s, want)
+}
+
+// testSealedS3Config: the sealed s3Config comes back byte for byte from every read and through
+// UpdateJobs and TakeJobs, and HadS3Config outlives its erasure.
+func testSealedS3Config(t *testing.T, open opener) {
+	s := open(t)
+	ctx := t.Context()
+	sealed := []byte{1, 0, 0, 0xfe, 'a', 0, 0x80, 0xff}
+	a := with(queued("a", "ep"), func(j *spool.Job) { j.S3ConfigSealed, j.HadS3Config = sealed, true })
+	b := with(queued("b", "ep"), func(j *spool.Job) { j.QueuedAt = at(time.Millisecond) })
+	create(t, s, a, b)
+	require.Equal(t, sealed, get(t, s, "a").S3ConfigSealed)
+	require.False(t, get(t, s, "b").HadS3Config)
+	require.Nil(t, get(t, s, "b").S3ConfigSealed)
+
+	taken, err := s.TakeJobs(ctx, store.TakeJobsParams{Endpoint: "ep", Max: 1, Now: t0, Apply: func(j *spool.Job) error {
+		require.Equal(t, sealed, j.S3ConfigSealed, "Apply sees the sealed bytes")
+		j.State, j.WorkerID, j.Attempt = spool.StateInProgress, "w", 1
+		return nil
+	}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"a"}, ids(taken))
+	require.Equal(t, sealed, taken[0].S3ConfigSealed)
+	listed, err := s.ListJobs(ctx, store.ListJobsParams{Endpoint: "ep"})
+	require.NoError(t, err)
+	for _, j := range listed {
+		if j.ID == "a" {
+			require.Equal(t, sealed, j.S3ConfigSealed)
+		}
+	}
+
+	ended, err := s.UpdateJobs(ctx, store.UpdateJobsParams{Filter: store.JobFilter{WorkerID: "w"}, Apply: func(j *spool.Job) error {
+		j.State, j.S3ConfigSealed = spool.StateFailed, nil
+		return nil
+	}})
+	require.NoError(t, err)
+	require.Len(t, ended, 1)
+	got := get(t, s, "a")
+	require.Nil(t, got.S3ConfigSealed, "erased")
+	require.True(t, got.HadS3Config, "remembered")
 }
 
 func testUpdateJobApplyError(t *testing.T, open opener) {
@@ -564,4 +606,40 @@ func testCanceledContext(t *testing.T, open opener) {
 	require.ErrorIs(t, err, store.ErrNotFound, "a write refused for its context must not happen")
 	_, err = s.GetJob(ctx, "j")
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+func testQueueStats(t *testing.T, open opener) {
+	s := open(t)
+	low := func(j *spool.Job) { j.Policy.LowPriority = true }
+	queuedAt := func(d time.Duration) func(*spool.Job) { return func(j *spool.Job) { j.QueuedAt = at(d) } }
+	create(t, s,
+		with(queued("l1", "ep"), low, queuedAt(0)),
+		with(queued("n2", "ep"), queuedAt(2*time.Second)),
+		with(queued("n1", "ep"), queuedAt(time.Second)),
+		with(queued("n3", "ep"), queuedAt(2*time.Second)), // same time as n2, inserted after it
+		with(queued("l2", "ep"), low, queuedAt(time.Second)),
+		with(queued("p1", "ep"), queuedAt(0), func(j *spool.Job) { j.State = spool.StateInProgress }),
+		with(queued("p2", "ep"), queuedAt(0), func(j *spool.Job) { j.State = spool.StateInProgress }),
+		with(queued("p3", "ep"), low, func(j *spool.Job) { j.State = spool.StateInProgress }),
+		with(queued("c1", "ep"), func(j *spool.Job) { j.State = spool.StateCompleted }),
+		with(queued("x1", "other"), queuedAt(0)),
+	)
+	qs, err := s.QueueStats(t.Context(), store.QueueStatsParams{Endpoint: "ep"})
+	require.NoError(t, err)
+	require.Equal(t, 3, qs.Normal)
+	require.Equal(t, 2, qs.Low)
+	require.Equal(t, 2, qs.Running)
+	require.True(t, qs.OldestNormal.Equal(at(time.Second)), qs.OldestNormal)
+	require.Zero(t, qs.Position)
+
+	// Positions follow TakeJobs order: normal first, FIFO, ties by insertion.
+	for id, want := range map[string]int{"n1": 1, "n2": 2, "n3": 3, "l1": 4, "l2": 5, "p1": 0, "x1": 0, "none": 0} {
+		qs, err := s.QueueStats(t.Context(), store.QueueStatsParams{Endpoint: "ep", JobID: id})
+		require.NoError(t, err)
+		require.Equal(t, want, qs.Position, id)
+	}
+
+	qs, err = s.QueueStats(t.Context(), store.QueueStatsParams{Endpoint: "nobody"})
+	require.NoError(t, err)
+	require.Equal(t, store.QueueStats{}, qs)
 }

@@ -1,0 +1,49 @@
+package autoscale
+
+import (
+	"context"
+	"time"
+
+	"github.com/spool-run/spool"
+)
+
+// Provider runs worker processes (or pods) for the autoscaler. It knows nothing of queues or
+// scaling: the loop decides, the provider starts, stops and reports exits. A Kubernetes provider
+// implements the same five methods.
+type Provider interface {
+	// Start launches one worker. exited is called exactly once, from any goroutine, when the
+	// worker ends for any reason (after Stop and Kill too), unless Start returns an error.
+	Start(ctx context.Context, w WorkerSpec, exited func(Exit)) error
+	// Stop asks a worker to finish (SIGTERM: runpod-python and spoolworker drain) and kills it
+	// when it has not exited after grace. It returns at once.
+	Stop(id string, grace time.Duration)
+	// Kill ends a worker at once.
+	Kill(id string)
+	// Logs returns the last lines the worker wrote to stdout and stderr, oldest first.
+	Logs(id string) []string
+	// Close kills every worker still running and waits until they are reaped.
+	Close()
+}
+
+// WorkerSpec is one worker to start.
+type WorkerSpec struct {
+	Endpoint string
+	// WorkerID is unique per start; the worker uses it as RUNPOD_POD_ID.
+	WorkerID string
+	// Env is the RunPod environment (CONTRACT.md §4) and the GPU variables, computed by the
+	// autoscaler. It takes precedence over Spec.Env.
+	Env map[string]string
+	// GPUs are the device ids handed to the worker.
+	GPUs []string
+	// Spec is how the endpoint's workers start.
+	Spec spool.WorkerSpec
+}
+
+// Exit reports the end of a worker.
+type Exit struct {
+	ID string
+	// Err is nil for exit status 0, else the wait error ("exit status 3", "signal: killed").
+	Err error
+	// Logs are the last lines of its output.
+	Logs []string
+}

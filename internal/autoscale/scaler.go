@@ -1,0 +1,48 @@
+package autoscale
+
+import (
+	"time"
+
+	"github.com/spool-run/spool"
+)
+
+// QueueState is what the scaler looks at for one endpoint. Low-priority jobs are not in it: they
+// never add a worker.
+type QueueState struct {
+	// Normal is the number of queued normal-priority jobs; OldestWait how long the oldest waited.
+	Normal     int
+	OldestWait time.Duration
+	// InProgress is the number of normal-priority jobs running.
+	InProgress int
+	// Workers is the number of worker slots (every state); Busy of them hold a job, Initializing
+	// of them have not asked for one yet.
+	Workers, Busy, Initializing int
+}
+
+// Wanted is the number of workers an endpoint should have (CONTRACT.md §4), within
+// [workersMin, workersMax]:
+//   - REQUEST_COUNT: ceil((queued + in progress) / scalerValue);
+//   - QUEUE_DELAY: with normal jobs queued, the workers there are, at least one (a queue never
+//     waits scalerValue seconds for its first worker), plus one when the oldest job has waited
+//     more than scalerValue seconds and no worker is still starting; with an empty queue, the busy
+//     workers (idle ones go after idleTimeout).
+func Wanted(ep spool.Endpoint, q QueueState) int {
+	var n int
+	switch ep.ScalerType {
+	case spool.ScalerRequestCount:
+		v := max(ep.ScalerValue, 1)
+		n = (q.Normal + q.InProgress + v - 1) / v
+	default:
+		switch {
+		case q.Normal == 0:
+			n = q.Busy
+		case q.Workers == 0:
+			n = 1
+		case q.OldestWait > time.Duration(ep.ScalerValue)*time.Second && q.Initializing == 0:
+			n = q.Workers + 1
+		default:
+			n = q.Workers
+		}
+	}
+	return min(max(n, ep.WorkersMin), ep.WorkersMax)
+}
