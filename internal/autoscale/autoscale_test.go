@@ -333,3 +333,28 @@ func TestGPUPool(t *testing.T) {
 		require.Contains(t, []string{"g0,g1", "g2,g3"}, out)
 	}
 }
+
+// TestStopDrainsRunningJobs: stopping the autoscaler (the server shutting down) sends SIGTERM and
+// lets a worker finish its running job and post the result within the stop grace, instead of
+// killing it (the job would be lost until its worker was declared lost, and run twice).
+func TestStopDrainsRunningJobs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	e.endpoint("ep", nil)
+	gate, release := e.file("gate")
+	id := e.submit("ep", `{"waitFile":`+jsonStr(gate)+`}`, false)
+	e.until("the job runs", e.state(id, spool.StateInProgress))
+
+	stopped := make(chan struct{})
+	go func() { e.as.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while its worker was still finishing a job")
+	case <-time.After(200 * time.Millisecond): // a bound on how soon a wrong Stop would return, not a wait for work
+	}
+	release()
+	<-stopped
+	got := e.job(id)
+	require.Equal(t, spool.StateCompleted, got.State, "the job's result was posted before the worker exited")
+	require.JSONEq(t, `"released"`, string(got.Output))
+}

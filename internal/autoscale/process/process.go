@@ -69,6 +69,8 @@ type proc struct {
 	cmd  *exec.Cmd
 	logs *ring
 	done chan struct{}
+	// stopUntil is set by Stop: the process is draining (SIGTERM sent) and gets until then.
+	stopUntil time.Time
 }
 
 var _ autoscale.Provider = (*Provider)(nil)
@@ -163,6 +165,9 @@ func (p *Provider) Stop(id string, grace time.Duration) {
 	if pc == nil {
 		return
 	}
+	p.mu.Lock()
+	pc.stopUntil = time.Now().Add(grace)
+	p.mu.Unlock()
 	_ = syscall.Kill(-pc.cmd.Process.Pid, syscall.SIGTERM)
 	t := p.cfg.Clock.NewTimer(grace)
 	p.wg.Add(1)
@@ -192,13 +197,30 @@ func (p *Provider) Logs(id string) []string {
 	return nil
 }
 
-// Close implements autoscale.Provider.
+// Close implements autoscale.Provider. Processes being stopped get the rest of their grace to
+// drain (they may be finishing a job and posting its result); the others, and the ones still
+// running after their grace, are killed. The grace is waited in wall-clock time, so that a
+// shutdown is bounded whatever clock drives the provider's schedules.
 func (p *Provider) Close() {
 	p.mu.Lock()
+	var draining []*proc
 	for _, pc := range p.procs {
-		_ = syscall.Kill(-pc.cmd.Process.Pid, syscall.SIGKILL)
+		if pc.stopUntil.IsZero() {
+			_ = syscall.Kill(-pc.cmd.Process.Pid, syscall.SIGKILL)
+		} else {
+			draining = append(draining, pc)
+		}
 	}
 	p.mu.Unlock()
+	for _, pc := range draining {
+		t := time.NewTimer(time.Until(pc.stopUntil))
+		select {
+		case <-pc.done:
+		case <-t.C:
+			_ = syscall.Kill(-pc.cmd.Process.Pid, syscall.SIGKILL)
+		}
+		t.Stop()
+	}
 	p.wg.Wait()
 }
 
