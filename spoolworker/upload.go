@@ -174,6 +174,13 @@ func (j *Job) upload(ctx context.Context, name string, r io.Reader, o UploadOpti
 	if strings.Trim(name, "/") == "" {
 		return "", errors.New("spoolworker: upload: the object needs a name")
 	}
+	// Some S3-compatible servers clean paths, so a ".." segment could put the object outside
+	// objectPath/<job id>/.
+	for _, seg := range strings.Split(name, "/") {
+		if seg == ".." || seg == "." {
+			return "", fmt.Errorf("spoolworker: upload %q: the name must not contain . or .. segments", name)
+		}
+	}
 	if o.Expiry == 0 {
 		o.Expiry = DefaultURLExpiry
 	}

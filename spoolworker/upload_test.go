@@ -213,10 +213,13 @@ func TestUploadOptionChecks(t *testing.T) {
 			}
 			_, err := job.UploadBytes(ctx, "/", []byte("x"), nil)
 			errs = append(errs, err)
+			_, err = job.UploadBytes(ctx, "../../other-job/x.png", []byte("x"), nil)
+			errs = append(errs, err)
 			return nil, nil
 		})
 	require.ErrorContains(t, errs[0], "7 days")
 	require.ErrorContains(t, errs[1], "PartSize")
 	require.ErrorContains(t, errs[2], "name")
+	require.ErrorContains(t, errs[3], ".. segments", "an object cannot escape objectPath/<job id>/")
 	require.False(t, errors.Is(errs[0], spoolworker.ErrNoBucket))
 }

@@ -324,6 +324,13 @@ func (a *Autoscaler) handleExit(ctx context.Context, x Exit, now time.Time) erro
 	s := a.findSlot(x.ID)
 	a.mu.Unlock()
 	if s == nil {
+		// A worker retired by scale-in or a restart. It may have taken a job between the tick's
+		// snapshot and its stop; if it did not finish cleanly, that job goes back to the queue
+		// now rather than after the worker is declared lost.
+		if x.Err != nil {
+			_, err := a.cfg.Engine.LoseWorkerJobs(ctx, x.ID, "it exited after being stopped ("+x.Err.Error()+")")
+			return err
+		}
 		return nil
 	}
 	why := "exited unexpectedly"

@@ -170,15 +170,27 @@ func (a *api) take(batch bool) http.HandlerFunc {
 				opts.offloadBytes = ep.OutputOffloadBytes
 			}
 		}
-		elems := make([][]byte, len(jobs))
-		for i, j := range jobs {
+		elems := make([][]byte, 0, len(jobs))
+		var unopened []*spool.Job
+		for _, j := range jobs {
 			// Only here, in the answer to the worker that now holds the job, is its s3Config
-			// decrypted; Take has already failed the jobs whose s3Config does not open.
+			// decrypted. Take has already failed the jobs whose s3Config does not open; should one
+			// fail here anyway, it goes back to the queue rather than to a worker without the
+			// credentials its client sent.
 			s3, err := a.eng.OpenS3Config(j)
 			if err != nil {
-				a.log.Error("job-take: a job's s3Config cannot be opened; handed out without it", "job", j.ID, "err", err)
+				a.log.Error("job-take: a job's s3Config cannot be opened; released", "job", j.ID, "err", err)
+				unopened = append(unopened, j)
+				continue
 			}
-			elems[i] = payload(j, s3, opts)
+			elems = append(elems, payload(j, s3, opts))
+		}
+		if len(unopened) > 0 {
+			a.release(ctx, unopened, "its s3Config could not be opened")
+		}
+		if len(elems) == 0 {
+			w.WriteHeader(http.StatusNoContent)
+			return
 		}
 		body := elems[0]
 		if batch {
