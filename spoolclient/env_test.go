@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,8 +19,8 @@ import (
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/httpapi"
+	"github.com/spool-run/spool/internal/spooltest"
 	"github.com/spool-run/spool/spoolclient"
-	"github.com/spool-run/spool/store/sqlitestore"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -64,44 +62,28 @@ func withEndpoint(ep spool.Endpoint) envOption {
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, st.Close()) })
 	s := envSettings{endpoints: []spool.Endpoint{spool.NewEndpoint("ep"), spool.NewEndpoint("other")}}
 	for _, o := range opts {
 		o(&s)
 	}
 	var fake *clock.Fake
-	var clk clock.Clock = clock.Real{}
 	if !s.realClock {
-		fake = clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-		clk = fake
+		fake = clock.NewFake(spooltest.Start)
 	}
-	quiet := slog.New(slog.DiscardHandler)
-	eng, err := engine.New(engine.Config{Store: st, Clock: clk, SweepInterval: time.Hour, Logger: quiet})
-	require.NoError(t, err)
-	require.NoError(t, eng.Start(ctx))
-	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: clk, Static: []spool.Key{auth.EnvAdminKey(adminSecret)}})
-	require.NoError(t, err)
-	cfg := s.api
-	cfg.Engine, cfg.Keys, cfg.Logger, cfg.TakeWait = eng, keys, quiet, 5*time.Second
-	for _, ep := range s.endpoints {
-		_, _, err := eng.PutEndpoint(ctx, ep)
-		require.NoError(t, err)
-	}
-	h, err := httpapi.New(cfg)
-	require.NoError(t, err)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	t.Cleanup(eng.Stop) // runs first: long-polls answer at once, so srv.Close does not wait
-	e := &env{t: t, ctx: ctx, fake: fake, eng: eng, keys: keys, srv: srv}
-	e.rec = &recorder{base: srv.Client().Transport}
-	e.c = spoolclient.New(srv.URL+"/v2", adminSecret, spoolclient.WithHTTPClient(&http.Client{Transport: e.rec}))
+	srv := spooltest.NewServer(t, spooltest.Options{
+		Clock:       fake,
+		AdminSecret: adminSecret,
+		Endpoints:   s.endpoints,
+		API: func(c *httpapi.Config) {
+			cfg := s.api
+			cfg.Engine, cfg.Keys, cfg.Logger, cfg.TakeWait = c.Engine, c.Keys, c.Logger, 5*time.Second
+			*c = cfg
+		},
+	})
+	e := &env{t: t, ctx: context.Background(), fake: fake, eng: srv.Engine, keys: srv.Keys, srv: srv.HTTP}
+	e.rec = &recorder{base: e.srv.Client().Transport}
+	e.c = spoolclient.New(e.srv.URL+"/v2", adminSecret, spoolclient.WithHTTPClient(&http.Client{Transport: e.rec}))
 	e.ep = e.c.Endpoint("ep")
-	if fake != nil {
-		waitTimers(t, fake, 1) // the sweeper's timer
-	}
 	return e
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,11 +22,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spool-run/spool"
-	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/httpapi"
-	"github.com/spool-run/spool/store/sqlitestore"
+	"github.com/spool-run/spool/internal/spooltest"
 )
 
 // spoolBin is the spool binary built from this package by TestMain; the client command tests run
@@ -70,31 +68,17 @@ type cliEnv struct {
 // clock (TTLs and timeouts move only when the test says so; long-polls end only with news).
 func newCLIEnv(t *testing.T, fake bool) *cliEnv {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, st.Close()) })
-	e := &cliEnv{t: t, ctx: ctx}
-	var clk clock.Clock = clock.Real{}
+	e := &cliEnv{t: t, ctx: context.Background()}
 	if fake {
-		e.fake = clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-		clk = e.fake
+		e.fake = clock.NewFake(spooltest.Start)
 	}
-	quiet := slog.New(slog.DiscardHandler)
-	e.eng, err = engine.New(engine.Config{Store: st, Clock: clk, SweepInterval: time.Hour, Logger: quiet})
-	require.NoError(t, err)
-	require.NoError(t, e.eng.Start(ctx))
-	for _, name := range []string{"ep", "other"} {
-		_, _, err := e.eng.PutEndpoint(ctx, spool.NewEndpoint(name))
-		require.NoError(t, err)
-	}
-	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: clk, Static: []spool.Key{auth.EnvAdminKey(cliAdminSecret)}})
-	require.NoError(t, err)
-	h, err := httpapi.New(httpapi.Config{Engine: e.eng, Keys: keys, Logger: quiet, TakeWait: 10 * time.Second})
-	require.NoError(t, err)
-	e.srv = httptest.NewServer(h)
-	t.Cleanup(e.srv.Close)
-	t.Cleanup(e.eng.Stop) // runs first: long-polls answer at once
+	s := spooltest.NewServer(t, spooltest.Options{
+		Clock:       e.fake,
+		AdminSecret: cliAdminSecret,
+		Endpoints:   []spool.Endpoint{spool.NewEndpoint("ep"), spool.NewEndpoint("other")},
+		API:         func(c *httpapi.Config) { c.TakeWait = 10 * time.Second },
+	})
+	e.eng, e.srv = s.Engine, s.HTTP
 	return e
 }
 

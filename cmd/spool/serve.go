@@ -237,7 +237,9 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
 	s.log.Info("spool listening", "url", s.URL(), "data", s.cfg.Data, "endpoints", len(s.eng.Endpoints()))
-	_ = s.scaler.Start(ctx)
+	if err := s.scaler.Start(ctx); err != nil {
+		s.log.Error("the autoscaler did not start; endpoints with a worker spec get no workers", "err", err)
+	}
 
 	select {
 	case err := <-serveErr:

@@ -5,10 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,10 +14,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spool-run/spool"
-	"github.com/spool-run/spool/internal/auth"
-	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/httpapi"
-	"github.com/spool-run/spool/store/sqlitestore"
+	"github.com/spool-run/spool/internal/spooltest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,23 +24,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestExampleClient(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, st.Close()) })
-	quiet := slog.New(slog.DiscardHandler)
-	eng, err := engine.New(engine.Config{Store: st, Logger: quiet})
-	require.NoError(t, err)
-	require.NoError(t, eng.Start(ctx))
-	_, _, err = eng.PutEndpoint(ctx, spool.NewEndpoint("stream"))
-	require.NoError(t, err)
 	const secret = "example-admin-key"
-	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Static: []spool.Key{auth.EnvAdminKey(secret)}})
-	require.NoError(t, err)
-	h, err := httpapi.New(httpapi.Config{Engine: eng, Keys: keys, Logger: quiet, TakeWait: 10 * time.Second})
-	require.NoError(t, err)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	t.Cleanup(eng.Stop)
+	s := spooltest.NewServer(t, spooltest.Options{
+		AdminSecret: secret,
+		Endpoints:   []spool.Endpoint{spool.NewEndpoint("stream")},
+		API:         func(c *httpapi.Config) { c.TakeWait = 10 * time.Second },
+	})
+	srv := s.HTTP
 
 	env := map[string]string{"SPOOL_URL": srv.URL, "SPOOL_API_KEY": secret}
 	var out bytes.Buffer

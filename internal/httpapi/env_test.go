@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +18,8 @@ import (
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/httpapi"
+	"github.com/spool-run/spool/internal/spooltest"
 	"github.com/spool-run/spool/internal/webhook"
-	"github.com/spool-run/spool/store/sqlitestore"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -46,44 +44,33 @@ type env struct {
 
 func newEnv(t *testing.T, mods ...func(*httpapi.Config)) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, st.Close()) })
-	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	quiet := slog.New(slog.DiscardHandler)
-	eng, err := engine.New(engine.Config{Store: st, Clock: fake, SweepInterval: time.Hour, Logger: quiet,
-		WebhookPayload: webhook.Payload}) // deliveries are enqueued; nothing dispatches them here
-	require.NoError(t, err)
-	require.NoError(t, eng.Start(ctx))
-	for _, name := range []string{"ep", "other"} {
-		_, _, err := eng.PutEndpoint(ctx, spool.NewEndpoint(name))
-		require.NoError(t, err)
+	fake := clock.NewFake(spooltest.Start)
+	s := spooltest.NewServer(t, spooltest.Options{
+		Clock:       fake,
+		AdminSecret: adminSecret,
+		Endpoints:   []spool.Endpoint{spool.NewEndpoint("ep"), spool.NewEndpoint("other")},
+		Keys: []spool.Key{
+			{Name: "c", Scope: spool.ScopeClient},
+			{Name: "co", Scope: spool.ScopeClient, Endpoints: []string{"other"}},
+			{Name: "ro", Scope: spool.ScopeClient, ReadOnly: true},
+			{Name: "w", Scope: spool.ScopeWorker, Endpoints: []string{"ep"}},
+		},
+		Engine: func(c *engine.Config) {
+			c.WebhookPayload = webhook.Payload // deliveries are enqueued; nothing dispatches them here
+		},
+		API: func(c *httpapi.Config) {
+			for _, m := range mods {
+				m(c)
+			}
+		},
+	})
+	return &env{t: t, ctx: context.Background(), fake: fake, eng: s.Engine, keys: s.Keys, srv: s.HTTP,
+		admin:    "Bearer " + adminSecret,
+		client:   "Bearer " + s.Secrets["c"],
+		clientO:  "Bearer " + s.Secrets["co"],
+		readOnly: "Bearer " + s.Secrets["ro"],
+		worker:   "Bearer " + s.Secrets["w"],
 	}
-	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Static: []spool.Key{auth.EnvAdminKey(adminSecret)}})
-	require.NoError(t, err)
-	e := &env{t: t, ctx: ctx, fake: fake, eng: eng, keys: keys, admin: "Bearer " + adminSecret}
-	e.client = e.createKey(spool.Key{Name: "c", Scope: spool.ScopeClient})
-	e.clientO = e.createKey(spool.Key{Name: "co", Scope: spool.ScopeClient, Endpoints: []string{"other"}})
-	e.readOnly = e.createKey(spool.Key{Name: "ro", Scope: spool.ScopeClient, ReadOnly: true})
-	e.worker = e.createKey(spool.Key{Name: "w", Scope: spool.ScopeWorker, Endpoints: []string{"ep"}})
-	cfg := httpapi.Config{Engine: eng, Keys: keys, Logger: quiet}
-	for _, m := range mods {
-		m(&cfg)
-	}
-	h, err := httpapi.New(cfg)
-	require.NoError(t, err)
-	e.srv = httptest.NewServer(h)
-	t.Cleanup(e.srv.Close)
-	t.Cleanup(eng.Stop)    // runs first: long-polls answer at once, so srv.Close does not wait
-	waitTimers(t, fake, 1) // the sweeper's timer
-	return e
-}
-
-func (e *env) createKey(k spool.Key) string {
-	secret, _, err := e.keys.Create(e.ctx, k)
-	require.NoError(e.t, err)
-	return "Bearer " + secret
 }
 
 // waitTimers waits until the fake clock has at least n timers: a long-poll has started waiting.

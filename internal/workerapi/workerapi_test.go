@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +19,8 @@ import (
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/spooltest"
 	"github.com/spool-run/spool/internal/workerapi"
-	"github.com/spool-run/spool/store/sqlitestore"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -47,33 +46,26 @@ type opts struct {
 
 func newEnv(t *testing.T, o opts) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, st.Close()) })
-	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	eng, err := engine.New(engine.Config{Store: st, Clock: fake, SweepInterval: time.Hour, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	require.NoError(t, eng.Start(ctx))
-	for _, name := range []string{"ep", "other"} {
-		_, _, err := eng.PutEndpoint(ctx, spool.NewEndpoint(name))
-		require.NoError(t, err)
-	}
-	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Static: []spool.Key{auth.EnvAdminKey(adminSecret)}})
-	require.NoError(t, err)
-	e := &env{t: t, ctx: ctx, fake: fake, eng: eng, keys: keys, mux: http.NewServeMux()}
-	e.worker = e.createKey(spool.Key{Name: "w", Scope: spool.ScopeWorker, Endpoints: []string{"ep"}})
-	e.other = e.createKey(spool.Key{Name: "o", Scope: spool.ScopeWorker, Endpoints: []string{"other"}})
-	e.client = e.createKey(spool.Key{Name: "c", Scope: spool.ScopeClient})
-	require.NoError(t, workerapi.Register(e.mux, workerapi.Config{
-		Engine: eng, Keys: keys, ResultLimit: o.resultLimit, ChunkLimit: o.chunkLimit,
-		Logger: slog.New(slog.DiscardHandler),
-	}))
-	e.srv = httptest.NewServer(e.mux)
-	t.Cleanup(e.srv.Close)
-	t.Cleanup(eng.Stop)    // runs first: long-polls answer at once, so srv.Close does not wait
-	waitTimers(t, fake, 1) // the sweeper's timer
-	return e
+	fake := clock.NewFake(spooltest.Start)
+	mux := http.NewServeMux()
+	s := spooltest.NewServer(t, spooltest.Options{
+		Clock:       fake,
+		AdminSecret: adminSecret,
+		Endpoints:   []spool.Endpoint{spool.NewEndpoint("ep"), spool.NewEndpoint("other")},
+		Keys: []spool.Key{
+			{Name: "w", Scope: spool.ScopeWorker, Endpoints: []string{"ep"}},
+			{Name: "o", Scope: spool.ScopeWorker, Endpoints: []string{"other"}},
+			{Name: "c", Scope: spool.ScopeClient},
+		},
+		Handler: func(eng *engine.Engine, keys *auth.Keyring) (http.Handler, error) {
+			return mux, workerapi.Register(mux, workerapi.Config{
+				Engine: eng, Keys: keys, ResultLimit: o.resultLimit, ChunkLimit: o.chunkLimit,
+				Logger: slog.New(slog.DiscardHandler),
+			})
+		},
+	})
+	return &env{t: t, ctx: context.Background(), fake: fake, eng: s.Engine, keys: s.Keys, mux: mux, srv: s.HTTP,
+		worker: s.Secrets["w"], other: s.Secrets["o"], client: s.Secrets["c"]}
 }
 
 func (e *env) createKey(k spool.Key) string {

@@ -1,0 +1,139 @@
+// Package spooltest starts a real Spool server in-process, for tests only: SQLite on a temp dir,
+// the engine, a keyring with a static admin key, the HTTP API on an httptest server. It is not
+// part of any binary.
+package spooltest
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/auth"
+	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/httpapi"
+	"github.com/spool-run/spool/store/sqlitestore"
+)
+
+// Start is the time the tests' fake clocks start at.
+var Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// DefaultAdminSecret is the admin key secret when Options.AdminSecret is empty.
+const DefaultAdminSecret = "spool_admin_for_tests"
+
+// Options are what the tests vary. The zero value is a server on the wall clock with no endpoints.
+type Options struct {
+	// Clock is the engine's and the keyring's clock; nil runs them on the wall clock.
+	Clock *clock.Fake
+	// AdminSecret is the static admin key (auth.EnvAdminKey). Defaults to DefaultAdminSecret.
+	AdminSecret string
+	// Endpoints are created before the keys.
+	Endpoints []spool.Endpoint
+	// Keys are created in order; their secrets are in Server.Secrets under their names.
+	Keys []spool.Key
+	// Engine changes the engine config (Store, Clock, a discarding Logger and an hourly sweep set).
+	Engine func(*engine.Config)
+	// API changes the httpapi config (Engine, Keys and a discarding Logger set).
+	API func(*httpapi.Config)
+	// Handler, if set, builds the served handler instead of httpapi.New (API is then unused).
+	Handler func(*engine.Engine, *auth.Keyring) (http.Handler, error)
+}
+
+// Server is a started server. Its cleanups are registered on the test: the engine stops first
+// (long-polls answer at once), then the HTTP server closes, then the store.
+type Server struct {
+	Store    *sqlitestore.Store
+	Engine   *engine.Engine
+	Keys     *auth.Keyring
+	Clock    *clock.Fake // nil on the wall clock
+	HTTP     *httptest.Server
+	URL      string
+	AdminKey string            // the admin key's raw secret
+	Secrets  map[string]string // raw secrets of Options.Keys, by key name
+}
+
+// NewServer starts a server for t. With a fake clock it returns once the engine's sweeper has set
+// its timer, so that tests counting timers start from one.
+func NewServer(t testing.TB, o Options) *Server {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	s := &Server{Store: st, Clock: o.Clock, AdminKey: o.AdminSecret, Secrets: map[string]string{}}
+	if s.AdminKey == "" {
+		s.AdminKey = DefaultAdminSecret
+	}
+	var clk clock.Clock = clock.Real{}
+	if o.Clock != nil {
+		clk = o.Clock
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	ecfg := engine.Config{Store: st, Clock: clk, SweepInterval: time.Hour, Logger: quiet}
+	if o.Engine != nil {
+		o.Engine(&ecfg)
+	}
+	s.Engine, err = engine.New(ecfg)
+	require.NoError(t, err)
+	require.NoError(t, s.Engine.Start(ctx))
+	stopEngine := true
+	defer func() {
+		if stopEngine { // a failed require above: do not leak the engine's goroutines
+			s.Engine.Stop()
+		}
+	}()
+	for _, ep := range o.Endpoints {
+		_, _, err := s.Engine.PutEndpoint(ctx, ep)
+		require.NoError(t, err)
+	}
+	s.Keys, err = auth.NewKeyring(ctx, auth.Config{Store: st, Clock: clk, Static: []spool.Key{auth.EnvAdminKey(s.AdminKey)}})
+	require.NoError(t, err)
+	for _, k := range o.Keys {
+		secret, _, err := s.Keys.Create(ctx, k)
+		require.NoError(t, err)
+		s.Secrets[k.Name] = secret
+	}
+	var h http.Handler
+	if o.Handler != nil {
+		h, err = o.Handler(s.Engine, s.Keys)
+	} else {
+		cfg := httpapi.Config{Engine: s.Engine, Keys: s.Keys, Logger: quiet}
+		if o.API != nil {
+			o.API(&cfg)
+		}
+		h, err = httpapi.New(cfg)
+	}
+	require.NoError(t, err)
+	s.HTTP = httptest.NewServer(h)
+	s.URL = s.HTTP.URL
+	t.Cleanup(s.HTTP.Close)
+	t.Cleanup(s.Engine.Stop) // runs first: long-polls answer at once, so HTTP.Close does not wait
+	stopEngine = false
+	if o.Clock != nil {
+		waitTimers(t, o.Clock, 1) // the sweeper's timer
+	}
+	return s
+}
+
+func waitTimers(t testing.TB, fake *clock.Fake, n int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		ch := fake.Changed()
+		if fake.Timers() >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %d timers (have %d)", n, fake.Timers())
+		}
+	}
+}
