@@ -70,22 +70,7 @@ func (s *Store) GetEndpoint(ctx context.Context, name string) (spool.Endpoint, e
 
 // ListEndpoints implements store.Store.
 func (s *Store) ListEndpoints(ctx context.Context) ([]spool.Endpoint, error) {
-	var eps []spool.Endpoint
-	err := s.read(func(db *sql.DB) error {
-		rows, err := db.QueryContext(ctx, selectEndpoints+" ORDER BY name")
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			e, err := scanEndpoint(rows)
-			if err != nil {
-				return err
-			}
-			eps = append(eps, e)
-		}
-		return rows.Err()
-	})
+	eps, err := readAll(ctx, s, scanEndpoint, selectEndpoints+" ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list endpoints: %w", err)
 	}

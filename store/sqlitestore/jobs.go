@@ -60,6 +60,27 @@ func jobArgs(j *spool.Job) []any {
 
 type scanner interface{ Scan(dest ...any) error }
 
+// readAll runs a query on the read pool and scans every row of its answer with scan.
+func readAll[T any](ctx context.Context, s *Store, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	var out []T
+	err := s.read(func(db *sql.DB) error {
+		rows, err := db.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
 func scanJob(row scanner) (*spool.Job, error) {
 	var (
 		j                                          spool.Job

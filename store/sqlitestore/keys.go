@@ -40,23 +40,8 @@ func (s *Store) PutKey(ctx context.Context, k spool.Key) error {
 
 // ListKeys implements store.Store. Keys created in the same millisecond come by id.
 func (s *Store) ListKeys(ctx context.Context) ([]spool.Key, error) {
-	var keys []spool.Key
-	err := s.read(func(db *sql.DB) error {
-		rows, err := db.QueryContext(ctx, `SELECT id, hash, name, scope, endpoints, read_only, source, created_at
-			FROM keys ORDER BY created_at, id`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			k, err := scanKey(rows)
-			if err != nil {
-				return err
-			}
-			keys = append(keys, k)
-		}
-		return rows.Err()
-	})
+	keys, err := readAll(ctx, s, scanKey, `SELECT id, hash, name, scope, endpoints, read_only, source, created_at
+		FROM keys ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}

@@ -2,7 +2,6 @@ package sqlitestore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
 	"github.com/spool-run/spool/store"
@@ -34,24 +33,13 @@ func (s *Store) ListWorkers(ctx context.Context, p store.ListWorkersParams) ([]s
 	if p.Endpoint != "" {
 		query, args = query+" WHERE endpoint = ?", append(args, p.Endpoint)
 	}
-	var workers []store.Worker
-	err := s.read(func(db *sql.DB) error {
-		rows, err := db.QueryContext(ctx, query+" ORDER BY id", args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var w store.Worker
-			var first, last int64
-			if err := rows.Scan(&w.ID, &w.Endpoint, &first, &last, &w.Version); err != nil {
-				return err
-			}
-			w.FirstSeen, w.LastSeen = fromMillis(first), fromMillis(last)
-			workers = append(workers, w)
-		}
-		return rows.Err()
-	})
+	workers, err := readAll(ctx, s, func(row scanner) (store.Worker, error) {
+		var w store.Worker
+		var first, last int64
+		err := row.Scan(&w.ID, &w.Endpoint, &first, &last, &w.Version)
+		w.FirstSeen, w.LastSeen = fromMillis(first), fromMillis(last)
+		return w, err
+	}, query+" ORDER BY id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list workers: %w", err)
 	}
