@@ -99,30 +99,13 @@ func (e *env) client(key string) *spoolclient.Client {
 	return spoolclient.New(e.srv.URL+"/v2", key, spoolclient.WithHTTPClient(e.srv.Client()))
 }
 
-// waitTimers waits until the fake clock has at least n timers: a long-poll has started waiting.
-func waitTimers(t *testing.T, fake *clock.Fake, n int) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		ch := fake.Changed()
-		if fake.Timers() >= n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %d timers (have %d)", n, fake.Timers())
-		}
-	}
-}
-
 // advanceWhenWaiting runs f, which starts a long-poll in the background, waits until the
 // long-poll's timer is set, and moves the clock by d: the long-poll's wait runs out.
 func (e *env) advanceWhenWaiting(d time.Duration, f func()) {
 	e.t.Helper()
 	base := e.fake.Timers()
 	f()
-	waitTimers(e.t, e.fake, base+1)
+	spooltest.WaitTimers(e.t, e.fake, base+1)
 	e.fake.Advance(d)
 }
 

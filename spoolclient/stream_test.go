@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/spool-run/spool/internal/spooltest"
 	"github.com/spool-run/spool/spoolclient"
 )
 
@@ -110,7 +111,7 @@ func TestStreamEndsOnEveryTerminalState(t *testing.T) {
 				w.chunk(j.ID, `"c"`) // may reach the reader only with the terminal answer
 				want = []string{`"c"`}
 			} else {
-				waitTimers(t, e.fake, 2) // the sweeper's and the stream long-poll's
+				spooltest.WaitTimers(t, e.fake, 2) // the sweeper's and the stream long-poll's
 			}
 			tc.end(e, w, j.ID)
 

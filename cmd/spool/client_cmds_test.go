@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/spool-run/spool/internal/spooltest"
 	"github.com/spool-run/spool/spoolclient"
 )
 
@@ -330,7 +331,7 @@ func TestCLIInterrupt(t *testing.T) {
 	e := newCLIEnv(t, true)
 	p := e.start(e.env(), "", "run", "ep", "{}", "--wait", "10m")
 	id := e.takeID("w1")
-	waitTimers(t, e.fake, 2) // the sweeper's and run's /status-sync long-poll: run is waiting now
+	spooltest.WaitTimers(t, e.fake, 2) // the sweeper's and run's /status-sync long-poll: run is waiting now
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
 	r := p.wait()
 	require.Equal(t, 130, r.code, r.stderr)

@@ -82,23 +82,6 @@ func newCLIEnv(t *testing.T, fake bool) *cliEnv {
 	return e
 }
 
-// waitTimers waits until the fake clock has at least n timers: a long-poll has started waiting.
-func waitTimers(t *testing.T, fake *clock.Fake, n int) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		ch := fake.Changed()
-		if fake.Timers() >= n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %d timers (have %d)", n, fake.Timers())
-		}
-	}
-}
-
 // env is the environment of a CLI run: only what the test sets (HOME is a fresh directory, so no
 // user config file is read).
 func (e *cliEnv) env(extra ...string) []string {

@@ -4,6 +4,8 @@
 package clock
 
 import (
+	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -106,6 +108,22 @@ func (f *Fake) Changed() <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.changed
+}
+
+// WaitTimers blocks until at least n timers wait on the clock (a goroutine has started waiting)
+// or ctx ends, without polling.
+func (f *Fake) WaitTimers(ctx context.Context, n int) error {
+	for {
+		changed := f.Changed()
+		if f.Timers() >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d timers on the fake clock (have %d): %w", n, f.Timers(), ctx.Err())
+		}
+	}
 }
 
 func (f *Fake) signalLocked() {

@@ -13,6 +13,7 @@ import (
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/spooltest"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
 
@@ -54,17 +55,7 @@ func newFixture(t *testing.T, mutate ...func(*engine.Config)) *fixture {
 // has started waiting, without sleeping.
 func (f *fixture) waitTimers(t *testing.T, n int) {
 	t.Helper()
-	for {
-		changed := f.clock.Changed()
-		if f.clock.Timers() >= n {
-			return
-		}
-		select {
-		case <-changed:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("timed out waiting for %d timers on the fake clock (have %d)", n, f.clock.Timers())
-		}
-	}
+	spooltest.WaitTimers(t, f.clock, n)
 }
 
 // async runs fn on its own goroutine and returns a channel with its result, so that assertions

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/httpapi"
+	"github.com/spool-run/spool/internal/spooltest"
 )
 
 func TestAuthMatrix(t *testing.T) {
@@ -382,7 +383,7 @@ func TestRunsyncWaitRunsOut(t *testing.T) {
 	// Still queued when the wait runs out.
 	base := e.fake.Timers()
 	go func() { got <- e.do("POST", "/v2/ep/runsync?wait=1000", e.client, `{"input":1}`) }()
-	waitTimers(t, e.fake, base+1)
+	spooltest.WaitTimers(t, e.fake, base+1)
 	e.fake.Advance(time.Second)
 	r := <-got
 	require.Equal(t, 200, r.status)
@@ -397,7 +398,7 @@ func TestRunsyncWaitRunsOut(t *testing.T) {
 	require.Equal(t, id, sval(t, e.take("w1")["id"]))
 	base = e.fake.Timers()
 	go func() { got <- e.do("POST", "/v2/ep/status-sync/"+id+"?wait=5000", e.client, "") }()
-	waitTimers(t, e.fake, base+1)
+	spooltest.WaitTimers(t, e.fake, base+1)
 	e.fake.Advance(5 * time.Second)
 	r = <-got
 	require.Equal(t, 200, r.status)
@@ -407,7 +408,7 @@ func TestRunsyncWaitRunsOut(t *testing.T) {
 	base = e.fake.Timers()
 	go func() { got <- e.do("POST", "/v2/ep/runsync?wait=0", e.client, `{"input":2}`) }() // clamped to 1000
 	id2 := sval(t, e.take("w2")["id"])
-	waitTimers(t, e.fake, base+1)
+	spooltest.WaitTimers(t, e.fake, base+1)
 	e.fake.Advance(time.Second)
 	r = <-got
 	require.Equal(t, `{"id":"`+id2+`","status":"IN_PROGRESS","delayTime":0}`, r.body)
@@ -431,7 +432,7 @@ func TestStatusSyncWakesOnResult(t *testing.T) {
 	got := make(chan resp, 1)
 	base := e.fake.Timers()
 	go func() { got <- e.do("GET", "/v2/ep/status-sync/"+id, e.client, "") }() // default wait 90 s
-	waitTimers(t, e.fake, base+1)
+	spooltest.WaitTimers(t, e.fake, base+1)
 	require.Equal(t, 200, e.post("job-done", "w1", id, `{"output":"ok"}`).status)
 	r := <-got
 	m := obj(t, r.body)
@@ -589,7 +590,7 @@ func TestStreamDrain(t *testing.T) {
 	got := make(chan resp, 1)
 	base := e.fake.Timers()
 	go func() { got <- e.do("GET", "/v2/ep/stream/"+id+"?wait=30000", e.client, "") }()
-	waitTimers(t, e.fake, base+1)
+	spooltest.WaitTimers(t, e.fake, base+1)
 	require.Equal(t, 200, e.post("job-stream", "w1", id, `{"output": "C"}`).status)
 	r = <-got
 	require.Equal(t, `[{"output":"C"}]`, string(obj(t, r.body)["stream"]))

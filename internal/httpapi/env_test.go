@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -70,23 +69,6 @@ func newEnv(t *testing.T, mods ...func(*httpapi.Config)) *env {
 		clientO:  "Bearer " + s.Secrets["co"],
 		readOnly: "Bearer " + s.Secrets["ro"],
 		worker:   "Bearer " + s.Secrets["w"],
-	}
-}
-
-// waitTimers waits until the fake clock has at least n timers: a long-poll has started waiting.
-func waitTimers(t *testing.T, fake *clock.Fake, n int) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		ch := fake.Changed()
-		if fake.Timers() >= n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %d timers (have %d)", n, fake.Timers())
-		}
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/spool-run/spool/internal/spooltest"
 )
 
 type event struct{ name, id, data, comment string }
@@ -73,7 +75,7 @@ func TestStreamEvents(t *testing.T) {
 	require.Equal(t, event{id: "2", data: "{\"output\":{\"two\":\n 2}}"}, readEvent(t, br))
 
 	// Nothing new for a while: a keep-alive comment.
-	waitTimers(t, e.fake, 2)
+	spooltest.WaitTimers(t, e.fake, 2)
 	e.fake.Advance(15 * time.Second)
 	require.Equal(t, event{comment: "keep-alive"}, readEvent(t, br))
 

@@ -117,23 +117,18 @@ func NewServer(t testing.TB, o Options) *Server {
 	t.Cleanup(s.Engine.Stop) // runs first: long-polls answer at once, so HTTP.Close does not wait
 	stopEngine = false
 	if o.Clock != nil {
-		waitTimers(t, o.Clock, 1) // the sweeper's timer
+		WaitTimers(t, o.Clock, 1) // the sweeper's timer
 	}
 	return s
 }
 
-func waitTimers(t testing.TB, fake *clock.Fake, n int) {
+// WaitTimers waits (at most 10 s) until the fake clock has at least n timers: a long-poll or
+// another timed wait has started.
+func WaitTimers(t testing.TB, fake *clock.Fake, n int) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		ch := fake.Changed()
-		if fake.Timers() >= n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %d timers (have %d)", n, fake.Timers())
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fake.WaitTimers(ctx, n); err != nil {
+		t.Fatal(err)
 	}
 }

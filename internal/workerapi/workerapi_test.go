@@ -74,23 +74,6 @@ func (e *env) createKey(k spool.Key) string {
 	return secret
 }
 
-// waitTimers waits until the fake clock has at least n timers: a long-poll has started waiting.
-func waitTimers(t *testing.T, fake *clock.Fake, n int) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		ch := fake.Changed()
-		if fake.Timers() >= n {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %d timers (have %d)", n, fake.Timers())
-		}
-	}
-}
-
 func (e *env) submit(p engine.SubmitParams) *spool.Job {
 	e.t.Helper()
 	if p.Endpoint == "" {
@@ -297,7 +280,7 @@ func TestTakeLongPoll(t *testing.T) {
 	// Nothing arrives: 204 once the (fake) wait runs out.
 	done := make(chan resp, 1)
 	go func() { done <- e.do("GET", "/v2/ep/job-take/w1", e.worker, "", "") }()
-	waitTimers(t, e.fake, 2)
+	spooltest.WaitTimers(t, e.fake, 2)
 	e.fake.Advance(30 * time.Second)
 	r := <-done
 	require.Equal(t, http.StatusNoContent, r.status)
@@ -306,7 +289,7 @@ func TestTakeLongPoll(t *testing.T) {
 	// A job submitted while the take waits is handed to it at once.
 	base := e.fake.Timers()
 	go func() { done <- e.do("GET", "/v2/ep/job-take/w1", e.worker, "", "") }()
-	waitTimers(t, e.fake, base+1)
+	spooltest.WaitTimers(t, e.fake, base+1)
 	j := e.submit(engine.SubmitParams{})
 	r = <-done
 	require.Equal(t, 200, r.status)
@@ -511,7 +494,7 @@ func TestJobStop(t *testing.T) {
 	done := make(chan resp, 1)
 	base := e.fake.Timers()
 	go func() { done <- e.do("GET", "/v2/ep/job-stop/w1", e.worker, "", "") }()
-	waitTimers(t, e.fake, base+1)
+	spooltest.WaitTimers(t, e.fake, base+1)
 	e.fake.Advance(30 * time.Second)
 	r = <-done
 	require.Equal(t, 204, r.status)
@@ -521,7 +504,7 @@ func TestJobStop(t *testing.T) {
 	require.Equal(t, j2.ID, idOf(e.take("w1")))
 	base = e.fake.Timers()
 	go func() { done <- e.do("GET", "/v2/ep/job-stop/w1", e.worker, "", "") }()
-	waitTimers(t, e.fake, base+1)
+	spooltest.WaitTimers(t, e.fake, base+1)
 	_, err = e.eng.Cancel(e.ctx, "ep", j2.ID)
 	require.NoError(t, err)
 	r = <-done
