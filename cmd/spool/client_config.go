@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // defaultClientURL is the server the client commands call when nothing says otherwise.
@@ -67,7 +67,7 @@ func resolveTarget(getenv func(string) string, flagURL, flagKey *string) (client
 			dec := yaml.NewDecoder(bytes.NewReader(b))
 			dec.KnownFields(true)
 			if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-				// yaml.v3 lists its errors on several lines; the CLI reports errors on one.
+				// The YAML decoder lists its errors on several lines; the CLI reports errors on one.
 				return t, usageErrorf("client config %s: %s", path, strings.Join(strings.Fields(err.Error()), " "))
 			}
 			t.URL, t.Key = f.URL, f.Key
