@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"log/slog"
 	"net/url"
 	"time"
 )
@@ -55,8 +56,10 @@ func ValidateTTL(field string, ms int64) error {
 	return nil
 }
 
-// S3Config is the submitted s3Config object. It is validated on submission and then kept as the raw
-// JSON the client sent, so the worker receives exactly what the client wrote.
+// S3Config is a job's "s3Config": the bucket its worker may upload outputs to. The server validates
+// it on submission and then keeps the raw JSON the client sent, so the worker receives exactly what
+// the client wrote; the Go SDKs (spoolclient, spoolworker) use this same type. Its String, GoString
+// and LogValue methods hide every value, so printing or logging one leaks nothing.
 type S3Config struct {
 	AccessID     string `json:"accessId"`
 	AccessSecret string `json:"accessSecret"`
@@ -64,6 +67,15 @@ type S3Config struct {
 	EndpointURL  string `json:"endpointUrl"`
 	ObjectPath   string `json:"objectPath,omitempty"`
 }
+
+// String hides the values.
+func (S3Config) String() string { return "S3Config{[redacted]}" }
+
+// GoString hides the values from %#v.
+func (c S3Config) GoString() string { return c.String() }
+
+// LogValue hides the values from slog.
+func (c S3Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
 // Validate checks the required fields. Its messages name fields and never echo values, because the
 // values are secrets.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/spool-run/spool"
 )
 
 // Status is a job's state as the API reports it.
@@ -56,14 +58,9 @@ type Policy struct {
 	LowPriority bool
 }
 
-// S3Config is the bucket a worker may upload results to.
-type S3Config struct {
-	AccessID     string `json:"accessId"`
-	AccessSecret string `json:"accessSecret"`
-	BucketName   string `json:"bucketName"`
-	EndpointURL  string `json:"endpointUrl"`
-	ObjectPath   string `json:"objectPath,omitempty"`
-}
+// S3Config is the bucket a worker may upload results to: the same type as the server's and
+// spoolworker's, whose String, GoString and LogValue methods hide every value.
+type S3Config = spool.S3Config
 
 // encode builds the JSON body of a submission. Input, when a json.RawMessage, is kept byte for
 // byte (encoding/json would compact and re-escape it).

@@ -6,9 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
+
+	"github.com/spool-run/spool"
 )
 
 // Job is one job as a worker receives it from job-take.
@@ -47,24 +48,10 @@ type Policy struct {
 	TTL int64 `json:"ttl"`
 }
 
-// S3Config is the bucket a client handed a job (its "s3Config"). Its String and LogValue methods
-// hide every value, so printing or logging it leaks nothing.
-type S3Config struct {
-	AccessID     string `json:"accessId"`
-	AccessSecret string `json:"accessSecret"`
-	BucketName   string `json:"bucketName"`
-	EndpointURL  string `json:"endpointUrl"`
-	ObjectPath   string `json:"objectPath,omitempty"`
-}
-
-// String hides the values.
-func (S3Config) String() string { return "S3Config{[redacted]}" }
-
-// GoString hides the values from %#v.
-func (c S3Config) GoString() string { return c.String() }
-
-// LogValue hides the values from slog.
-func (c S3Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
+// S3Config is the bucket a client handed a job (its "s3Config"): the same type as the server's and
+// spoolclient's. Its String, GoString and LogValue methods hide every value, so printing or logging
+// it leaks nothing.
+type S3Config = spool.S3Config
 
 // Decode unmarshals the job's input into v.
 func (j *Job) Decode(v any) error {
