@@ -126,27 +126,44 @@ func WebhookHost(raw string) string {
 // receiver rotate (every attempt is signed with each). Messages never echo a secret.
 func ParseWebhookSecrets(s string) ([][]byte, error) {
 	fields := strings.Fields(s)
-	if len(fields) == 0 {
-		return nil, nil
-	}
 	if len(fields) > maxWebhookSecrets {
 		return nil, Errorf(CodeInvalid, "webhookSecret holds at most %d secrets", maxWebhookSecrets)
 	}
-	keys := make([][]byte, 0, len(fields))
 	for i, f := range fields {
-		b64, ok := strings.CutPrefix(f, "whsec_")
-		if !ok {
+		if !strings.HasPrefix(f, "whsec_") {
 			return nil, Errorf(CodeInvalid, `webhookSecret: secret %d must start with "whsec_"`, i+1)
 		}
+	}
+	keys, err := DecodeWebhookSecrets(s)
+	if err != nil {
+		return nil, err
+	}
+	for i, key := range keys {
+		if len(key) < 24 || len(key) > 64 {
+			return nil, Errorf(CodeInvalid, "webhookSecret: secret %d must decode to 24 to 64 bytes, got %d", i+1, len(key))
+		}
+	}
+	return keys, nil
+}
+
+// DecodeWebhookSecrets splits s into its secrets (separated by spaces) and decodes each one's
+// base64, padded or not, after an optional "whsec_" prefix: what a Standard Webhooks receiver
+// accepts. It checks only the encoding; ParseWebhookSecrets adds the rules for the secrets an
+// endpoint signs with. An empty s gives no keys. Messages never echo a secret.
+func DecodeWebhookSecrets(s string) ([][]byte, error) {
+	fields := strings.Fields(s)
+	if len(fields) == 0 {
+		return nil, nil
+	}
+	keys := make([][]byte, 0, len(fields))
+	for i, f := range fields {
+		b64 := strings.TrimPrefix(f, "whsec_")
 		key, err := base64.StdEncoding.DecodeString(b64)
 		if err != nil {
 			key, err = base64.RawStdEncoding.DecodeString(b64)
 		}
-		if err != nil {
+		if err != nil || len(key) == 0 {
 			return nil, Errorf(CodeInvalid, `webhookSecret: secret %d is not "whsec_" followed by base64`, i+1)
-		}
-		if len(key) < 24 || len(key) > 64 {
-			return nil, Errorf(CodeInvalid, "webhookSecret: secret %d must decode to 24 to 64 bytes, got %d", i+1, len(key))
 		}
 		keys = append(keys, key)
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spool-run/spool"
 )
 
 // Errors of Verify, each wrapped with details.
@@ -103,22 +105,14 @@ func header(h http.Header, name string) string {
 	return ""
 }
 
+// webhookKeys decodes the receiver's secret(s) the way the server does (spool.DecodeWebhookSecrets).
 func webhookKeys(secret string) ([][]byte, error) {
-	fields := strings.Fields(secret)
-	if len(fields) == 0 {
+	keys, err := spool.DecodeWebhookSecrets(secret)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s", ErrWebhookSecret, spool.ErrorMessage(err))
+	case len(keys) == 0:
 		return nil, fmt.Errorf("%w: empty", ErrWebhookSecret)
-	}
-	keys := make([][]byte, 0, len(fields))
-	for _, f := range fields {
-		b64 := strings.TrimPrefix(f, "whsec_")
-		key, err := base64.StdEncoding.DecodeString(b64)
-		if err != nil {
-			key, err = base64.RawStdEncoding.DecodeString(b64)
-		}
-		if err != nil || len(key) == 0 {
-			return nil, fmt.Errorf("%w: expected \"whsec_\" followed by base64", ErrWebhookSecret)
-		}
-		keys = append(keys, key)
 	}
 	return keys, nil
 }
