@@ -22,6 +22,7 @@ import (
 
 	"github.com/spool-run/spool/internal/s3test"
 	"github.com/spool-run/spool/spoolworker"
+	"github.com/spool-run/spool/spoolworker/s3upload"
 )
 
 // canaries are unique random strings put in every s3Config field of a test's jobs.
@@ -417,7 +418,7 @@ endpoints:
 		mu.Lock()
 		images[job.ID] = img
 		mu.Unlock()
-		u, err := job.UploadBytes(ctx, "image.png", img, nil)
+		u, err := s3upload.Bytes(ctx, job, "image.png", img, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -426,6 +427,7 @@ endpoints:
 	cfg := spoolworker.ConfigFor(srv.URL, "img", srv.Keys.Worker)
 	cfg.WorkerID = "go-s3-worker"
 	cfg.Concurrency = 2
+	cfg.Offloader = s3upload.Offloader{}
 	w, err := spoolworker.New(cfg, handler)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -484,7 +486,7 @@ endpoints:
 	// A result over the endpoint's outputOffloadBytes goes to the bucket; the client gets its URL.
 	m = runsync(`{"mode":"big"}`, s3cfg(s3srv.SecretKey))
 	require.Equal(t, "COMPLETED", str(t, m, "status"), "%v", m)
-	var off spoolworker.OffloadedOutput
+	var off s3upload.OffloadedOutput
 	require.NoError(t, json.Unmarshal(m["output"], &off))
 	require.NotEmpty(t, off.OutputURL, "%s", m["output"])
 	require.Equal(t, "application/json", off.ContentType)

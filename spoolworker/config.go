@@ -82,16 +82,19 @@ type Config struct {
 	// LocalOutput is where Start prints the result in local test mode. Defaults to os.Stdout.
 	LocalOutput io.Writer
 
-	// Getenv is the environment the upload helpers (Job.Upload) read BUCKET_ENDPOINT_URL,
-	// BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY from when a job has no s3Config. Start
-	// sets it to its getenv; defaults to os.Getenv.
+	// Getenv is the environment jobs see (Job.Getenv): the upload helpers of spoolworker/s3upload
+	// read BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY from it when a
+	// job has no s3Config. Start sets it to its getenv; defaults to os.Getenv.
 	Getenv func(string) string
-	// OutputOffloadBytes, when positive, stores a result whose JSON is larger than this in the
-	// job's s3Config bucket (as "output.json", see Job.Upload) and posts
-	// {"outputUrl": <presigned URL>, "outputBytes": n, "contentType": "application/json"} as
-	// the output instead. Spool sends each job its endpoint's outputOffloadBytes, which takes
-	// precedence; this setting serves servers that send none (RunPod). Jobs without an
-	// s3Config and streamed outputs are never offloaded.
+	// Offloader, when set, stores a result whose JSON is over the offload threshold in the job's
+	// s3Config bucket and posts what it returns as the output instead (s3upload.Offloader posts
+	// {"outputUrl": <presigned URL>, "outputBytes": n, "contentType": "application/json"}). The
+	// threshold is the job's endpoint's outputOffloadBytes, which the SDK asks Spool for with
+	// ?include=offload, else OutputOffloadBytes. Jobs without an s3Config and streamed outputs are
+	// never offloaded. Nil (the default) offloads nothing and asks for no threshold.
+	Offloader Offloader
+	// OutputOffloadBytes is the offload threshold for servers that send none (RunPod); it needs
+	// an Offloader. 0, the default, leaves the threshold to the server.
 	OutputOffloadBytes int64
 }
 
@@ -160,6 +163,8 @@ func (c Config) validate() error {
 		return errors.New("spoolworker: PingInterval, PollFloor and TakeTimeout must not be negative")
 	case c.OutputOffloadBytes < 0:
 		return errors.New("spoolworker: OutputOffloadBytes must not be negative")
+	case c.OutputOffloadBytes > 0 && c.Offloader == nil:
+		return errors.New("spoolworker: OutputOffloadBytes needs an Offloader (s3upload.Offloader stores outputs in the job's bucket)")
 	}
 	for _, d := range c.RetryBackoff {
 		if d < 0 {

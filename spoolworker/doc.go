@@ -39,12 +39,14 @@
 //   - pings carry the held job ids and the SDK Version every Config.PingInterval.
 //
 // Spool extensions, harmless on RunPod: takes ask for ?include=attempt, and when the job carries
-// an "attempt", posts echo it as &attempt=N so that Spool refuses a stale attempt's posts; takes
-// also ask for ?include=offload, and a job with an s3Config then carries its endpoint's
-// "outputOffloadBytes" (see Config.OutputOffloadBytes).
+// an "attempt", posts echo it as &attempt=N so that Spool refuses a stale attempt's posts; a worker
+// with an Offloader also asks for ?include=offload, and a job with an s3Config then carries its
+// endpoint's "outputOffloadBytes" (see Config.Offloader).
 //
-// Outputs that are files go to the job's bucket: Job.Upload, Job.UploadBytes and Job.UploadFile
-// store them under "<objectPath>/<job id>/<name>" of the job's s3Config (or of the
+// Outputs that are files go to the job's bucket with the subpackage s3upload: s3upload.Upload,
+// Bytes and File store them under "<objectPath>/<job id>/<name>" of the job's s3Config (or of the
 // BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY environment, as
-// runpod-python's rp_upload) and return a presigned URL.
+// runpod-python's rp_upload) and return a presigned URL; s3upload.Offloader stores results too
+// large to post. It is a package of its own so that workers that never upload do not link an S3
+// client.
 package spoolworker

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -33,7 +34,7 @@ type Job struct {
 
 	s3  json.RawMessage
 	run *jobRun // nil for a Job built by hand
-	// getenv is the environment the upload helpers fall back to (Config.Getenv); nil: os.Getenv.
+	// getenv is the worker's environment (Config.Getenv); nil: os.Getenv.
 	getenv func(string) string
 	// offloadBytes is the server's outputOffloadBytes for this job (0: none sent).
 	offloadBytes int64
@@ -52,6 +53,15 @@ type Policy struct {
 // spoolclient's. Its String, GoString and LogValue methods hide every value, so printing or logging
 // it leaks nothing.
 type S3Config = spool.S3Config
+
+// Getenv reads the worker's environment (Config.Getenv; os.Getenv for a Job built by hand): the
+// upload helpers of spoolworker/s3upload read their fallback bucket from it.
+func (j *Job) Getenv(key string) string {
+	if j.getenv == nil {
+		return os.Getenv(key)
+	}
+	return j.getenv(key)
+}
 
 // Decode unmarshals the job's input into v.
 func (j *Job) Decode(v any) error {

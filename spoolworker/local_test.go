@@ -260,7 +260,7 @@ func TestStartWorkerFromEnv(t *testing.T) {
 	require.Contains(t, ping.Query, "&runpod_version="+url.QueryEscape(spoolworker.Version))
 	take := s.proxy.waitFor(func(r record) bool { return r.is("job-take", "") })
 	require.Equal(t, "/v2/ep/job-take/pod-1", take.Path)
-	require.Equal(t, "gpu=X&job_in_progress=0&include=attempt&include=offload", take.Query)
+	require.Equal(t, "gpu=X&job_in_progress=0&include=attempt", take.Query)
 	stop := s.proxy.waitFor(func(r record) bool { return r.is("job-stop", "") })
 	require.Equal(t, "/v2/ep/job-stop/pod-1", stop.Path)
 	require.Equal(t, "gpu=X", stop.Query)

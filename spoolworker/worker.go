@@ -194,9 +194,13 @@ func (w *Worker) take(ctx context.Context, n int, busy bool) ([]*Job, time.Time)
 	if busy {
 		inProgress = "1"
 	}
-	u := appendParams(w.takeURL, "job_in_progress="+inProgress, "include=attempt", "include=offload")
+	params := []string{"job_in_progress=" + inProgress, "include=attempt"}
+	if w.cfg.Offloader != nil {
+		params = append(params, "include=offload")
+	}
+	u := appendParams(w.takeURL, params...)
 	if n > 1 {
-		u = appendParams(w.batchURL, "batch_size="+strconv.Itoa(n), "job_in_progress="+inProgress, "include=attempt", "include=offload")
+		u = appendParams(w.batchURL, append([]string{"batch_size=" + strconv.Itoa(n)}, params...)...)
 	}
 	rctx, cancel := context.WithTimeout(ctx, w.cfg.TakeTimeout)
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/spoolworker"
 )
 
@@ -45,7 +46,7 @@ func TestEcho(t *testing.T) {
 	take := s.proxy.waitFor(func(r record) bool { return r.is("job-take", "") })
 	require.Equal(t, http.MethodGet, take.Method)
 	require.Equal(t, "/v2/ep/job-take/"+wid, take.Path)
-	require.Equal(t, "&job_in_progress=0&include=attempt&include=offload", take.Query)
+	require.Equal(t, "&job_in_progress=0&include=attempt", take.Query)
 	require.Equal(t, s.workerKey, take.Header.Get("Authorization"), "the raw key, no Bearer")
 
 	done := s.proxy.filter(func(r record) bool { return r.is("job-done", id) })
@@ -576,7 +577,7 @@ func TestConcurrencyBatchTake(t *testing.T) {
 
 	batch := s.proxy.waitFor(func(r record) bool { return r.is("job-take-batch", "") })
 	require.Equal(t, "/v2/ep/job-take-batch/"+r.w.ID(), batch.Path)
-	require.Equal(t, "&batch_size=3&job_in_progress=0&include=attempt&include=offload", batch.Query)
+	require.Equal(t, "&batch_size=3&job_in_progress=0&include=attempt", batch.Query)
 
 	g.open()
 	for _, id := range ids {
@@ -598,7 +599,7 @@ func TestSetConcurrency(t *testing.T) {
 	first := recv(t, g.started)
 	require.Equal(t, []string{first}, s.heldBy(r.w.ID()), "one at a time")
 	take := s.proxy.waitFor(func(r record) bool { return r.is("job-take", "") })
-	require.Equal(t, "&job_in_progress=0&include=attempt&include=offload", take.Query)
+	require.Equal(t, "&job_in_progress=0&include=attempt", take.Query)
 
 	r.w.SetConcurrency(3)
 	require.Equal(t, 3, r.w.Concurrency())
@@ -606,7 +607,7 @@ func TestSetConcurrency(t *testing.T) {
 	recv(t, g.started)
 	require.ElementsMatch(t, ids, s.heldBy(r.w.ID()), "two more taken at run time")
 	batch := s.proxy.waitFor(func(r record) bool { return r.is("job-take-batch", "") })
-	require.Equal(t, "&batch_size=2&job_in_progress=1&include=attempt&include=offload", batch.Query)
+	require.Equal(t, "&batch_size=2&job_in_progress=1&include=attempt", batch.Query)
 
 	r.w.SetConcurrency(0)
 	require.Equal(t, 1, r.w.Concurrency(), "at least 1")
@@ -685,12 +686,12 @@ func TestDrain(t *testing.T) {
 	recv(t, g.started)
 	// The second slot long-polls (the server holds it up to 30 s).
 	poll := s.proxy.waitFor(func(r record) bool {
-		return r.is("job-take", "") && r.Query == "&job_in_progress=1&include=attempt&include=offload"
+		return r.is("job-take", "") && r.Query == "&job_in_progress=1&include=attempt"
 	})
 	require.Zero(t, poll.Status, "in flight")
 	r.cancel()
 	s.proxy.waitFor(func(r record) bool {
-		return r.is("job-take", "") && r.Query == "&job_in_progress=1&include=attempt&include=offload" && r.Status != 0
+		return r.is("job-take", "") && r.Query == "&job_in_progress=1&include=attempt" && r.Status != 0
 	})
 	takes := len(s.proxy.filter(func(r record) bool { return r.is("job-take", "") || r.is("job-take-batch", "") }))
 	select {
@@ -779,4 +780,54 @@ func TestTakeAnswers(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, takes[4].At.Sub(takes[3].At), time.Second, "the 429's Retry-After is honoured")
 	require.Empty(t, s.proxy.filter(func(r record) bool { return r.is("job-done", "x") }), "the non-JSON answer was ignored")
+}
+
+// recordingOffloader stands in for s3upload.Offloader: it keeps what it was given and returns a
+// marker output.
+type recordingOffloader struct {
+	mu   sync.Mutex
+	jobs map[string]string
+}
+
+func (o *recordingOffloader) Offload(_ context.Context, job *spoolworker.Job, output json.RawMessage) (json.RawMessage, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.jobs[job.ID] = string(output)
+	return json.RawMessage(`{"offloaded":true}`), nil
+}
+
+// TestOffloader: with an Offloader, takes ask for the endpoint's threshold (?include=offload) and
+// a result over it, of a job with an s3Config, is handed to the Offloader and what it returns is
+// posted; a small result, or one of a job without an s3Config, is posted as it is.
+func TestOffloader(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, serverOpts{})
+	ep := spool.NewEndpoint("ep")
+	ep.OutputOffloadBytes = 100
+	_, _, err := s.eng.PutEndpoint(s.ctx, ep)
+	require.NoError(t, err)
+	off := &recordingOffloader{jobs: map[string]string{}}
+	cfg := s.config()
+	cfg.Offloader = off
+	r := s.startWorker(cfg, spoolworker.HandlerFunc(func(ctx context.Context, job *spoolworker.Job) (any, error) {
+		var in struct{ N int }
+		if err := job.Decode(&in); err != nil {
+			return nil, err
+		}
+		return strings.Repeat("x", in.N), nil
+	}))
+	const s3 = `"s3Config":{"accessId":"a","accessSecret":"b","bucketName":"c","endpointUrl":"http://127.0.0.1:9"}`
+	big := s.submit(`{"input":{"n":500},` + s3 + `}`)
+	small := s.submit(`{"input":{"n":5},` + s3 + `}`)
+	noBucket := s.submit(`{"input":{"n":500}}`)
+	require.JSONEq(t, `{"offloaded":true}`, string(s.final(big).Output))
+	require.JSONEq(t, `"xxxxx"`, string(s.final(small).Output))
+	require.JSONEq(t, `"`+strings.Repeat("x", 500)+`"`, string(s.final(noBucket).Output))
+	r.stop(t)
+	require.Equal(t, map[string]string{big: `"` + strings.Repeat("x", 500) + `"`}, off.jobs)
+	take := s.proxy.waitFor(func(r record) bool { return r.is("job-take", "") })
+	require.Equal(t, "&job_in_progress=0&include=attempt&include=offload", take.Query)
+
+	_, err = spoolworker.New(spoolworker.Config{TakeURL: "http://x/a", DoneURL: "http://x/b", OutputOffloadBytes: 10}, echo)
+	require.ErrorContains(t, err, "needs an Offloader")
 }

@@ -1,6 +1,6 @@
 // Command s3-worker is a Spool worker, written with the Go worker SDK, that renders an image and
 // stores it in the job's bucket: the client names the bucket (and its credentials) in the job's
-// "s3Config", the worker uploads "<objectPath>/<job id>/image.png" with Job.UploadBytes and
+// "s3Config", the worker uploads "<objectPath>/<job id>/image.png" with s3upload.Bytes and
 // returns a presigned URL valid for 7 days, as runpod-python's rp_upload does. The credentials
 // reach only this worker: Spool never shows them anywhere else.
 //
@@ -37,6 +37,7 @@ import (
 	"syscall"
 
 	"github.com/spool-run/spool/spoolworker"
+	"github.com/spool-run/spool/spoolworker/s3upload"
 )
 
 // input is what a job asks for.
@@ -78,7 +79,7 @@ func handle(ctx context.Context, job *spoolworker.Job) (any, error) {
 		return nil, err
 	}
 	// The error, if any, names neither the credentials nor the bucket: the SDK redacts them.
-	u, err := job.UploadBytes(ctx, "image.png", img, nil)
+	u, err := s3upload.Bytes(ctx, job, "image.png", img, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +89,10 @@ func handle(ctx context.Context, job *spoolworker.Job) (any, error) {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := spoolworker.Start(ctx, spoolworker.HandlerFunc(handle), os.Args[1:], os.Getenv, spoolworker.Config{}); err != nil {
+	// The Offloader also stores a result larger than the endpoint's outputOffloadBytes in the job's
+	// bucket, and posts its URL instead.
+	cfg := spoolworker.Config{Offloader: s3upload.Offloader{}}
+	if err := spoolworker.Start(ctx, spoolworker.HandlerFunc(handle), os.Args[1:], os.Getenv, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -1,8 +1,16 @@
-package spoolworker
+// Package s3upload stores a Spool (or RunPod) worker's outputs in S3-compatible storage, as
+// runpod-python's rp_upload does: in the bucket of the job's s3Config, or of the BUCKET_*
+// environment, under "<objectPath>/<job id>/<name>", returning a presigned URL. Its Offloader lets
+// a worker built with spoolworker store a result too large to post (spoolworker.Config.Offloader).
+//
+// It is a package of its own so that programs which never upload (the spool server among them)
+// do not link the AWS SDK.
+package s3upload
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +27,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/spool-run/spool/spoolworker"
 )
 
 // The environment the upload helpers fall back to when a job has no s3Config, as runpod-python's
@@ -44,11 +54,11 @@ const (
 
 // ErrNoBucket: the job has no s3Config and the BUCKET_* environment is not set, so there is
 // nowhere to upload to.
-var ErrNoBucket = errors.New("spoolworker: nowhere to upload: the job has no s3Config and " +
+var ErrNoBucket = errors.New("s3upload: nowhere to upload: the job has no s3Config and " +
 	EnvBucketEndpointURL + ", " + EnvBucketAccessKeyID + " and " + EnvBucketSecretKey + " are not all set")
 
-// UploadOptions tunes an upload; nil or the zero value does what runpod-python's rp_upload does.
-type UploadOptions struct {
+// Options tunes an upload; nil or the zero value does what runpod-python's rp_upload does.
+type Options struct {
 	// ContentType of the object. Defaults to the type of the name's extension, else (bytes and
 	// files) the type sniffed from the first 512 bytes, else application/octet-stream.
 	ContentType string
@@ -66,7 +76,7 @@ type UploadOptions struct {
 }
 
 // Upload stores r's bytes in the job's bucket under "<objectPath>/<job id>/<name>" and returns a
-// presigned GET URL of the object (or its plain URL, see UploadOptions). The bucket is the job's
+// presigned GET URL of the object (or its plain URL, see Options). The bucket is the job's
 // s3Config; without one, the BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and
 // BUCKET_SECRET_ACCESS_KEY environment, like rp_upload (ErrNoBucket when neither is there).
 // Addressing is path-style, which S3-compatible servers expect. Objects larger than the part
@@ -74,8 +84,8 @@ type UploadOptions struct {
 //
 // Error messages never contain the s3Config's values (they are replaced by "[redacted]"). A
 // presigned URL does carry the access key id, as every S3 presigned URL does, never the secret.
-func (j *Job) Upload(ctx context.Context, name string, r io.Reader, opts *UploadOptions) (string, error) {
-	var o UploadOptions
+func Upload(ctx context.Context, job *spoolworker.Job, name string, r io.Reader, opts *Options) (string, error) {
+	var o Options
 	if opts != nil {
 		o = *opts
 	}
@@ -85,30 +95,30 @@ func (j *Job) Upload(ctx context.Context, name string, r io.Reader, opts *Upload
 	if o.ContentType == "" {
 		o.ContentType = "application/octet-stream"
 	}
-	return j.upload(ctx, name, r, o)
+	return upload(ctx, job, name, r, o)
 }
 
-// UploadBytes is Upload of data; without a content type from the options or the name's
+// Bytes is Upload of data; without a content type from the options or the name's
 // extension, it is sniffed from data.
-func (j *Job) UploadBytes(ctx context.Context, name string, data []byte, opts *UploadOptions) (string, error) {
-	var o UploadOptions
+func Bytes(ctx context.Context, job *spoolworker.Job, name string, data []byte, opts *Options) (string, error) {
+	var o Options
 	if opts != nil {
 		o = *opts
 	}
 	if o.ContentType == "" && mime.TypeByExtension(path.Ext(name)) == "" {
 		o.ContentType = http.DetectContentType(data)
 	}
-	return j.Upload(ctx, name, bytes.NewReader(data), &o)
+	return Upload(ctx, job, name, bytes.NewReader(data), &o)
 }
 
-// UploadFile is Upload of the file at filePath, under its base name.
-func (j *Job) UploadFile(ctx context.Context, filePath string, opts *UploadOptions) (string, error) {
+// File is Upload of the file at filePath, under its base name.
+func File(ctx context.Context, job *spoolworker.Job, filePath string, opts *Options) (string, error) {
 	f, err := os.Open(filePath)
 	if err != nil {
-		return "", fmt.Errorf("spoolworker: upload: %w", err)
+		return "", fmt.Errorf("s3upload: %w", err)
 	}
 	defer f.Close()
-	var o UploadOptions
+	var o Options
 	if opts != nil {
 		o = *opts
 	}
@@ -118,10 +128,10 @@ func (j *Job) UploadFile(ctx context.Context, filePath string, opts *UploadOptio
 		n, _ := io.ReadFull(f, head)
 		o.ContentType = http.DetectContentType(head[:n])
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return "", fmt.Errorf("spoolworker: upload %s: %w", name, err)
+			return "", fmt.Errorf("s3upload: upload %s: %w", name, err)
 		}
 	}
-	return j.Upload(ctx, name, f, &o)
+	return Upload(ctx, job, name, f, &o)
 }
 
 // target is where an upload goes.
@@ -138,18 +148,15 @@ func (t target) secrets() []string {
 	return out
 }
 
-// target finds the bucket: the job's s3Config, else the BUCKET_* environment.
-func (j *Job) target(o UploadOptions) (target, error) {
-	if c, ok := j.S3Config(); ok {
+// bucketOf finds the bucket: the job's s3Config, else the BUCKET_* environment.
+func bucketOf(job *spoolworker.Job, o Options) (target, error) {
+	if c, ok := job.S3Config(); ok {
 		if c.EndpointURL == "" || c.AccessID == "" || c.AccessSecret == "" || c.BucketName == "" {
-			return target{}, errors.New("spoolworker: upload: the job's s3Config lacks endpointUrl, accessId, accessSecret or bucketName")
+			return target{}, errors.New("s3upload: the job's s3Config lacks endpointUrl, accessId, accessSecret or bucketName")
 		}
 		return target{endpoint: c.EndpointURL, accessID: c.AccessID, secret: c.AccessSecret, bucket: c.BucketName, prefix: c.ObjectPath}, nil
 	}
-	getenv := j.getenv
-	if getenv == nil {
-		getenv = os.Getenv
-	}
+	getenv := job.Getenv
 	t := target{endpoint: getenv(EnvBucketEndpointURL), accessID: getenv(EnvBucketAccessKeyID), secret: getenv(EnvBucketSecretKey), bucket: o.Bucket}
 	if t.endpoint == "" || t.accessID == "" || t.secret == "" {
 		return target{}, ErrNoBucket
@@ -170,30 +177,30 @@ func ObjectKey(objectPath, jobID, name string) string {
 	return strings.Join(append(parts, jobID, strings.TrimLeft(name, "/")), "/")
 }
 
-func (j *Job) upload(ctx context.Context, name string, r io.Reader, o UploadOptions) (string, error) {
+func upload(ctx context.Context, job *spoolworker.Job, name string, r io.Reader, o Options) (string, error) {
 	if strings.Trim(name, "/") == "" {
-		return "", errors.New("spoolworker: upload: the object needs a name")
+		return "", errors.New("s3upload: the object needs a name")
 	}
 	// Some S3-compatible servers clean paths, so a ".." segment could put the object outside
 	// objectPath/<job id>/.
 	for _, seg := range strings.Split(name, "/") {
 		if seg == ".." || seg == "." {
-			return "", fmt.Errorf("spoolworker: upload %q: the name must not contain . or .. segments", name)
+			return "", fmt.Errorf("s3upload: upload %q: the name must not contain . or .. segments", name)
 		}
 	}
 	if o.Expiry == 0 {
 		o.Expiry = DefaultURLExpiry
 	}
 	if o.Expiry < time.Second || o.Expiry > DefaultURLExpiry {
-		return "", fmt.Errorf("spoolworker: upload %s: Expiry must be between 1s and 7 days (SigV4's limit)", name)
+		return "", fmt.Errorf("s3upload: upload %s: Expiry must be between 1s and 7 days (SigV4's limit)", name)
 	}
 	if o.PartSize == 0 {
 		o.PartSize = DefaultPartSize
 	}
 	if o.PartSize < MinPartSize {
-		return "", fmt.Errorf("spoolworker: upload %s: PartSize must be at least %d bytes", name, MinPartSize)
+		return "", fmt.Errorf("s3upload: upload %s: PartSize must be at least %d bytes", name, MinPartSize)
 	}
-	t, err := j.target(o)
+	t, err := bucketOf(job, o)
 	if err != nil {
 		return "", err
 	}
@@ -204,7 +211,7 @@ func (j *Job) upload(ctx context.Context, name string, r io.Reader, o UploadOpti
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fail("upload", errors.New("the bucket's endpoint URL is not an http(s) URL"))
 	}
-	key := ObjectKey(t.prefix, j.ID, name)
+	key := ObjectKey(t.prefix, job.ID, name)
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	defer tr.CloseIdleConnections()
@@ -274,7 +281,7 @@ type uploadError struct {
 }
 
 func (e *uploadError) Error() string {
-	return "spoolworker: " + e.op + " " + e.name + " to the job's bucket: " + redact(e.err.Error(), e.hide)
+	return "s3upload: " + e.op + " " + e.name + " to the job's bucket: " + redact(e.err.Error(), e.hide)
 }
 
 // Unwrap gives the S3 client's error (for errors.As with smithy's APIError); its own message may
@@ -303,40 +310,25 @@ func redact(s string, secrets []string) string {
 // OffloadName is the object name of an offloaded output.
 const OffloadName = "output.json"
 
-// OffloadedOutput is the output a worker posts for a result it stored in the job's bucket
-// (Config.OutputOffloadBytes): fetch OutputURL for the real output.
+// OffloadedOutput is the output a worker posts for a result it stored in the job's bucket: fetch
+// OutputURL for the real output.
 type OffloadedOutput struct {
 	OutputURL   string `json:"outputUrl"`
 	OutputBytes int64  `json:"outputBytes"`
 	ContentType string `json:"contentType"`
 }
 
-// offload stores an output over the offload threshold in the job's s3Config bucket and returns
-// the outcome that posts its URL instead; other outcomes are returned as they are. An upload
-// that fails fails the job, saying why.
-func (w *Worker) offload(run *jobRun, out outcome) outcome {
-	job := run.job
-	limit := job.offloadBytes
-	if limit <= 0 {
-		limit = w.cfg.OutputOffloadBytes
-	}
-	if limit <= 0 || out.isStream || out.err != nil || out.output == nil || int64(len(out.output)) <= limit {
-		return out
-	}
-	if _, ok := job.S3Config(); !ok {
-		return out
-	}
-	// The handler is done; the upload gets the job's time that is left, as the handler did.
-	u, err := job.UploadBytes(run.ctx, OffloadName, out.output, &UploadOptions{ContentType: "application/json"})
+// Offloader stores a result too large to post as "<objectPath>/<job id>/output.json" in the job's
+// s3Config bucket and posts an OffloadedOutput instead: set it as spoolworker.Config.Offloader.
+type Offloader struct{}
+
+var _ spoolworker.Offloader = Offloader{}
+
+// Offload implements spoolworker.Offloader.
+func (Offloader) Offload(ctx context.Context, job *spoolworker.Job, output json.RawMessage) (json.RawMessage, error) {
+	u, err := Bytes(ctx, job, OffloadName, output, &Options{ContentType: "application/json"})
 	if err != nil {
-		w.log.Warn("offloading the output failed; the job fails", "job", job.ID, "err", err)
-		f := failed(fmt.Sprintf("the output (%d bytes, over the offload threshold of %d) could not be stored in the job's bucket: %v",
-			len(out.output), limit, err))
-		f.stopPod = out.stopPod
-		return f
+		return nil, err
 	}
-	o, _ := marshal(OffloadedOutput{OutputURL: u, OutputBytes: int64(len(out.output)), ContentType: "application/json"})
-	w.log.Info("output offloaded to the job's bucket", "job", job.ID, "bytes", len(out.output))
-	out.output = o
-	return out
+	return json.Marshal(OffloadedOutput{OutputURL: u, OutputBytes: int64(len(output)), ContentType: "application/json"})
 }

@@ -1,4 +1,4 @@
-package spoolworker_test
+package s3upload_test
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,10 +16,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/spool-run/spool/internal/s3test"
 	"github.com/spool-run/spool/spoolworker"
+	"github.com/spool-run/spool/spoolworker/s3upload"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // runJob runs h once in local test mode on a job object built from id, input and s3Config (raw
 // JSON, "" for none), with getenv as the environment, and returns the handler's error.
@@ -64,7 +71,7 @@ func TestUploadPresigned(t *testing.T) {
 	var got string
 	runJob(t, "job-presigned", s3ConfigOf(srv, "results", "/runs/2026/"), nil, func(ctx context.Context, job *spoolworker.Job) (any, error) {
 		var err error
-		got, err = job.UploadBytes(ctx, "greeting.txt", data, nil)
+		got, err = s3upload.Bytes(ctx, job, "greeting.txt", data, nil)
 		return got, err
 	})
 	require.Contains(t, got, "/results/runs/2026/job-presigned/greeting.txt?", "path-style, under objectPath/<job id>/")
@@ -87,7 +94,7 @@ func TestUploadPlainURL(t *testing.T) {
 	var got string
 	runJob(t, "job-plain", s3ConfigOf(srv, "plain", ""), nil, func(ctx context.Context, job *spoolworker.Job) (any, error) {
 		var err error
-		got, err = job.UploadBytes(ctx, "dir/image", png, &spoolworker.UploadOptions{PlainURL: true})
+		got, err = s3upload.Bytes(ctx, job, "dir/image", png, &s3upload.Options{PlainURL: true})
 		return got, err
 	})
 	require.Equal(t, srv.URL+"/plain/job-plain/dir/image", got)
@@ -107,14 +114,14 @@ func TestUploadFileMultipart(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Start(t)
 	srv.CreateBucket(t, "big")
-	data := make([]byte, 2*spoolworker.MinPartSize+12345)
+	data := make([]byte, 2*s3upload.MinPartSize+12345)
 	_, _ = rand.Read(data)
 	path := filepath.Join(t.TempDir(), "weights.bin")
 	require.NoError(t, os.WriteFile(path, data, 0o600))
 	var got string
 	runJob(t, "job-big", s3ConfigOf(srv, "big", "out"), nil, func(ctx context.Context, job *spoolworker.Job) (any, error) {
 		var err error
-		got, err = job.UploadFile(ctx, path, &spoolworker.UploadOptions{PartSize: spoolworker.MinPartSize})
+		got, err = s3upload.File(ctx, job, path, &s3upload.Options{PartSize: s3upload.MinPartSize})
 		return got, err
 	})
 	code, body := fetch(t, got)
@@ -136,16 +143,16 @@ func TestUploadEnvFallback(t *testing.T) {
 	srv.CreateBucket(t, month)
 	srv.CreateBucket(t, "named")
 	env := map[string]string{
-		spoolworker.EnvBucketEndpointURL: srv.URL, spoolworker.EnvBucketAccessKeyID: srv.AccessKey,
-		spoolworker.EnvBucketSecretKey: srv.SecretKey,
+		s3upload.EnvBucketEndpointURL: srv.URL, s3upload.EnvBucketAccessKeyID: srv.AccessKey,
+		s3upload.EnvBucketSecretKey: srv.SecretKey,
 	}
 	var inMonth, inNamed string
 	runJob(t, "job-env", "", func(k string) string { return env[k] }, func(ctx context.Context, job *spoolworker.Job) (any, error) {
 		var err error
-		if inMonth, err = job.UploadBytes(ctx, "a.txt", []byte("month"), nil); err != nil {
+		if inMonth, err = s3upload.Bytes(ctx, job, "a.txt", []byte("month"), nil); err != nil {
 			return nil, err
 		}
-		inNamed, err = job.UploadBytes(ctx, "b.txt", []byte("named"), &spoolworker.UploadOptions{Bucket: "named"})
+		inNamed, err = s3upload.Bytes(ctx, job, "b.txt", []byte("named"), &s3upload.Options{Bucket: "named"})
 		return nil, err
 	})
 	_, body := fetch(t, inMonth)
@@ -165,19 +172,19 @@ func TestUploadErrors(t *testing.T) {
 	missing := s3ConfigOf(srv, "no-such-bucket-canary", "")
 	var wrongErr, missingErr, noneErr error
 	runJob(t, "job-wrong", wrong, nil, func(ctx context.Context, job *spoolworker.Job) (any, error) {
-		_, wrongErr = job.UploadBytes(ctx, "x.txt", []byte("x"), nil)
+		_, wrongErr = s3upload.Bytes(ctx, job, "x.txt", []byte("x"), nil)
 		return nil, nil
 	})
 	runJob(t, "job-missing", missing, nil, func(ctx context.Context, job *spoolworker.Job) (any, error) {
-		_, missingErr = job.UploadBytes(ctx, "x.txt", []byte("x"), nil)
+		_, missingErr = s3upload.Bytes(ctx, job, "x.txt", []byte("x"), nil)
 		return nil, nil
 	})
 	runJob(t, "job-none", "", nil, func(ctx context.Context, job *spoolworker.Job) (any, error) {
-		_, noneErr = job.UploadBytes(ctx, "x.txt", []byte("x"), nil)
+		_, noneErr = s3upload.Bytes(ctx, job, "x.txt", []byte("x"), nil)
 		return nil, nil
 	})
 	require.Error(t, wrongErr)
-	require.Contains(t, wrongErr.Error(), "spoolworker: upload x.txt to the job's bucket")
+	require.Contains(t, wrongErr.Error(), "s3upload: upload x.txt to the job's bucket")
 	require.Contains(t, wrongErr.Error(), "403")
 	require.Contains(t, wrongErr.Error(), "SignatureDoesNotMatch")
 	require.Error(t, missingErr)
@@ -187,7 +194,7 @@ func TestUploadErrors(t *testing.T) {
 			require.NotContains(t, err.Error(), secret)
 		}
 	}
-	require.ErrorIs(t, noneErr, spoolworker.ErrNoBucket)
+	require.ErrorIs(t, noneErr, s3upload.ErrNoBucket)
 }
 
 func TestObjectKey(t *testing.T) {
@@ -198,7 +205,7 @@ func TestObjectKey(t *testing.T) {
 		{"/out/x/", "j", "/a.png", "out/x/j/a.png"},
 		{"out", "j", "sub/a.png", "out/j/sub/a.png"},
 	} {
-		require.Equal(t, c.want, spoolworker.ObjectKey(c.prefix, c.id, c.name))
+		require.Equal(t, c.want, s3upload.ObjectKey(c.prefix, c.id, c.name))
 	}
 }
 
@@ -207,13 +214,13 @@ func TestUploadOptionChecks(t *testing.T) {
 	var errs []error
 	runJob(t, "job-opts", `{"accessId":"a","accessSecret":"s","bucketName":"b","endpointUrl":"http://127.0.0.1:9"}`, nil,
 		func(ctx context.Context, job *spoolworker.Job) (any, error) {
-			for _, o := range []*spoolworker.UploadOptions{{Expiry: 8 * 24 * time.Hour}, {PartSize: 1 << 20}} {
-				_, err := job.UploadBytes(ctx, "x", []byte("x"), o)
+			for _, o := range []*s3upload.Options{{Expiry: 8 * 24 * time.Hour}, {PartSize: 1 << 20}} {
+				_, err := s3upload.Bytes(ctx, job, "x", []byte("x"), o)
 				errs = append(errs, err)
 			}
-			_, err := job.UploadBytes(ctx, "/", []byte("x"), nil)
+			_, err := s3upload.Bytes(ctx, job, "/", []byte("x"), nil)
 			errs = append(errs, err)
-			_, err = job.UploadBytes(ctx, "../../other-job/x.png", []byte("x"), nil)
+			_, err = s3upload.Bytes(ctx, job, "../../other-job/x.png", []byte("x"), nil)
 			errs = append(errs, err)
 			return nil, nil
 		})
@@ -221,5 +228,5 @@ func TestUploadOptionChecks(t *testing.T) {
 	require.ErrorContains(t, errs[1], "PartSize")
 	require.ErrorContains(t, errs[2], "name")
 	require.ErrorContains(t, errs[3], ".. segments", "an object cannot escape objectPath/<job id>/")
-	require.False(t, errors.Is(errs[0], spoolworker.ErrNoBucket))
+	require.False(t, errors.Is(errs[0], s3upload.ErrNoBucket))
 }
