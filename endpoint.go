@@ -5,11 +5,19 @@ import (
 	"time"
 )
 
-// Scaler types (CONTRACT.md §4).
+// ScalerType is how an endpoint's autoscaler counts the workers it wants.
+type ScalerType string
+
 const (
-	ScalerQueueDelay   = "QUEUE_DELAY"
-	ScalerRequestCount = "REQUEST_COUNT"
+	// ScalerQueueDelay adds a worker when the oldest normal-priority job has waited more than
+	// scalerValue seconds.
+	ScalerQueueDelay ScalerType = "QUEUE_DELAY"
+	// ScalerRequestCount wants ceil((queued + in progress) / scalerValue) workers.
+	ScalerRequestCount ScalerType = "REQUEST_COUNT"
 )
+
+// Valid reports whether t is one of the scaler types.
+func (t ScalerType) Valid() bool { return t == ScalerQueueDelay || t == ScalerRequestCount }
 
 // Endpoint is a named queue plus how its workers run. The same field names are used in the config
 // file (YAML) and in the JSON of /api/endpoints.
@@ -22,7 +30,7 @@ type Endpoint struct {
 	// IdleTimeout is the seconds a worker may sit idle before it is stopped. Defaults to 5.
 	IdleTimeout int `json:"idleTimeout" yaml:"idleTimeout"`
 	// ScalerType is QUEUE_DELAY or REQUEST_COUNT. Defaults to QUEUE_DELAY.
-	ScalerType string `json:"scalerType" yaml:"scalerType"`
+	ScalerType ScalerType `json:"scalerType" yaml:"scalerType"`
 	// ScalerValue is seconds of queue delay or requests per worker. Defaults to 4.
 	ScalerValue int `json:"scalerValue" yaml:"scalerValue"`
 	// ExecutionTimeoutMs is the default policy.executionTimeout. Defaults to 600000 (10 min).
@@ -111,7 +119,7 @@ func (e *Endpoint) Validate() error {
 		return Errorf(CodeInvalid, "workersMin (%d) must not exceed workersMax (%d)", e.WorkersMin, e.WorkersMax)
 	case e.IdleTimeout < 1 || e.IdleTimeout > 3600:
 		return Errorf(CodeInvalid, "idleTimeout must be between 1 and 3600 seconds")
-	case e.ScalerType != ScalerQueueDelay && e.ScalerType != ScalerRequestCount:
+	case !e.ScalerType.Valid():
 		return Errorf(CodeInvalid, "scalerType must be %s or %s", ScalerQueueDelay, ScalerRequestCount)
 	case e.ScalerValue < 1:
 		return Errorf(CodeInvalid, "scalerValue must be at least 1")
