@@ -13,6 +13,7 @@ import (
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
@@ -119,6 +120,36 @@ func TestReloadAcrossReplicas(t *testing.T) {
 	fake.Advance(30 * time.Second)
 	_, err = b.Authenticate(ctx, secret)
 	require.Equal(t, spool.CodeUnauthorized, spool.ErrorCode(err))
+}
+
+// TestNotifiedAcrossReplicas: with a shared notifier, a key made or deleted on one keyring takes
+// effect on the other at its next request, without waiting for ReloadInterval or MaxAge.
+func TestNotifiedAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st := openStore(t)
+	hub := notify.NewHub()
+	open := func() *auth.Keyring {
+		k, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Notifier: hub, Static: []spool.Key{auth.EnvAdminKey(envSecret)}})
+		require.NoError(t, err)
+		return k
+	}
+	a, b := open(), open()
+	secret, _, err := a.Create(ctx, spool.Key{Name: "w", Scope: spool.ScopeWorker})
+	require.NoError(t, err)
+	_, err = b.Authenticate(ctx, secret)
+	require.NoError(t, err, "made on a a moment ago, known to b at once")
+
+	all, err := a.List(ctx)
+	require.NoError(t, err)
+	for _, key := range all {
+		if key.Name == "w" {
+			require.NoError(t, a.Delete(ctx, key.ID))
+		}
+	}
+	_, err = b.Authenticate(ctx, secret)
+	require.Equal(t, spool.CodeUnauthorized, spool.ErrorCode(err), "revoked on a, refused by b at once")
 }
 
 func TestCreateValidation(t *testing.T) {

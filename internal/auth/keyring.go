@@ -14,6 +14,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 )
 
@@ -39,8 +40,13 @@ type Config struct {
 	// store. Defaults to 1 s.
 	ReloadInterval time.Duration
 	// MaxAge is how long the cached stored keys are trusted before a request reloads them, which
-	// bounds how long a key deleted on another replica keeps working here. Defaults to 30 s.
+	// bounds how long a key deleted on another replica keeps working here when a notification of
+	// the deletion is lost. Defaults to 30 s.
 	MaxAge time.Duration
+	// Notifier, when set, carries key changes between keyrings (replicas): Create and Delete
+	// notify notify.Keys, and a keyring notified of a change reloads at its next request. Nil
+	// leaves other replicas to ReloadInterval and MaxAge.
+	Notifier notify.Notifier
 }
 
 func (c Config) withDefaults() Config {
@@ -70,6 +76,8 @@ type Keyring struct {
 	stored   map[string]*spool.Key // by hash
 	loadedAt time.Time
 	loaded   bool
+
+	changed *notify.Flag // nil without a Notifier
 }
 
 // NewKeyring checks the static keys and loads the stored ones.
@@ -113,6 +121,9 @@ func NewKeyring(ctx context.Context, cfg Config) (*Keyring, error) {
 		ids[sk.ID] = true
 		k.static[sk.Hash] = &sk
 		k.order = append(k.order, &sk)
+	}
+	if cfg.Notifier != nil {
+		k.changed = notify.NewFlag(cfg.Notifier, notify.Keys) // before the load: no change slips between
 	}
 	if err := k.load(ctx); err != nil {
 		return nil, err
@@ -200,6 +211,10 @@ func (k *Keyring) Authenticate(ctx context.Context, header string) (*spool.Key, 
 		return nil, spool.Errorf(spool.CodeUnauthorized, "missing API key: send the header Authorization: Bearer <key>")
 	}
 	hash := spool.HashKey(secret)
+	if k.changed != nil && k.changed.Take() {
+		// Created or deleted by another keyring; if the store cannot tell, MaxAge still bounds it.
+		_ = k.maybeReload(ctx, 0)
+	}
 	sk, ok := k.lookup(hash)
 	if _, isStatic := k.static[hash]; ok && !isStatic && k.stale() {
 		// Perhaps deleted on another replica; if the store cannot tell, trust the cache.
@@ -269,6 +284,7 @@ func (k *Keyring) Create(ctx context.Context, req spool.Key) (string, spool.Key,
 	k.mu.Lock()
 	k.stored[nk.Hash] = cloneKey(&nk)
 	k.mu.Unlock()
+	k.notify()
 	nk.Hash = ""
 	return secret, nk, nil
 }
@@ -345,7 +361,15 @@ func (k *Keyring) Delete(ctx context.Context, id string) error {
 	k.mu.Lock()
 	delete(k.stored, target.Hash)
 	k.mu.Unlock()
+	k.notify()
 	return nil
+}
+
+// notify tells the other keyrings that the stored keys changed.
+func (k *Keyring) notify() {
+	if k.cfg.Notifier != nil {
+		k.cfg.Notifier.Notify(notify.Keys)
+	}
 }
 
 // Count returns the number of keys, static and stored.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/notify"
 )
 
 // The engine keeps every endpoint in memory: each submission and take looks its endpoint up, and
-// that must not cost a store read.
+// that must not cost a store read. The cache reloads on its next use after a notification of
+// notify.Endpoints (an edit here or on another replica) or after Config.Recheck without one.
 
 func (e *Engine) loadEndpoints(ctx context.Context) error {
 	eps, err := e.store.ListEndpoints(ctx)
@@ -22,12 +25,38 @@ func (e *Engine) loadEndpoints(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	e.endpoints = m
+	e.endpointsAt = e.clock.Now()
 	e.mu.Unlock()
 	return nil
 }
 
+// freshEndpoints reloads the endpoint cache when it was notified of a change or is older than
+// Config.Recheck. One caller reloads while the others go on with the cache as it is; a failed
+// reload keeps it and is tried again at the next use.
+func (e *Engine) freshEndpoints() {
+	if e.endpointsChanged == nil { // before Start
+		return
+	}
+	e.mu.RLock()
+	stale := e.clock.Now().Sub(e.endpointsAt) >= e.cfg.Recheck
+	e.mu.RUnlock()
+	if !e.endpointsChanged.Take() && !stale {
+		return
+	}
+	if !e.reloading.TryLock() {
+		return
+	}
+	defer e.reloading.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.loadEndpoints(ctx); err != nil {
+		e.log.Warn("reload endpoints", "err", err)
+	}
+}
+
 // Endpoint returns one endpoint; CodeNotFound when there is none by that name.
 func (e *Engine) Endpoint(name string) (spool.Endpoint, error) {
+	e.freshEndpoints()
 	e.mu.RLock()
 	ep, ok := e.endpoints[name]
 	e.mu.RUnlock()
@@ -39,6 +68,7 @@ func (e *Engine) Endpoint(name string) (spool.Endpoint, error) {
 
 // Endpoints returns every endpoint, by name.
 func (e *Engine) Endpoints() []spool.Endpoint {
+	e.freshEndpoints()
 	e.mu.RLock()
 	out := make([]spool.Endpoint, 0, len(e.endpoints))
 	for _, ep := range e.endpoints {
@@ -70,8 +100,8 @@ func (e *Engine) PutEndpoint(ctx context.Context, ep spool.Endpoint) (spool.Endp
 	e.mu.Lock()
 	e.endpoints[ep.Name] = ep
 	e.mu.Unlock()
-	// Waiting takes re-read the endpoint (its timeouts) on their next attempt.
-	e.hub.notify(queueKey(ep.Name))
+	// Other replicas reload their caches; waiting takes re-read the endpoint (its timeouts).
+	e.notifier.Notify(notify.Endpoints, notify.Work(ep.Name))
 	return ep, !exists, nil
 }
 
@@ -94,6 +124,6 @@ func (e *Engine) DeleteEndpoint(ctx context.Context, name string) error {
 	e.mu.Lock()
 	delete(e.endpoints, name)
 	e.mu.Unlock()
-	e.hub.notify(queueKey(name))
+	e.notifier.Notify(notify.Endpoints, notify.Work(name))
 	return nil
 }

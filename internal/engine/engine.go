@@ -15,6 +15,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/secret"
 	"github.com/spool-run/spool/store"
 )
@@ -48,6 +49,14 @@ type Config struct {
 	// WebhookQueued is called after a commit that may have enqueued webhook deliveries, to wake
 	// the dispatcher. Optional; it must not block.
 	WebhookQueued func()
+	// Notifier wakes what waits for a job, a queue or a worker's stop channel once a change has
+	// committed, and carries endpoint changes between replicas. Defaults to a notify.Hub of this
+	// process alone.
+	Notifier notify.Notifier
+	// Recheck is the safety interval of every wait: without a notification, a waiter looks at the
+	// store again this often, and the endpoint cache reloads, so that a notification lost between
+	// replicas delays, never loses. Defaults to 10 s.
+	Recheck time.Duration
 	// Sealer encrypts s3Configs at rest (the store sees only ciphertext) and decrypts them for
 	// the job-take answer. Defaults to a random key kept in memory only, so that s3Configs of
 	// jobs queued before a restart cannot be opened after it: servers pass the persisted key.
@@ -102,6 +111,12 @@ func (c Config) withDefaults() Config {
 	if c.Sealer == nil {
 		c.Sealer = secret.NewRandom()
 	}
+	if c.Notifier == nil {
+		c.Notifier = notify.NewHub()
+	}
+	if c.Recheck == 0 {
+		c.Recheck = 10 * time.Second
+	}
 	return c
 }
 
@@ -117,6 +132,8 @@ func (c Config) validate() error {
 		return errors.New("engine: MaxRetries must not be negative")
 	case c.SweepInterval < 0:
 		return errors.New("engine: SweepInterval must not be negative")
+	case c.Recheck < 0:
+		return errors.New("engine: Recheck must not be negative")
 	}
 	return nil
 }
@@ -127,7 +144,7 @@ type Engine struct {
 	store store.Store
 	clock clock.Clock
 	log   *slog.Logger
-	hub   *hub
+	notifier notify.Notifier
 	obs   Observer
 
 	stops   stopSet
@@ -137,8 +154,13 @@ type Engine struct {
 	// declared lost until WorkerLostAfter has passed since then.
 	startedAt time.Time
 
-	mu        sync.RWMutex
-	endpoints map[string]spool.Endpoint
+	mu          sync.RWMutex
+	endpoints   map[string]spool.Endpoint
+	endpointsAt time.Time // when the cache was loaded
+	// endpointsChanged is set by a notification of notify.Endpoints; reloading allows one
+	// reload at a time (freshEndpoints).
+	endpointsChanged *notify.Flag
+	reloading        sync.Mutex
 
 	draining  chan struct{}
 	drainOnce sync.Once
@@ -159,7 +181,7 @@ func New(cfg Config) (*Engine, error) {
 		store:     cfg.Store,
 		clock:     cfg.Clock,
 		log:       cfg.Logger,
-		hub:       newHub(),
+		notifier:  cfg.Notifier,
 		obs:       cfg.Observer,
 		endpoints: make(map[string]spool.Endpoint),
 		draining:  make(chan struct{}),
@@ -171,6 +193,7 @@ func (e *Engine) Config() Config { return e.cfg }
 
 // Start loads the endpoints and starts the sweeper. The sweeper runs until Stop.
 func (e *Engine) Start(ctx context.Context) error {
+	e.endpointsChanged = notify.NewFlag(e.notifier, notify.Endpoints)
 	if err := e.loadEndpoints(ctx); err != nil {
 		return err
 	}
@@ -192,6 +215,9 @@ func (e *Engine) Stop() {
 		if e.cancel != nil {
 			e.cancel()
 			<-e.done
+		}
+		if e.endpointsChanged != nil {
+			e.endpointsChanged.Close()
 		}
 	})
 }
@@ -226,41 +252,12 @@ func (e *Engine) sweepLoop(ctx context.Context) {
 	}
 }
 
-// longPoll calls look until it reports done, waiting between calls for a notify of key, for at
-// most wait in all. It returns look's last value and whether look was done; done is false when
-// wait ran out or the engine drained (with a nil error) or ctx ended (with its error). The hub
-// subscription is taken before each look, so a change committed during a look wakes the next wait.
-func longPoll[T any](ctx context.Context, e *Engine, key string, wait time.Duration, look func() (T, bool, error)) (T, bool, error) {
-	t := e.clock.NewTimer(wait)
-	defer t.Stop()
-	for {
-		ch, release := e.hub.wait(key)
-		v, done, err := look()
-		if err != nil || done || wait <= 0 {
-			release()
-			return v, done, err
-		}
-		again, err := e.wait(ctx, ch, release, t)
-		if err != nil || !again {
-			return v, false, err
-		}
-	}
-}
-
-// wait blocks until ch is closed, the timer fires, the engine drains or ctx ends, then releases
-// the hub subscription. It reports whether ch was closed (the caller should look again).
-func (e *Engine) wait(ctx context.Context, ch <-chan struct{}, release func(), t clock.Timer) (bool, error) {
-	defer release()
-	select {
-	case <-ch:
-		return true, nil
-	case <-t.C():
-		return false, nil
-	case <-e.draining:
-		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
+// poll is notify.Poll on the engine's notifier and clock: it calls look until it reports done,
+// waiting between looks for a notification of topic (or the safety recheck), for at most wait;
+// done is false when wait ran out or the engine drained (with a nil error) or ctx ended (with its
+// error).
+func poll[T any](ctx context.Context, e *Engine, topic notify.Topic, wait time.Duration, look func() (T, bool, error)) (T, bool, error) {
+	return notify.Poll(ctx, e.notifier, e.clock, topic, notify.Wait{For: wait, Recheck: e.cfg.Recheck, Done: e.draining}, look)
 }
 
 // now is the clock's time at millisecond precision: the precision the stores keep, so a job read

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 )
 
@@ -250,7 +251,7 @@ func (e *Engine) LoseWorkerJobs(ctx context.Context, worker, why string) (int, e
 	}
 	for _, j := range jobs {
 		e.notifyJob(j)
-		e.hub.notify(queueKey(j.Endpoint))
+		e.notifier.Notify(notify.Work(j.Endpoint))
 		e.observeLoss(j, "lost_worker")
 	}
 	return len(jobs), nil

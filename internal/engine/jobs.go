@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 )
 
@@ -85,7 +86,7 @@ func (e *Engine) Submit(ctx context.Context, p SubmitParams) (*spool.Job, error)
 	if err := e.store.CreateJob(ctx, store.CreateJobParams{Job: j}); err != nil {
 		return nil, translate(err, "create job")
 	}
-	e.hub.notify(queueKey(ep.Name))
+	e.notifier.Notify(notify.Work(ep.Name))
 	e.obs.JobSubmitted(ep.Name)
 	return j, nil
 }
@@ -151,15 +152,11 @@ func (e *Engine) SetRetention(ctx context.Context, endpoint, id string, ttl time
 // WaitTerminal returns the job once it is terminal, or as it is when wait runs out, the engine
 // drains or ctx ends.
 func (e *Engine) WaitTerminal(ctx context.Context, endpoint, id string, wait time.Duration) (*spool.Job, error) {
-	j, done, err := longPoll(ctx, e, jobKey(id), wait, func() (*spool.Job, bool, error) {
+	j, _, err := poll(ctx, e, notify.Job(id), wait, func() (*spool.Job, bool, error) {
 		j, err := e.Job(ctx, endpoint, id)
 		return j, err == nil && j.State.Terminal(), err
 	})
-	if err != nil || done {
-		return j, err
-	}
-	// Read once more: the job may have ended just as the wait ran out.
-	return e.Job(ctx, endpoint, id)
+	return j, err
 }
 
 // Stream implements /stream: it returns the chunks not returned before (drain semantics) with the
@@ -183,7 +180,7 @@ func (e *Engine) readStream(ctx context.Context, endpoint, id string, wait time.
 		job    *spool.Job
 		chunks []spool.Chunk
 	}
-	r, _, err := longPoll(ctx, e, jobKey(id), wait, func() (read, bool, error) {
+	r, _, err := poll(ctx, e, notify.Job(id), wait, func() (read, bool, error) {
 		j, chunks, err := e.store.ReadChunks(ctx, p)
 		if err != nil {
 			return read{}, false, translate(err, "job "+id)
@@ -280,7 +277,7 @@ func (e *Engine) Retry(ctx context.Context, endpoint, id string) (*spool.Job, er
 		return nil, err
 	}
 	e.notifyJob(j)
-	e.hub.notify(queueKey(endpoint))
+	e.notifier.Notify(notify.Work(endpoint))
 	e.obs.JobRequeued(endpoint, "retry")
 	return j, nil
 }
@@ -312,9 +309,9 @@ func (e *Engine) PurgeQueue(ctx context.Context, endpoint string) (int, error) {
 // worker's job-stop poll when the worker must stop it.
 func (e *Engine) notifyJob(j *spool.Job) {
 	e.noteJob(j)
-	e.hub.notify(jobKey(j.ID))
+	e.notifier.Notify(notify.Job(j.ID))
 	if j.StopPending && j.WorkerID != "" {
-		e.hub.notify(stopKey(j.WorkerID))
+		e.notifier.Notify(notify.Stop(j.WorkerID))
 	}
 	if j.Webhook != "" && j.State.Terminal() && e.cfg.WebhookQueued != nil {
 		e.cfg.WebhookQueued()

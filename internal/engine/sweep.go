@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 )
 
@@ -67,7 +68,7 @@ func (e *Engine) Sweep(ctx context.Context) (SweepResult, error) {
 	for _, j := range lost {
 		if j.State == spool.StateInQueue {
 			res.Requeued++
-			e.hub.notify(queueKey(j.Endpoint))
+			e.notifier.Notify(notify.Work(j.Endpoint))
 		} else {
 			res.Failed++
 		}

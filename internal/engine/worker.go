@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 )
 
@@ -24,7 +25,7 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, max int, wai
 		return nil, err
 	}
 	e.noteTake(worker, 0)
-	jobs, done, err := longPoll(ctx, e, queueKey(endpoint), wait, func() ([]*spool.Job, bool, error) {
+	jobs, done, err := poll(ctx, e, notify.Work(endpoint), wait, func() ([]*spool.Job, bool, error) {
 		if e.Draining() {
 			return nil, false, nil
 		}
@@ -60,7 +61,7 @@ func (e *Engine) take(ctx context.Context, endpoint, worker string, max int) ([]
 		return nil, translate(err, "take jobs")
 	}
 	for _, j := range jobs {
-		e.hub.notify(jobKey(j.ID))
+		e.notifier.Notify(notify.Job(j.ID))
 		d, _ := j.DelayTime()
 		e.obs.JobStarted(endpoint, d)
 	}
@@ -86,7 +87,7 @@ func (e *Engine) Release(ctx context.Context, jobs []*spool.Job) error {
 		}
 		if applied {
 			e.notifyJob(j)
-			e.hub.notify(queueKey(j.Endpoint))
+			e.notifier.Notify(notify.Work(j.Endpoint))
 			e.observeLoss(j, "undelivered")
 		}
 	}
@@ -126,7 +127,7 @@ func (e *Engine) StopSignals(ctx context.Context, endpoint, worker string, wait 
 	if err := e.seen(ctx, endpoint, worker); err != nil {
 		return nil, err
 	}
-	ids, _, err := longPoll(ctx, e, stopKey(worker), wait, func() ([]string, bool, error) {
+	ids, _, err := poll(ctx, e, notify.Stop(worker), wait, func() ([]string, bool, error) {
 		if e.Draining() {
 			return nil, false, nil
 		}
@@ -252,7 +253,7 @@ func (e *Engine) AppendChunk(ctx context.Context, endpoint, worker, id string, a
 	if err != nil {
 		return translate(err, "job "+id)
 	}
-	e.hub.notify(jobKey(j.ID))
+	e.notifier.Notify(notify.Job(j.ID))
 	return nil
 }
 
@@ -288,7 +289,7 @@ func (e *Engine) Ping(ctx context.Context, p PingParams) error {
 		signalled = signalled || stop
 	}
 	if signalled {
-		e.hub.notify(stopKey(p.WorkerID))
+		e.notifier.Notify(notify.Stop(p.WorkerID))
 	}
 	if p.Version != "" {
 		return e.requeueForgotten(ctx, p)
@@ -358,7 +359,7 @@ func (e *Engine) requeueForgotten(ctx context.Context, p PingParams) error {
 	}
 	for _, j := range jobs {
 		e.notifyJob(j)
-		e.hub.notify(queueKey(j.Endpoint))
+		e.notifier.Notify(notify.Work(j.Endpoint))
 		e.observeLoss(j, "lost_worker")
 	}
 	return nil

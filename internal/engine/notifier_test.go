@@ -1,0 +1,112 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/notify"
+	"github.com/spool-run/spool/store/sqlitestore"
+)
+
+// deafNotifier loses every notification, as a notifier between replicas may while its
+// connection reconnects.
+type deafNotifier struct{}
+
+func (deafNotifier) Subscribe(notify.Topic) (<-chan struct{}, func()) { return nil, func() {} }
+func (deafNotifier) Notify(...notify.Topic)                           {}
+
+// TestLostNotificationDelaysButDoesNotLose: a take waiting for work finds a job whose
+// notification never came at its next safety recheck, long before its wait runs out.
+func TestLostNotificationDelaysButDoesNotLose(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(c *engine.Config) { c.Notifier = deafNotifier{}; c.Recheck = 5 * time.Second })
+	got := async(func() ([]*spool.Job, error) { return f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second) })
+	f.waitTimers(t, 2)
+	j := f.submit(t, engine.SubmitParams{})
+	f.clock.Advance(5 * time.Second)
+	res := <-got
+	require.NoError(t, res.err)
+	require.Len(t, res.v, 1)
+	require.Equal(t, j.ID, res.v[0].ID)
+}
+
+// replicas are two engines on one store and one notifier: what two spool serve processes on one
+// database are, with a notifier that crosses processes.
+type replicas struct {
+	a, b  *engine.Engine
+	clock *clock.Fake
+	ctx   context.Context
+}
+
+func newReplicas(t *testing.T) *replicas {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
+	require.NoError(t, err)
+	r := &replicas{clock: clock.NewFake(t0), ctx: ctx}
+	hub := notify.NewHub()
+	var engines []*engine.Engine
+	for range 2 {
+		eng, err := engine.New(engine.Config{Store: st, Clock: r.clock, SweepInterval: time.Hour, Notifier: hub})
+		require.NoError(t, err)
+		require.NoError(t, eng.Start(ctx))
+		engines = append(engines, eng)
+	}
+	t.Cleanup(func() {
+		for _, eng := range engines {
+			eng.Stop()
+		}
+		require.NoError(t, st.Close())
+	})
+	r.a, r.b = engines[0], engines[1]
+	return r
+}
+
+// TestReplicasShareWakeUps: with a shared notifier, an endpoint made on one engine is usable on the
+// other at once, a submission on one wakes a take waiting on the other, and a result posted to one
+// ends a /runsync wait on the other.
+func TestReplicasShareWakeUps(t *testing.T) {
+	t.Parallel()
+	r := newReplicas(t)
+	_, _, err := r.a.PutEndpoint(r.ctx, spool.NewEndpoint("ep"))
+	require.NoError(t, err)
+	_, err = r.b.Endpoint("ep")
+	require.NoError(t, err, "the endpoint made on A is known to B without waiting for a recheck")
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var taken []*spool.Job
+	var takeErr error
+	go func() {
+		defer wg.Done()
+		taken, takeErr = r.b.Take(r.ctx, "ep", "w", 1, time.Minute)
+	}()
+	require.NoError(t, r.clock.WaitTimers(r.ctx, 3)) // two sweepers and B's take
+	j, err := r.a.Submit(r.ctx, engine.SubmitParams{Endpoint: "ep", Input: json.RawMessage(`{}`), Sync: true})
+	require.NoError(t, err)
+	wg.Wait()
+	require.NoError(t, takeErr)
+	require.Len(t, taken, 1)
+	require.Equal(t, j.ID, taken[0].ID)
+
+	waited := async(func() (*spool.Job, error) { return r.a.WaitTerminal(r.ctx, "ep", j.ID, time.Minute) })
+	require.NoError(t, r.clock.WaitTimers(r.ctx, 3))
+	_, err = r.b.Done(r.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w", JobID: j.ID, Output: json.RawMessage(`1`)})
+	require.NoError(t, err)
+	res := <-waited
+	require.NoError(t, res.err)
+	require.Equal(t, spool.StateCompleted, res.v.State)
+
+	require.NoError(t, r.b.DeleteEndpoint(r.ctx, "ep"))
+	_, err = r.a.Endpoint("ep")
+	requireCode(t, err, spool.CodeNotFound)
+}
