@@ -22,6 +22,7 @@ import (
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/httpapi"
 	"github.com/spool-run/spool/internal/metrics"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/webhook"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
@@ -147,8 +148,11 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	if err != nil {
 		return nil, err
 	}
+	// One notifier for everything in this process that waits for a change.
+	hub := notify.NewHub()
 	eng, err := engine.New(engine.Config{
 		Store:           s.store,
+		Notifier:        hub,
 		Observer:        m,
 		Logger:          s.log,
 		Retention:       spool.Retention{Run: cfg.Retention.Run, Sync: cfg.Retention.Runsync},
@@ -170,7 +174,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 			return nil, fmt.Errorf("endpoint %s from config: %w", ep.Name, err)
 		}
 	}
-	if s.keys, err = newKeyring(ctx, cfg, s.store); err != nil {
+	if s.keys, err = newKeyring(ctx, cfg, s.store, hub); err != nil {
 		return nil, err
 	}
 	// Deliveries left pending by the previous run (a crash, a restart) go out from here on.
@@ -278,12 +282,12 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 }
 
 // newKeyring combines the config file's keys, SPOOL_ADMIN_KEY and the stored keys.
-func newKeyring(ctx context.Context, cfg *config, st *sqlitestore.Store) (*auth.Keyring, error) {
+func newKeyring(ctx context.Context, cfg *config, st *sqlitestore.Store, n notify.Notifier) (*auth.Keyring, error) {
 	static := append([]spool.Key(nil), cfg.Keys...)
 	if cfg.AdminKey != "" {
 		static = append(static, auth.EnvAdminKey(cfg.AdminKey))
 	}
-	return auth.NewKeyring(ctx, auth.Config{Store: st, Static: static, Clock: clock.Real{}})
+	return auth.NewKeyring(ctx, auth.Config{Store: st, Static: static, Clock: clock.Real{}, Notifier: n})
 }
 
 // firstStartKeys creates an admin and a worker key when no admin key exists anywhere (config,
