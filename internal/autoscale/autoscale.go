@@ -22,6 +22,7 @@ import (
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/leader"
 	"github.com/spool-run/spool/store"
 )
 
@@ -60,6 +61,9 @@ type Config struct {
 	BackoffReset time.Duration
 	// PingInterval is RUNPOD_PING_INTERVAL. Defaults to 10 s.
 	PingInterval time.Duration
+	// Leader says whether this process runs workers: a replica that does not lead skips its
+	// ticks. Defaults to leader.Always.
+	Leader leader.Leader
 }
 
 func (c Config) withDefaults() Config {
@@ -68,6 +72,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Leader == nil {
+		c.Leader = leader.Always{}
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -200,8 +207,10 @@ func (a *Autoscaler) Start(ctx context.Context) error {
 func (a *Autoscaler) loop(ctx context.Context) {
 	defer close(a.done)
 	for {
-		if err := a.Tick(ctx); err != nil && ctx.Err() == nil {
-			a.log.Error("autoscale tick failed", "err", err)
+		if a.cfg.Leader.Leading() { // otherwise another replica runs the workers
+			if err := a.Tick(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("autoscale tick failed", "err", err)
+			}
 		}
 		t := a.clk.NewTimer(a.cfg.Interval)
 		select {

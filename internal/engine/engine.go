@@ -15,6 +15,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/leader"
 	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/secret"
 	"github.com/spool-run/spool/store"
@@ -53,6 +54,9 @@ type Config struct {
 	// committed, and carries endpoint changes between replicas. Defaults to a notify.Hub of this
 	// process alone.
 	Notifier notify.Notifier
+	// Leader says whether this process runs the sweeper; a replica that does not lead skips its
+	// rounds. Defaults to leader.Always.
+	Leader leader.Leader
 	// Recheck is the safety interval of every wait: without a notification, a waiter looks at the
 	// store again this often, and the endpoint cache reloads, so that a notification lost between
 	// replicas delays, never loses. Defaults to 10 s.
@@ -113,6 +117,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Notifier == nil {
 		c.Notifier = notify.NewHub()
+	}
+	if c.Leader == nil {
+		c.Leader = leader.Always{}
 	}
 	if c.Recheck == 0 {
 		c.Recheck = 10 * time.Second
@@ -191,7 +198,8 @@ func New(cfg Config) (*Engine, error) {
 // Config returns the engine's effective configuration (defaults filled in).
 func (e *Engine) Config() Config { return e.cfg }
 
-// Start loads the endpoints and starts the sweeper. The sweeper runs until Stop.
+// Start loads the endpoints and starts the sweeper. The sweeper runs until Stop, every
+// SweepInterval while this process leads.
 func (e *Engine) Start(ctx context.Context) error {
 	e.endpointsChanged = notify.NewFlag(e.notifier, notify.Endpoints)
 	if err := e.loadEndpoints(ctx); err != nil {
@@ -245,6 +253,9 @@ func (e *Engine) sweepLoop(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C():
+		}
+		if !e.cfg.Leader.Leading() {
+			continue // another replica sweeps
 		}
 		if _, err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
 			e.log.Error("sweep failed", "err", err)

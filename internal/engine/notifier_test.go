@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,4 +110,35 @@ func TestReplicasShareWakeUps(t *testing.T) {
 	require.NoError(t, r.b.DeleteEndpoint(r.ctx, "ep"))
 	_, err = r.a.Endpoint("ep")
 	requireCode(t, err, spool.CodeNotFound)
+}
+
+// askedLeader is a Leader a test turns on and off; each question waits for the test to take it
+// from asked, so the test knows the sweeper's round has begun.
+type askedLeader struct {
+	on    atomic.Bool
+	asked chan struct{}
+}
+
+func (l *askedLeader) Leading() bool {
+	l.asked <- struct{}{}
+	return l.on.Load()
+}
+
+// TestOnlyTheLeaderSweeps: on a replica that does not lead, the sweeper's rounds pass without
+// expiring anything; once it leads, the next round does.
+func TestOnlyTheLeaderSweeps(t *testing.T) {
+	t.Parallel()
+	lead := &askedLeader{asked: make(chan struct{})}
+	f := newFixture(t, func(c *engine.Config) { c.SweepInterval = time.Second; c.Leader = lead })
+	j := f.submit(t, engine.SubmitParams{TTLMs: i64p(10000)})
+	f.clock.Advance(11 * time.Second)
+	<-lead.asked
+	f.waitTimers(t, 1) // the round is over: the next one is armed
+	require.Equal(t, spool.StateInQueue, f.job(t, j.ID).State)
+
+	lead.on.Store(true)
+	f.clock.Advance(time.Second)
+	<-lead.asked
+	f.waitTimers(t, 1)
+	require.Equal(t, spool.StateTimedOut, f.job(t, j.ID).State)
 }

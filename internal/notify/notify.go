@@ -36,6 +36,8 @@ const (
 	Endpoints Topic = "endpoints"
 	// Keys: an API key was created or deleted.
 	Keys Topic = "keys"
+	// Webhooks: a webhook delivery was enqueued.
+	Webhooks Topic = "webhooks"
 )
 
 // Notifier wakes the waiters of a topic.

@@ -19,7 +19,7 @@ func TestTopicsAreDistinct(t *testing.T) {
 	t.Parallel()
 	seen := map[notify.Topic]bool{}
 	for _, topic := range []notify.Topic{
-		notify.Job("x"), notify.Work("x"), notify.Stop("x"), notify.Endpoints, notify.Keys,
+		notify.Job("x"), notify.Work("x"), notify.Stop("x"), notify.Endpoints, notify.Keys, notify.Webhooks,
 	} {
 		require.False(t, seen[topic], "%s twice", topic)
 		seen[topic] = true

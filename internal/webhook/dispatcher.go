@@ -26,6 +26,8 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/leader"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 )
 
@@ -88,6 +90,12 @@ type Config struct {
 	// RescanInterval is the safety net: the outbox is scanned at least this often even without a
 	// wake-up. Defaults to 1 min.
 	RescanInterval time.Duration
+	// Notifier, when set, wakes the dispatcher when a delivery is enqueued (notify.Webhooks),
+	// in this process or another replica. Notify does it within this process.
+	Notifier notify.Notifier
+	// Leader says whether this process delivers: a replica that does not lead claims nothing.
+	// Defaults to leader.Always.
+	Leader leader.Leader
 	// StopGrace is how long Stop lets attempts in flight finish before it cuts them off (their
 	// claims are given back, uncounted). Defaults to 5 s.
 	StopGrace time.Duration
@@ -109,6 +117,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
+	}
+	if c.Leader == nil {
+		c.Leader = leader.Always{}
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = 32
@@ -313,23 +324,27 @@ func (d *Dispatcher) Stop() {
 }
 
 // loop claims due deliveries whenever it is woken (new deliveries, a freed slot), when the next
-// delivery falls due (a timer on the injected clock) and at least every RescanInterval.
+// delivery falls due (a timer on the injected clock) and at least every RescanInterval, while this
+// process leads.
 func (d *Dispatcher) loop(ctx context.Context) {
 	defer close(d.loopDone)
 	var lastSweep time.Time
 	for {
+		enqueued, release := d.subscribe()
 		now := d.clock.Now()
-		if lastSweep.IsZero() || now.Sub(lastSweep) >= time.Hour {
-			d.sweep(ctx, now)
-			lastSweep = now
-		}
 		d.mu.Lock()
 		d.seenPokes = d.pokes
 		d.mu.Unlock()
 		wait := d.cfg.RescanInterval
-		if next, ok := d.scan(ctx, now); ok {
-			if until := next.Sub(d.clock.Now()); until < wait {
-				wait = max(until, 0)
+		if d.cfg.Leader.Leading() {
+			if lastSweep.IsZero() || now.Sub(lastSweep) >= time.Hour {
+				d.sweep(ctx, now)
+				lastSweep = now
+			}
+			if next, ok := d.scan(ctx, now); ok {
+				if until := next.Sub(d.clock.Now()); until < wait {
+					wait = max(until, 0)
+				}
 			}
 		}
 		t := d.clock.NewTimer(wait)
@@ -337,14 +352,24 @@ func (d *Dispatcher) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-d.kick:
+		case <-enqueued:
 		case <-t.C():
 		}
+		release()
 		d.setWaiting(false, time.Time{})
 		t.Stop()
 		if ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// subscribe listens for deliveries enqueued anywhere (nil channel without a Notifier).
+func (d *Dispatcher) subscribe() (<-chan struct{}, func()) {
+	if d.cfg.Notifier == nil {
+		return nil, func() {}
+	}
+	return d.cfg.Notifier.Subscribe(notify.Webhooks)
 }
 
 // scan claims as many due deliveries as the bounds allow and starts their attempts. It returns

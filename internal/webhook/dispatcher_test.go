@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -414,4 +415,31 @@ func TestCrashMidAttempt(t *testing.T) {
 	require.Equal(t, d.ID, reqs[0].Header.Get("webhook-id"))
 	require.Equal(t, d.ID, reqs[1].Header.Get("webhook-id"), "both carry the same webhook-id")
 	require.Equal(t, reqs[0].Body, reqs[1].Body)
+}
+
+// switchLeader is a Leader a test turns on and off.
+type switchLeader struct{ on atomic.Bool }
+
+func (l *switchLeader) Leading() bool { return l.on.Load() }
+
+// TestOnlyTheLeaderDelivers: a dispatcher on a replica that does not lead claims nothing, however
+// long it waits; once it leads, the pending delivery goes out.
+func TestOnlyTheLeaderDelivers(t *testing.T) {
+	t.Parallel()
+	lead := &switchLeader{}
+	f := newFixture(t, func(o *fixtureOpts) {
+		o.webhook = func(c *webhook.Config) { c.Leader = lead }
+	})
+	rc := f.receiver(status(http.StatusOK))
+	j := f.completeJob("ep", rc.URL, `"out"`)
+	f.waitIdle()
+	f.clock.Advance(time.Hour)
+	f.waitIdle()
+	require.Zero(t, rc.count(), "not the leader: nothing is claimed")
+	require.Equal(t, store.DeliveryPending, f.delivery(j.ID).State)
+
+	lead.on.Store(true)
+	f.clock.Advance(time.Minute) // the next rescan
+	f.waitFor("delivered", func() bool { return f.delivery(j.ID).State == store.DeliveryDelivered })
+	require.Equal(t, 1, rc.count())
 }
