@@ -248,3 +248,55 @@ func (e *Endpoint) validateWebhook() error {
 	_, err := ParseWebhookSecrets(e.WebhookSecret)
 	return err
 }
+
+// DeliveryState is where a webhook delivery stands.
+type DeliveryState string
+
+const (
+	// DeliveryPending: attempts remain; the next is due at NextAttemptAt.
+	DeliveryPending DeliveryState = "pending"
+	// DeliveryDelivered: an attempt got a 2xx.
+	DeliveryDelivered DeliveryState = "delivered"
+	// DeliveryFailed: every attempt failed.
+	DeliveryFailed DeliveryState = "failed"
+)
+
+// WebhookDelivery is one webhook delivery: one payload, one webhook-id, up to the endpoint's
+// number of attempts. The store keeps them in its outbox; /api/jobs/{id}/webhook shows them.
+type WebhookDelivery struct {
+	ID       string // the webhook-id
+	JobID    string
+	Endpoint string
+	URL      string
+	// Host is WebhookHost(URL), set by the store: per-host concurrency groups by it.
+	Host    string
+	Payload json.RawMessage
+	State   DeliveryState
+	// Attempts counts the attempts recorded.
+	Attempts int
+	// NextAttemptAt is when a pending delivery is due (its lease end while it is claimed).
+	NextAttemptAt time.Time
+	// Lease is the token of the latest claim; RecordAttempt must present it.
+	Lease int64
+	// CreatedAt is when it was enqueued; FinishedAt when it was delivered or failed (else zero).
+	CreatedAt  time.Time
+	FinishedAt time.Time
+	// LastStatus and LastError describe the latest attempt (0 and "" before any).
+	LastStatus int
+	LastError  string
+	// RedeliveryOf names the delivery whose payload this one resends ("" for the original).
+	RedeliveryOf string
+	// History lists the attempts, in order (when the store lists a job's deliveries).
+	History []DeliveryAttempt
+}
+
+// DeliveryAttempt is one attempt of a delivery.
+type DeliveryAttempt struct {
+	N  int // 1-based, set by the store
+	At time.Time
+	// StatusCode is the receiver's HTTP status, 0 when there was no answer.
+	StatusCode int
+	// Error says why the attempt failed ("" for a 2xx).
+	Error    string
+	Duration time.Duration
+}

@@ -117,14 +117,14 @@ type Store interface {
 	// gets NextAttemptAt = p.Now + p.Lease(endpoint) and a new Lease token, so that a claim whose
 	// attempt is never recorded (a crash) is due again when its lease runs out. It returns the
 	// claimed deliveries as updated, without History.
-	ClaimDeliveries(ctx context.Context, p ClaimDeliveriesParams) ([]Delivery, error)
+	ClaimDeliveries(ctx context.Context, p ClaimDeliveriesParams) ([]spool.WebhookDelivery, error)
 	// RecordAttempt records the outcome of a claimed delivery's attempt and moves it to p.State,
 	// atomically. ErrNotFound if absent; ErrConflict, with nothing changed, if the delivery is no
 	// longer pending or was claimed again since (its Lease is not p.Lease). It returns the
 	// delivery as updated, without History.
-	RecordAttempt(ctx context.Context, p RecordAttemptParams) (Delivery, error)
+	RecordAttempt(ctx context.Context, p RecordAttemptParams) (spool.WebhookDelivery, error)
 	// ListDeliveries returns the deliveries of one job, oldest first, each with its History.
-	ListDeliveries(ctx context.Context, jobID string) ([]Delivery, error)
+	ListDeliveries(ctx context.Context, jobID string) ([]spool.WebhookDelivery, error)
 	// NextDeliveryDue returns the earliest NextAttemptAt after p.After of the pending deliveries;
 	// false when there is none. (Deliveries due at or before After are the caller's business: it
 	// could not claim them for its concurrency bounds.)
@@ -137,61 +137,9 @@ type Store interface {
 	Close() error
 }
 
-// DeliveryState is where a webhook delivery stands.
-type DeliveryState string
-
-const (
-	// DeliveryPending: attempts remain; the next is due at NextAttemptAt.
-	DeliveryPending DeliveryState = "pending"
-	// DeliveryDelivered: an attempt got a 2xx.
-	DeliveryDelivered DeliveryState = "delivered"
-	// DeliveryFailed: every attempt failed.
-	DeliveryFailed DeliveryState = "failed"
-)
-
-// Delivery is one webhook delivery: one payload, one webhook-id, up to the endpoint's number of
-// attempts.
-type Delivery struct {
-	ID       string // the webhook-id
-	JobID    string
-	Endpoint string
-	URL      string
-	// Host is spool.WebhookHost(URL), set by the store: per-host concurrency groups by it.
-	Host    string
-	Payload json.RawMessage
-	State   DeliveryState
-	// Attempts counts the attempts recorded.
-	Attempts int
-	// NextAttemptAt is when a pending delivery is due (its lease end while it is claimed).
-	NextAttemptAt time.Time
-	// Lease is the token of the latest claim; RecordAttempt must present it.
-	Lease int64
-	// CreatedAt is when it was enqueued; FinishedAt when it was delivered or failed (else zero).
-	CreatedAt  time.Time
-	FinishedAt time.Time
-	// LastStatus and LastError describe the latest attempt (0 and "" before any).
-	LastStatus int
-	LastError  string
-	// RedeliveryOf names the delivery whose payload this one resends ("" for the original).
-	RedeliveryOf string
-	// History lists the attempts, in order (ListDeliveries only).
-	History []DeliveryAttempt
-}
-
-// DeliveryAttempt is one attempt of a delivery.
-type DeliveryAttempt struct {
-	N  int // 1-based, set by the store
-	At time.Time
-	// StatusCode is the receiver's HTTP status, 0 when there was no answer.
-	StatusCode int
-	// Error says why the attempt failed ("" for a 2xx).
-	Error    string
-	Duration time.Duration
-}
-
 // CreateDeliveryParams holds a delivery to insert.
 type CreateDeliveryParams struct {
-	Delivery Delivery
+	Delivery spool.WebhookDelivery
 }
 
 // ClaimDeliveriesParams selects deliveries to attempt.
@@ -215,10 +163,10 @@ type RecordAttemptParams struct {
 	Lease int64
 	// Attempt is appended to the history and counted; nil records no attempt (a claim given back
 	// unused, at shutdown) and leaves the count alone.
-	Attempt *DeliveryAttempt
+	Attempt *spool.DeliveryAttempt
 	// State is the delivery's new state: pending (due again at NextAttemptAt), delivered or
 	// failed (finished at Now).
-	State         DeliveryState
+	State         spool.DeliveryState
 	NextAttemptAt time.Time
 	Now           time.Time
 }

@@ -147,12 +147,12 @@ func (c Config) validate() error {
 
 // Engine is the job state machine. It is safe for concurrent use.
 type Engine struct {
-	cfg   Config
-	store store.Store
-	clock clock.Clock
-	log   *slog.Logger
+	cfg      Config
+	store    store.Store
+	clock    clock.Clock
+	log      *slog.Logger
 	notifier notify.Notifier
-	obs   Observer
+	obs      Observer
 
 	stops   stopSet
 	sighted sightings

@@ -14,7 +14,7 @@ import (
 // WebhookDeliveries returns a job's webhook deliveries, oldest first, each with its attempts. A job
 // that no longer exists (retention) still has its deliveries for a while; CodeNotFound only when
 // there is neither.
-func (e *Engine) WebhookDeliveries(ctx context.Context, id string) ([]store.Delivery, error) {
+func (e *Engine) WebhookDeliveries(ctx context.Context, id string) ([]spool.WebhookDelivery, error) {
 	ds, err := e.store.ListDeliveries(ctx, id)
 	if err != nil {
 		return nil, translate(err, "webhook deliveries of job "+id)
@@ -25,18 +25,18 @@ func (e *Engine) WebhookDeliveries(ctx context.Context, id string) ([]store.Deli
 	if _, err := e.GetJob(ctx, id); err != nil {
 		return nil, err
 	}
-	return []store.Delivery{}, nil
+	return []spool.WebhookDelivery{}, nil
 }
 
 // Redeliver queues a new delivery, with a new webhook-id, of the payload of the job's latest
 // delivery (or, for a job that ended with a webhook but has no delivery, of the job as it is now).
-func (e *Engine) Redeliver(ctx context.Context, id string) (store.Delivery, error) {
+func (e *Engine) Redeliver(ctx context.Context, id string) (spool.WebhookDelivery, error) {
 	ds, err := e.WebhookDeliveries(ctx, id)
 	if err != nil {
-		return store.Delivery{}, err
+		return spool.WebhookDelivery{}, err
 	}
 	now := e.now()
-	d := store.Delivery{ID: spool.NewWebhookMessageID(), JobID: id, CreatedAt: now}
+	d := spool.WebhookDelivery{ID: spool.NewWebhookMessageID(), JobID: id, CreatedAt: now}
 	if len(ds) > 0 {
 		last := ds[len(ds)-1]
 		d.Endpoint, d.URL, d.Payload, d.RedeliveryOf = last.Endpoint, last.URL, last.Payload, last.ID
@@ -44,24 +44,24 @@ func (e *Engine) Redeliver(ctx context.Context, id string) (store.Delivery, erro
 		j, err := e.GetJob(ctx, id)
 		switch {
 		case err != nil:
-			return store.Delivery{}, err
+			return spool.WebhookDelivery{}, err
 		case j.Webhook == "":
-			return store.Delivery{}, spool.Errorf(spool.CodeInvalid, "job %s has no webhook", id)
+			return spool.WebhookDelivery{}, spool.Errorf(spool.CodeInvalid, "job %s has no webhook", id)
 		case !j.State.Terminal():
-			return store.Delivery{}, spool.Errorf(spool.CodeInvalid, "job %s is %s; its webhook is sent when it ends", id, j.State)
+			return spool.WebhookDelivery{}, spool.Errorf(spool.CodeInvalid, "job %s is %s; its webhook is sent when it ends", id, j.State)
 		case e.cfg.WebhookPayload == nil:
-			return store.Delivery{}, errors.New("engine: webhooks are not enabled (no WebhookPayload)")
+			return spool.WebhookDelivery{}, errors.New("engine: webhooks are not enabled (no WebhookPayload)")
 		}
 		d.Endpoint, d.URL, d.Payload = j.Endpoint, j.Webhook, e.cfg.WebhookPayload(j)
 	}
 	if err := e.store.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: d}); err != nil {
-		return store.Delivery{}, translate(err, "redeliver webhook of job "+id)
+		return spool.WebhookDelivery{}, translate(err, "redeliver webhook of job "+id)
 	}
 	if e.cfg.WebhookQueued != nil {
 		e.cfg.WebhookQueued()
 	}
 	d.Host = spool.WebhookHost(d.URL)
-	d.State = store.DeliveryPending
+	d.State = spool.DeliveryPending
 	d.NextAttemptAt = now
 	return d, nil
 }

@@ -3,8 +3,8 @@ package httpapi
 import (
 	"net/http"
 
+	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/wire"
-	"github.com/spool-run/spool/store"
 )
 
 // The webhook deliveries of a job (/api/jobs/{id}/webhook): each delivery with every attempt.
@@ -28,12 +28,12 @@ type attemptView struct {
 	DurationMs int64  `json:"durationMs"`
 }
 
-func viewDelivery(d store.Delivery) deliveryView {
+func viewDelivery(d spool.WebhookDelivery) deliveryView {
 	v := deliveryView{
 		ID: d.ID, URL: d.URL, Status: string(d.State), CreatedAt: wire.FormatTime(d.CreatedAt),
 		RedeliveryOf: d.RedeliveryOf, Attempts: make([]attemptView, 0, len(d.History)),
 	}
-	if d.State == store.DeliveryPending {
+	if d.State == spool.DeliveryPending {
 		v.NextAttemptAt = wire.FormatTime(d.NextAttemptAt)
 	} else if !d.FinishedAt.IsZero() {
 		v.FinishedAt = wire.FormatTime(d.FinishedAt)

@@ -119,7 +119,7 @@ func (m *Metrics) WebhookAttempt(endpoint, outcome string, d time.Duration) {
 }
 
 // WebhookFinished counts a webhook delivery that ended (webhook.Observer).
-func (m *Metrics) WebhookFinished(endpoint string, state store.DeliveryState) {
+func (m *Metrics) WebhookFinished(endpoint string, state spool.DeliveryState) {
 	m.webhookDeliveries.WithLabelValues(endpoint, string(state)).Inc()
 }
 

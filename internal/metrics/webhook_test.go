@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/metrics"
-	"github.com/spool-run/spool/store"
 )
 
 // TestWebhookMetrics: attempts, outcomes and latency by endpoint and outcome only (no URLs, no
@@ -18,8 +18,8 @@ func TestWebhookMetrics(t *testing.T) {
 	m.WebhookAttempt("ep", "http_error", 20*time.Millisecond)
 	m.WebhookAttempt("ep", "success", 10*time.Millisecond)
 	m.WebhookAttempt("ep", "refused", 0)
-	m.WebhookFinished("ep", store.DeliveryDelivered)
-	m.WebhookFinished("ep", store.DeliveryFailed)
+	m.WebhookFinished("ep", spool.DeliveryDelivered)
+	m.WebhookFinished("ep", spool.DeliveryFailed)
 	out := scrape(t, m)
 	for _, line := range []string{
 		`spool_webhook_attempts_total{endpoint="ep",outcome="http_error"} 1`,

@@ -53,13 +53,13 @@ type Observer interface {
 	// WebhookAttempt: one attempt ended with outcome after d.
 	WebhookAttempt(endpoint, outcome string, d time.Duration)
 	// WebhookFinished: a delivery ended, state delivered or failed.
-	WebhookFinished(endpoint string, state store.DeliveryState)
+	WebhookFinished(endpoint string, state spool.DeliveryState)
 }
 
 type nopObserver struct{}
 
 func (nopObserver) WebhookAttempt(string, string, time.Duration) {}
-func (nopObserver) WebhookFinished(string, store.DeliveryState)  {}
+func (nopObserver) WebhookFinished(string, spool.DeliveryState)  {}
 
 // Config configures a Dispatcher.
 type Config struct {
@@ -445,7 +445,7 @@ func (d *Dispatcher) signalLocked() {
 }
 
 // done forgets a finished attempt and wakes the loop: a slot is free.
-func (d *Dispatcher) done(dl store.Delivery) {
+func (d *Dispatcher) done(dl spool.WebhookDelivery) {
 	d.mu.Lock()
 	delete(d.inflight, dl.ID)
 	if d.perHost[dl.Host]--; d.perHost[dl.Host] <= 0 {
@@ -483,7 +483,7 @@ func (d *Dispatcher) schedule(endpoint string) spool.WebhookSchedule {
 }
 
 // attempt makes one attempt of a claimed delivery and records it.
-func (d *Dispatcher) attempt(dl store.Delivery) {
+func (d *Dispatcher) attempt(dl spool.WebhookDelivery) {
 	defer d.done(dl)
 	ctx := d.attemptsCtx
 	sched, secrets := d.settings(dl.Endpoint)
@@ -493,7 +493,7 @@ func (d *Dispatcher) attempt(dl store.Delivery) {
 	took := time.Since(start)
 	if ctx.Err() != nil {
 		// Stopped mid-attempt: give the claim back, uncounted; it is due again at once.
-		d.record(dl, store.RecordAttemptParams{ID: dl.ID, Lease: dl.Lease, State: store.DeliveryPending,
+		d.record(dl, store.RecordAttemptParams{ID: dl.ID, Lease: dl.Lease, State: spool.DeliveryPending,
 			NextAttemptAt: at, Now: at})
 		return
 	}
@@ -501,15 +501,15 @@ func (d *Dispatcher) attempt(dl store.Delivery) {
 	now := d.clock.Now()
 	p := store.RecordAttemptParams{
 		ID: dl.ID, Lease: dl.Lease, Now: now,
-		Attempt: &store.DeliveryAttempt{At: at, StatusCode: res.status, Error: res.err, Duration: took},
+		Attempt: &spool.DeliveryAttempt{At: at, StatusCode: res.status, Error: res.err, Duration: took},
 	}
 	switch {
 	case res.outcome == OutcomeSuccess:
-		p.State = store.DeliveryDelivered
+		p.State = spool.DeliveryDelivered
 	case n >= sched.Attempts:
-		p.State = store.DeliveryFailed
+		p.State = spool.DeliveryFailed
 	default:
-		p.State = store.DeliveryPending
+		p.State = spool.DeliveryPending
 		p.NextAttemptAt = now.Add(Backoff(sched, n, d.cfg.Jitter))
 	}
 	recorded := d.record(dl, p)
@@ -518,11 +518,11 @@ func (d *Dispatcher) attempt(dl store.Delivery) {
 		return
 	}
 	switch p.State {
-	case store.DeliveryDelivered:
+	case spool.DeliveryDelivered:
 		d.obs.WebhookFinished(dl.Endpoint, p.State)
 		d.log.Debug("webhook delivered", "delivery", dl.ID, "job", dl.JobID, "endpoint", dl.Endpoint,
 			"host", dl.Host, "attempt", n, "status", res.status)
-	case store.DeliveryFailed:
+	case spool.DeliveryFailed:
 		d.obs.WebhookFinished(dl.Endpoint, p.State)
 		d.log.Warn("webhook delivery failed; no attempts left", "delivery", dl.ID, "job", dl.JobID,
 			"endpoint", dl.Endpoint, "host", dl.Host, "attempts", n, "lastError", res.err)
@@ -534,7 +534,7 @@ func (d *Dispatcher) attempt(dl store.Delivery) {
 
 // record writes an attempt's outcome. The store write is not tied to the attempt's context: the
 // outcome of an attempt that was made must be kept even while stopping.
-func (d *Dispatcher) record(dl store.Delivery, p store.RecordAttemptParams) bool {
+func (d *Dispatcher) record(dl spool.WebhookDelivery, p store.RecordAttemptParams) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := d.st.RecordAttempt(ctx, p); err != nil {
@@ -570,7 +570,7 @@ type result struct {
 
 // send POSTs the payload once. The whole attempt (connection, TLS, request, answer headers and up
 // to MaxResponseBytes of body) is bounded by timeout.
-func (d *Dispatcher) send(ctx context.Context, dl store.Delivery, timeout time.Duration, secrets [][]byte, at time.Time) result {
+func (d *Dispatcher) send(ctx context.Context, dl spool.WebhookDelivery, timeout time.Duration, secrets [][]byte, at time.Time) result {
 	if err := spool.ValidateWebhookURL(dl.URL); err != nil {
 		return result{err: "refused: " + spool.ErrorMessage(err), outcome: OutcomeRefused}
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/webhook"
 	"github.com/spool-run/spool/spoolclient"
-	"github.com/spool-run/spool/store"
 )
 
 // TestRunPodScheduleRetriesThenDelivers: 500, 500, 200 gives exactly three attempts, 10 s apart
@@ -42,7 +41,7 @@ func TestRunPodScheduleRetriesThenDelivers(t *testing.T) {
 	f.waitFor("attempt 2", func() bool { return f.delivery(j.ID).Attempts == 2 })
 	f.waitIdle()
 	f.clock.Advance(10 * time.Second)
-	f.waitFor("attempt 3", func() bool { return f.delivery(j.ID).State == store.DeliveryDelivered })
+	f.waitFor("attempt 3", func() bool { return f.delivery(j.ID).State == spool.DeliveryDelivered })
 
 	after, err := f.eng.GetJob(f.ctx, j.ID)
 	require.NoError(t, err)
@@ -76,7 +75,7 @@ func TestRunPodScheduleGivesUp(t *testing.T) {
 	ds := f.waitFinished(j.ID, 10*time.Second)
 	require.Len(t, ds, 1)
 	d := ds[0]
-	require.Equal(t, store.DeliveryFailed, d.State)
+	require.Equal(t, spool.DeliveryFailed, d.State)
 	require.Equal(t, 3, d.Attempts)
 	require.Equal(t, []time.Duration{0, 10 * time.Second, 20 * time.Second}, attemptTimes(d))
 	require.Equal(t, t0.Add(20*time.Second), d.FinishedAt)
@@ -121,7 +120,7 @@ func TestFailuresOfEveryKind(t *testing.T) {
 		{redirected, "http_error", "redirects are not followed", 302},
 	} {
 		d := f.waitFinished(c.job.ID, 10*time.Second)[0]
-		require.Equal(t, store.DeliveryFailed, d.State, c.outcome)
+		require.Equal(t, spool.DeliveryFailed, d.State, c.outcome)
 		require.Equal(t, 2, d.Attempts, "%s: a failure is retried", c.outcome)
 		for _, a := range d.History {
 			require.Equal(t, c.code, a.StatusCode, c.outcome)
@@ -141,7 +140,7 @@ func TestFailuresOfEveryKind(t *testing.T) {
 		rc := f.receiver(status(code))
 		j := f.completeJob("ep", rc.URL, `1`)
 		d := f.waitFinished(j.ID, 10*time.Second)[0]
-		require.Equal(t, store.DeliveryDelivered, d.State, code)
+		require.Equal(t, spool.DeliveryDelivered, d.State, code)
 		require.Equal(t, []int{code}, attemptCodes(d))
 	}
 }
@@ -227,7 +226,7 @@ func TestPerHostConcurrency(t *testing.T) {
 	}
 	f.waitFor("the fast deliveries", func() bool {
 		for _, id := range fastJobs {
-			if f.delivery(id).State != store.DeliveryDelivered {
+			if f.delivery(id).State != spool.DeliveryDelivered {
 				return false
 			}
 		}
@@ -240,7 +239,7 @@ func TestPerHostConcurrency(t *testing.T) {
 	close(release)
 	f.waitFor("the slow deliveries", func() bool {
 		for _, id := range slowJobs {
-			if f.delivery(id).State != store.DeliveryDelivered {
+			if f.delivery(id).State != spool.DeliveryDelivered {
 				return false
 			}
 		}
@@ -264,7 +263,7 @@ func TestRedeliver(t *testing.T) {
 	require.Equal(t, first.ID, d.RedeliveryOf)
 	ds := f.waitFinished(j.ID, 10*time.Second)
 	require.Len(t, ds, 2)
-	require.Equal(t, store.DeliveryDelivered, ds[1].State)
+	require.Equal(t, spool.DeliveryDelivered, ds[1].State)
 	reqs := rc.requests()
 	require.Len(t, reqs, 2)
 	require.Equal(t, reqs[0].Body, reqs[1].Body, "the stored payload, byte for byte")
@@ -307,7 +306,7 @@ func TestDeliveryOutlivesJob(t *testing.T) {
 	require.Equal(t, spool.CodeNotFound, spool.ErrorCode(err))
 	f.clock.Advance(4 * time.Second)
 	ds := f.waitFinished(j.ID, 10*time.Second)
-	require.Equal(t, store.DeliveryDelivered, ds[0].State)
+	require.Equal(t, spool.DeliveryDelivered, ds[0].State)
 	reqs := rc.requests()
 	require.Equal(t, reqs[0].Body, reqs[1].Body)
 	require.Equal(t, `{"kept":true}`, string(jsonObject(t, reqs[1].Body)["output"]))
@@ -352,7 +351,7 @@ func TestStopGivesClaimsBack(t *testing.T) {
 
 	g := newFixture(t, func(o *fixtureOpts) { o.path = path; o.clock = f.clock })
 	d := g.waitFinished(j.ID, time.Second)[0]
-	require.Equal(t, store.DeliveryDelivered, d.State)
+	require.Equal(t, spool.DeliveryDelivered, d.State)
 	require.Equal(t, 1, d.Attempts, "the cut-off attempt was not counted")
 	require.Equal(t, []time.Duration{0}, attemptTimes(d), "due at once after the restart")
 	reqs := rc.requests()
@@ -369,13 +368,13 @@ func TestCrashBeforeDelivery(t *testing.T) {
 	rc := f.receiver(status(200))
 	j := f.completeJob("ep", rc.URL, `{"a":1}`)
 	d := f.delivery(j.ID)
-	require.Equal(t, store.DeliveryPending, d.State, "committed with the terminal transition")
+	require.Equal(t, spool.DeliveryPending, d.State, "committed with the terminal transition")
 	f.crash()
 	require.Equal(t, 0, rc.count())
 
 	g := newFixture(t, func(o *fixtureOpts) { o.path = path; o.clock = f.clock })
 	got := g.waitFinished(j.ID, time.Second)[0]
-	require.Equal(t, store.DeliveryDelivered, got.State)
+	require.Equal(t, spool.DeliveryDelivered, got.State)
 	require.Equal(t, d.ID, got.ID)
 	reqs := rc.requests()
 	require.Len(t, reqs, 1)
@@ -405,11 +404,11 @@ func TestCrashMidAttempt(t *testing.T) {
 	g.waitIdle()
 	require.Equal(t, 1, rc.count(), "the claim holds until its lease runs out")
 	d := g.delivery(j.ID)
-	require.Equal(t, store.DeliveryPending, d.State)
+	require.Equal(t, spool.DeliveryPending, d.State)
 	require.Equal(t, t0.Add(10*time.Second+5*time.Second), d.NextAttemptAt, "lease: the timeout plus a margin")
 	g.clock.Advance(15 * time.Second)
 	d = g.waitFinished(j.ID, time.Second)[0]
-	require.Equal(t, store.DeliveryDelivered, d.State)
+	require.Equal(t, spool.DeliveryDelivered, d.State)
 	reqs := rc.requests()
 	require.Len(t, reqs, 2, "delivered twice: at least once")
 	require.Equal(t, d.ID, reqs[0].Header.Get("webhook-id"))
@@ -436,10 +435,10 @@ func TestOnlyTheLeaderDelivers(t *testing.T) {
 	f.clock.Advance(time.Hour)
 	f.waitIdle()
 	require.Zero(t, rc.count(), "not the leader: nothing is claimed")
-	require.Equal(t, store.DeliveryPending, f.delivery(j.ID).State)
+	require.Equal(t, spool.DeliveryPending, f.delivery(j.ID).State)
 
 	lead.on.Store(true)
 	f.clock.Advance(time.Minute) // the next rescan
-	f.waitFor("delivered", func() bool { return f.delivery(j.ID).State == store.DeliveryDelivered })
+	f.waitFor("delivered", func() bool { return f.delivery(j.ID).State == spool.DeliveryDelivered })
 	require.Equal(t, 1, rc.count())
 }

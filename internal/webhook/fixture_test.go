@@ -59,7 +59,7 @@ type observer struct {
 	bell     *bell
 	mu       sync.Mutex
 	attempts map[string][]string // endpoint -> outcomes
-	finished map[string][]store.DeliveryState
+	finished map[string][]spool.DeliveryState
 }
 
 func (o *observer) WebhookAttempt(endpoint, outcome string, _ time.Duration) {
@@ -69,7 +69,7 @@ func (o *observer) WebhookAttempt(endpoint, outcome string, _ time.Duration) {
 	o.bell.ring()
 }
 
-func (o *observer) WebhookFinished(endpoint string, state store.DeliveryState) {
+func (o *observer) WebhookFinished(endpoint string, state spool.DeliveryState) {
 	o.mu.Lock()
 	o.finished[endpoint] = append(o.finished[endpoint], state)
 	o.mu.Unlock()
@@ -179,7 +179,7 @@ func newFixture(t *testing.T, mods ...func(*fixtureOpts)) *fixture {
 	}
 	ctx := context.Background()
 	f := &fixture{t: t, ctx: ctx, path: o.path, clock: o.clock, bell: newBell(), guard: &onlyThisMachine{}}
-	f.obs = &observer{bell: f.bell, attempts: map[string][]string{}, finished: map[string][]store.DeliveryState{}}
+	f.obs = &observer{bell: f.bell, attempts: map[string][]string{}, finished: map[string][]spool.DeliveryState{}}
 	var err error
 	f.st, err = sqlitestore.Open(ctx, o.path)
 	require.NoError(t, err)
@@ -275,14 +275,14 @@ func (f *fixture) waitIdle() {
 	f.waitFor("the dispatcher to be idle", func() bool { idle, _ := f.d.Idle(); return idle })
 }
 
-func (f *fixture) deliveries(jobID string) []store.Delivery {
+func (f *fixture) deliveries(jobID string) []spool.WebhookDelivery {
 	f.t.Helper()
 	ds, err := f.st.ListDeliveries(f.ctx, jobID)
 	require.NoError(f.t, err)
 	return ds
 }
 
-func (f *fixture) delivery(jobID string) store.Delivery {
+func (f *fixture) delivery(jobID string) spool.WebhookDelivery {
 	f.t.Helper()
 	ds := f.deliveries(jobID)
 	require.Len(f.t, ds, 1)
@@ -291,14 +291,14 @@ func (f *fixture) delivery(jobID string) store.Delivery {
 
 // waitFinished waits until every delivery of the job is delivered or failed, moving the fake
 // clock by step whenever the dispatcher idles with a delivery pending.
-func (f *fixture) waitFinished(jobID string, step time.Duration) []store.Delivery {
+func (f *fixture) waitFinished(jobID string, step time.Duration) []spool.WebhookDelivery {
 	f.t.Helper()
 	for range 200 {
 		f.waitIdle()
 		ds := f.deliveries(jobID)
 		finished := len(ds) > 0
 		for _, d := range ds {
-			finished = finished && d.State != store.DeliveryPending
+			finished = finished && d.State != spool.DeliveryPending
 		}
 		if finished {
 			return ds
@@ -345,7 +345,7 @@ func (f *fixture) take(ep string) *spool.Job {
 func (f *fixture) enqueue(endpoint, url string) string {
 	f.t.Helper()
 	id := spool.NewWebhookMessageID()
-	require.NoError(f.t, f.st.CreateDelivery(f.ctx, store.CreateDeliveryParams{Delivery: store.Delivery{
+	require.NoError(f.t, f.st.CreateDelivery(f.ctx, store.CreateDeliveryParams{Delivery: spool.WebhookDelivery{
 		ID: id, JobID: "job-" + id, Endpoint: endpoint, URL: url, Payload: json.RawMessage(`{"id":"job-` + id + `"}`),
 		CreatedAt: f.clock.Now(),
 	}}))
@@ -447,7 +447,7 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
-func attemptTimes(d store.Delivery) []time.Duration {
+func attemptTimes(d spool.WebhookDelivery) []time.Duration {
 	var out []time.Duration
 	for _, a := range d.History {
 		out = append(out, a.At.Sub(t0))
@@ -455,7 +455,7 @@ func attemptTimes(d store.Delivery) []time.Duration {
 	return out
 }
 
-func attemptCodes(d store.Delivery) []int {
+func attemptCodes(d spool.WebhookDelivery) []int {
 	var out []int
 	for _, a := range d.History {
 		out = append(out, a.StatusCode)

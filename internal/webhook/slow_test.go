@@ -14,7 +14,6 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/webhook"
-	"github.com/spool-run/spool/store"
 )
 
 // hijacked runs fn on the raw connection of each request (to misbehave below HTTP), and waits for
@@ -125,7 +124,7 @@ func TestSlowReceivers(t *testing.T) {
 	}
 	f.waitFor("the fast deliveries", func() bool {
 		for _, id := range fastJobs {
-			if f.delivery(id).State != store.DeliveryDelivered {
+			if f.delivery(id).State != spool.DeliveryDelivered {
 				return false
 			}
 		}
@@ -133,11 +132,11 @@ func TestSlowReceivers(t *testing.T) {
 	})
 	active, _ := hung.activeNow()
 	require.Equal(t, 1, active, "the fast receiver's 20 deliveries went through while the hung attempt was in flight")
-	require.Equal(t, store.DeliveryPending, f.delivery(slow["hang"]).State)
+	require.Equal(t, spool.DeliveryPending, f.delivery(slow["hang"]).State)
 
-	ended := map[string]store.Delivery{}
+	ended := map[string]spool.WebhookDelivery{}
 	for name, id := range slow {
-		f.waitFor(name+" to end", func() bool { return f.delivery(id).State != store.DeliveryPending })
+		f.waitFor(name+" to end", func() bool { return f.delivery(id).State != spool.DeliveryPending })
 		ended[name] = f.delivery(id)
 	}
 	for name, d := range ended {
@@ -145,15 +144,15 @@ func TestSlowReceivers(t *testing.T) {
 		require.Less(t, d.History[0].Duration, timeout+2*time.Second, "%s: the attempt ends by its timeout", name)
 	}
 	for _, name := range []string{"hang", "drip"} {
-		require.Equal(t, store.DeliveryFailed, ended[name].State, name)
+		require.Equal(t, spool.DeliveryFailed, ended[name].State, name)
 		require.Contains(t, ended[name].History[0].Error, "timed out after 4s", name)
 		require.GreaterOrEqual(t, ended[name].History[0].Duration, timeout-100*time.Millisecond, name)
 	}
 	require.Less(t, dripped.Load(), int64(10), "the drip was cut off")
 	// A 2xx with an endless body: the status decides; 64 KiB are read, then the connection is cut.
-	require.Equal(t, store.DeliveryDelivered, ended["stream"].State)
+	require.Equal(t, spool.DeliveryDelivered, ended["stream"].State)
 	require.Less(t, streamed.Load(), int64(32<<20), "far less than 100 MB left the receiver")
-	require.Equal(t, store.DeliveryFailed, ended["headers"].State)
+	require.Equal(t, spool.DeliveryFailed, ended["headers"].State)
 	require.Contains(t, ended["headers"].History[0].Error, "headers exceeded")
 	require.Less(t, headerBytes.Load(), int64(32<<20))
 

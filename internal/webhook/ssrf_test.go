@@ -15,7 +15,6 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/webhook"
-	"github.com/spool-run/spool/store"
 )
 
 // canary counts the connections a loopback listener accepts: a webhook that reaches it got past
@@ -143,7 +142,7 @@ func TestSSRFMatrix(t *testing.T) {
 		f.waitIdle()
 		done := true
 		for _, id := range all {
-			done = done && f.delivery(id).State != store.DeliveryPending
+			done = done && f.delivery(id).State != spool.DeliveryPending
 		}
 		if done {
 			break
@@ -152,7 +151,7 @@ func TestSSRFMatrix(t *testing.T) {
 	}
 	for i, tc := range targets {
 		d := f.delivery(jobs[i])
-		require.Equal(t, store.DeliveryFailed, d.State, tc.url)
+		require.Equal(t, spool.DeliveryFailed, d.State, tc.url)
 		require.Len(t, d.History, 1, tc.url)
 		a := d.History[0]
 		require.Zero(t, a.StatusCode, tc.url)
@@ -164,7 +163,7 @@ func TestSSRFMatrix(t *testing.T) {
 	// Rebinding: the first answer (public) passed the guard (and was stopped by the test, which
 	// sends nothing off this machine); the second (loopback) was refused at dial time.
 	d := f.delivery(rebind)
-	require.Equal(t, store.DeliveryFailed, d.State)
+	require.Equal(t, spool.DeliveryFailed, d.State)
 	require.Len(t, d.History, 2)
 	require.Contains(t, d.History[0].Error, "refusing to send traffic off this machine")
 	require.Contains(t, d.History[1].Error, "refused to connect to 127.0.0.1: a loopback address")
@@ -200,13 +199,13 @@ func TestSSRFAllowlist(t *testing.T) {
 	for _, id := range []string{delivered, redirected, refused} {
 		f.waitFinished(id, 10*time.Second)
 	}
-	require.Equal(t, store.DeliveryDelivered, f.delivery(delivered).State)
+	require.Equal(t, spool.DeliveryDelivered, f.delivery(delivered).State)
 	require.Equal(t, 1, ok.count())
 	r := f.delivery(redirected)
-	require.Equal(t, store.DeliveryFailed, r.State)
+	require.Equal(t, spool.DeliveryFailed, r.State)
 	require.Equal(t, 302, r.History[0].StatusCode)
 	s := f.delivery(refused)
-	require.Equal(t, store.DeliveryFailed, s.State)
+	require.Equal(t, spool.DeliveryFailed, s.State)
 	require.Contains(t, s.History[0].Error, "refused to connect to 127.0.0.1")
 	require.Zero(t, cn.accepts.Load())
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/engine"
-	"github.com/spool-run/spool/store"
 )
 
 // TestFiresOnEveryTerminalState: COMPLETED, FAILED, CANCELLED (queued, running, purged) and
@@ -140,7 +139,7 @@ func TestFiresOnEveryTerminalState(t *testing.T) {
 	// The outbox rows hold the same payloads; no canary there either.
 	for name, id := range ids {
 		d := f.delivery(id)
-		require.Equal(t, store.DeliveryDelivered, d.State, name)
+		require.Equal(t, spool.DeliveryDelivered, d.State, name)
 		require.NotContains(t, string(d.Payload), canary)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/spool-run/spool/store"
 )
 
-// deliveryColumns lists the columns of a store.Delivery, in the order of scanDelivery.
+// deliveryColumns lists the columns of a spool.WebhookDelivery, in the order of scanDelivery.
 const deliveryColumns = `id, job_id, endpoint, url, host, payload, state, attempts, next_attempt_at, lease,
 	created_at, finished_at, last_status, last_error, redelivery_of`
 
@@ -20,9 +20,9 @@ const selectDeliveries = `SELECT ` + deliveryColumns + ` FROM webhook_deliveries
 const insertDelivery = `INSERT INTO webhook_deliveries (` + deliveryColumns + `)
 	VALUES (?,?,?,?,?,?,?,?,?,?, ?,?,?,?,?)`
 
-func scanDelivery(row scanner) (store.Delivery, error) {
+func scanDelivery(row scanner) (spool.WebhookDelivery, error) {
 	var (
-		d                      store.Delivery
+		d                      spool.WebhookDelivery
 		state                  string
 		next, created, finishd int64
 	)
@@ -31,18 +31,18 @@ func scanDelivery(row scanner) (store.Delivery, error) {
 	if err != nil {
 		return d, err
 	}
-	d.State = store.DeliveryState(state)
+	d.State = spool.DeliveryState(state)
 	d.NextAttemptAt, d.CreatedAt, d.FinishedAt = fromMillis(next), fromMillis(created), fromMillis(finishd)
 	return d, nil
 }
 
-func queryDeliveries(ctx context.Context, q queryer, query string, args ...any) ([]store.Delivery, error) {
+func queryDeliveries(ctx context.Context, q queryer, query string, args ...any) ([]spool.WebhookDelivery, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []store.Delivery
+	var out []spool.WebhookDelivery
 	for rows.Next() {
 		d, err := scanDelivery(rows)
 		if err != nil {
@@ -54,9 +54,9 @@ func queryDeliveries(ctx context.Context, q queryer, query string, args ...any) 
 }
 
 // newDeliveryArgs are the insert arguments of a new pending delivery, due at its creation.
-func newDeliveryArgs(d store.Delivery) []any {
+func newDeliveryArgs(d spool.WebhookDelivery) []any {
 	return []any{
-		d.ID, d.JobID, d.Endpoint, d.URL, spool.WebhookHost(d.URL), blob(d.Payload), string(store.DeliveryPending),
+		d.ID, d.JobID, d.Endpoint, d.URL, spool.WebhookHost(d.URL), blob(d.Payload), string(spool.DeliveryPending),
 		0, millis(d.CreatedAt), 0, millis(d.CreatedAt), 0, 0, "", d.RedeliveryOf,
 	}
 }
@@ -69,7 +69,7 @@ func insertOutbox(ctx context.Context, tx queryer, j *spool.Job) error {
 		return nil
 	}
 	j.Outbox = nil
-	_, err := tx.ExecContext(ctx, insertDelivery, newDeliveryArgs(store.Delivery{
+	_, err := tx.ExecContext(ctx, insertDelivery, newDeliveryArgs(spool.WebhookDelivery{
 		ID: m.ID, JobID: j.ID, Endpoint: j.Endpoint, URL: m.URL, Payload: m.Payload, CreatedAt: m.CreatedAt,
 	})...)
 	if err != nil {
@@ -95,12 +95,12 @@ func (s *Store) CreateDelivery(ctx context.Context, p store.CreateDeliveryParams
 
 // ClaimDeliveries implements store.Store. The per-host bound is one window query: each due row is
 // ranked within its host, and a CASE gives the bound of the hosts HostLimits names.
-func (s *Store) ClaimDeliveries(ctx context.Context, p store.ClaimDeliveriesParams) ([]store.Delivery, error) {
+func (s *Store) ClaimDeliveries(ctx context.Context, p store.ClaimDeliveriesParams) ([]spool.WebhookDelivery, error) {
 	if p.Limit <= 0 {
 		return nil, nil
 	}
 	where := "state = ? AND next_attempt_at <= ?"
-	args := []any{string(store.DeliveryPending), millis(p.Now)}
+	args := []any{string(spool.DeliveryPending), millis(p.Now)}
 	if len(p.Exclude) > 0 {
 		where += " AND id NOT IN (" + placeholders(len(p.Exclude)) + ")"
 		for _, id := range p.Exclude {
@@ -133,7 +133,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, p store.ClaimDeliveriesPara
 	if lease == nil {
 		lease = func(string) time.Duration { return time.Minute }
 	}
-	return doResult(ctx, s, func(ctx context.Context, tx queryer) ([]store.Delivery, error) {
+	return doResult(ctx, s, func(ctx context.Context, tx queryer) ([]spool.WebhookDelivery, error) {
 		ds, err := queryDeliveries(ctx, tx, query, args...)
 		if err != nil {
 			return nil, fmt.Errorf("claim deliveries: %w", err)
@@ -152,30 +152,30 @@ func (s *Store) ClaimDeliveries(ctx context.Context, p store.ClaimDeliveriesPara
 }
 
 // RecordAttempt implements store.Store.
-func (s *Store) RecordAttempt(ctx context.Context, p store.RecordAttemptParams) (store.Delivery, error) {
+func (s *Store) RecordAttempt(ctx context.Context, p store.RecordAttemptParams) (spool.WebhookDelivery, error) {
 	switch p.State {
-	case store.DeliveryPending, store.DeliveryDelivered, store.DeliveryFailed:
+	case spool.DeliveryPending, spool.DeliveryDelivered, spool.DeliveryFailed:
 	default:
-		return store.Delivery{}, fmt.Errorf("sqlitestore: record attempt of %s: bad state %q", p.ID, p.State)
+		return spool.WebhookDelivery{}, fmt.Errorf("sqlitestore: record attempt of %s: bad state %q", p.ID, p.State)
 	}
-	return doResult(ctx, s, func(ctx context.Context, tx queryer) (store.Delivery, error) {
+	return doResult(ctx, s, func(ctx context.Context, tx queryer) (spool.WebhookDelivery, error) {
 		d, err := scanDelivery(tx.QueryRowContext(ctx, selectDeliveries+" WHERE id = ?", p.ID))
 		if err != nil {
 			return d, fmt.Errorf("record attempt of %s: %w", p.ID, notFound(err))
 		}
-		if d.State != store.DeliveryPending || d.Lease != p.Lease {
-			return store.Delivery{}, fmt.Errorf("record attempt of %s: lease %d is not the current claim: %w", p.ID, p.Lease, store.ErrConflict)
+		if d.State != spool.DeliveryPending || d.Lease != p.Lease {
+			return spool.WebhookDelivery{}, fmt.Errorf("record attempt of %s: lease %d is not the current claim: %w", p.ID, p.Lease, store.ErrConflict)
 		}
 		if a := p.Attempt; a != nil {
 			d.Attempts++
 			d.LastStatus, d.LastError = a.StatusCode, a.Error
 			if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_attempts (delivery_id, n, at, status_code, error, duration_ms)
 				VALUES (?, ?, ?, ?, ?, ?)`, d.ID, d.Attempts, millis(a.At), a.StatusCode, a.Error, a.Duration.Milliseconds()); err != nil {
-				return store.Delivery{}, fmt.Errorf("record attempt of %s: %w", p.ID, err)
+				return spool.WebhookDelivery{}, fmt.Errorf("record attempt of %s: %w", p.ID, err)
 			}
 		}
 		d.State = p.State
-		if p.State == store.DeliveryPending {
+		if p.State == spool.DeliveryPending {
 			d.NextAttemptAt = p.NextAttemptAt.Truncate(time.Millisecond).UTC()
 		} else {
 			d.FinishedAt = p.Now.Truncate(time.Millisecond).UTC()
@@ -184,7 +184,7 @@ func (s *Store) RecordAttempt(ctx context.Context, p store.RecordAttemptParams) 
 			finished_at = ?, last_status = ?, last_error = ? WHERE id = ?`,
 			string(d.State), d.Attempts, millis(d.NextAttemptAt), millis(d.FinishedAt), d.LastStatus, d.LastError, d.ID)
 		if err != nil {
-			return store.Delivery{}, fmt.Errorf("record attempt of %s: %w", p.ID, err)
+			return spool.WebhookDelivery{}, fmt.Errorf("record attempt of %s: %w", p.ID, err)
 		}
 		return d, nil
 	})
@@ -192,8 +192,8 @@ func (s *Store) RecordAttempt(ctx context.Context, p store.RecordAttemptParams) 
 
 // ListDeliveries implements store.Store. Both reads run in one read transaction, so the
 // attempts match the deliveries.
-func (s *Store) ListDeliveries(ctx context.Context, jobID string) ([]store.Delivery, error) {
-	var out []store.Delivery
+func (s *Store) ListDeliveries(ctx context.Context, jobID string) ([]spool.WebhookDelivery, error) {
+	var out []spool.WebhookDelivery
 	err := s.read(func(db *sql.DB) error {
 		tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 		if err != nil {
@@ -217,7 +217,7 @@ func (s *Store) ListDeliveries(ctx context.Context, jobID string) ([]store.Deliv
 		for rows.Next() {
 			var (
 				id        string
-				a         store.DeliveryAttempt
+				a         spool.DeliveryAttempt
 				at, durMs int64
 			)
 			if err := rows.Scan(&id, &a.N, &at, &a.StatusCode, &a.Error, &durMs); err != nil {
@@ -241,7 +241,7 @@ func (s *Store) NextDeliveryDue(ctx context.Context, after time.Time) (time.Time
 	var next sql.NullInt64
 	err := s.read(func(db *sql.DB) error {
 		return db.QueryRowContext(ctx, "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = ? AND next_attempt_at > ?",
-			string(store.DeliveryPending), millis(after)).Scan(&next)
+			string(spool.DeliveryPending), millis(after)).Scan(&next)
 	})
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next delivery due: %w", err)
@@ -262,7 +262,7 @@ func (s *Store) DeleteDeliveries(ctx context.Context, p store.DeleteDeliveriesPa
 	return doResult(ctx, s, func(ctx context.Context, tx queryer) (int, error) {
 		res, err := tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE seq IN (
 			SELECT seq FROM webhook_deliveries WHERE state IN (?, ?) AND finished_at <= ? LIMIT ?)`,
-			string(store.DeliveryDelivered), string(store.DeliveryFailed), millis(p.Before), limit)
+			string(spool.DeliveryDelivered), string(spool.DeliveryFailed), millis(p.Before), limit)
 		if err != nil {
 			return 0, fmt.Errorf("delete deliveries: %w", err)
 		}

@@ -220,14 +220,14 @@ func testClose(t *testing.T, open opener) {
 		"ListKeys":       func() error { _, err := s.ListKeys(ctx); return err },
 		"DeleteKey":      func() error { return s.DeleteKey(ctx, "k") },
 		"CreateDelivery": func() error {
-			return s.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: store.Delivery{ID: "msg_1", URL: "http://a.test/"}})
+			return s.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: spool.WebhookDelivery{ID: "msg_1", URL: "http://a.test/"}})
 		},
 		"ClaimDeliveries": func() error {
 			_, err := s.ClaimDeliveries(ctx, store.ClaimDeliveriesParams{Now: t0, Limit: 1})
 			return err
 		},
 		"RecordAttempt": func() error {
-			_, err := s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_1", State: store.DeliveryFailed, Now: t0})
+			_, err := s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_1", State: spool.DeliveryFailed, Now: t0})
 			return err
 		},
 		"ListDeliveries":  func() error { _, err := s.ListDeliveries(ctx, "j"); return err },

@@ -25,7 +25,7 @@ func withOutbox(m *spool.WebhookMessage) func(*spool.Job) error {
 	}
 }
 
-func deliveries(t *testing.T, s store.Store, jobID string) []store.Delivery {
+func deliveries(t *testing.T, s store.Store, jobID string) []spool.WebhookDelivery {
 	t.Helper()
 	ds, err := s.ListDeliveries(t.Context(), jobID)
 	require.NoError(t, err)
@@ -33,12 +33,12 @@ func deliveries(t *testing.T, s store.Store, jobID string) []store.Delivery {
 }
 
 // normDeliveries puts every time in UTC, for comparisons by instant.
-func normDeliveries(ds []store.Delivery) []store.Delivery {
-	out := make([]store.Delivery, len(ds))
+func normDeliveries(ds []spool.WebhookDelivery) []spool.WebhookDelivery {
+	out := make([]spool.WebhookDelivery, len(ds))
 	for i, d := range ds {
 		d.NextAttemptAt, d.CreatedAt, d.FinishedAt = d.NextAttemptAt.UTC(), d.CreatedAt.UTC(), d.FinishedAt.UTC()
 		if d.History != nil {
-			h := make([]store.DeliveryAttempt, len(d.History))
+			h := make([]spool.DeliveryAttempt, len(d.History))
 			for k, a := range d.History {
 				a.At = a.At.UTC()
 				h[k] = a
@@ -51,10 +51,10 @@ func normDeliveries(ds []store.Delivery) []store.Delivery {
 }
 
 // pending is the delivery a message of job j on endpoint ep becomes.
-func pending(m *spool.WebhookMessage, jobID, ep string) store.Delivery {
-	return store.Delivery{
+func pending(m *spool.WebhookMessage, jobID, ep string) spool.WebhookDelivery {
+	return spool.WebhookDelivery{
 		ID: m.ID, JobID: jobID, Endpoint: ep, URL: m.URL, Host: spool.WebhookHost(m.URL), Payload: m.Payload,
-		State: store.DeliveryPending, NextAttemptAt: m.CreatedAt.UTC(), CreatedAt: m.CreatedAt.UTC(),
+		State: spool.DeliveryPending, NextAttemptAt: m.CreatedAt.UTC(), CreatedAt: m.CreatedAt.UTC(),
 	}
 }
 
@@ -74,7 +74,7 @@ func testOutboxWithJob(t *testing.T, open opener) {
 	require.Equal(t, spool.StateCompleted, get(t, s, "u1").State)
 	want := pending(m1, "u1", "ep")
 	require.Equal(t, "example.com:443", want.Host)
-	require.Equal(t, []store.Delivery{want}, deliveries(t, s, "u1"))
+	require.Equal(t, []spool.WebhookDelivery{want}, deliveries(t, s, "u1"))
 
 	// An Apply error or a skip enqueues nothing.
 	_, err = s.UpdateJob(ctx, store.UpdateJobParams{ID: "u2", Apply: func(j *spool.Job) error {
@@ -125,7 +125,7 @@ func testOutboxWithJob(t *testing.T, open opener) {
 	require.NoError(t, err)
 	require.Len(t, taken, 1)
 	require.Nil(t, taken[0].Outbox)
-	require.Equal(t, []store.Delivery{pending(message("msg_take", "http://example.com/", 0), "t1", "take")}, deliveries(t, s, "t1"))
+	require.Equal(t, []spool.WebhookDelivery{pending(message("msg_take", "http://example.com/", 0), "t1", "take")}, deliveries(t, s, "t1"))
 
 	// CreateJob.
 	c := with(queued("c1", "ep"), func(j *spool.Job) { j.Outbox = message("msg_c1", "https://example.com/", 0) })
@@ -156,16 +156,16 @@ func testOutboxWithJob(t *testing.T, open opener) {
 func testCreateDelivery(t *testing.T, open opener) {
 	s := open(t)
 	ctx := t.Context()
-	d := store.Delivery{
+	d := spool.WebhookDelivery{
 		ID: "msg_re", JobID: "j", Endpoint: "ep", URL: "https://example.com/h", Payload: json.RawMessage(`{"a": 1}`),
 		CreatedAt: at(time.Minute), RedeliveryOf: "msg_orig",
 		// Ignored: a new delivery is pending with no attempts.
-		State: store.DeliveryDelivered, Attempts: 5, Lease: 9, LastError: "x",
+		State: spool.DeliveryDelivered, Attempts: 5, Lease: 9, LastError: "x",
 	}
 	require.NoError(t, s.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: d}))
-	require.Equal(t, []store.Delivery{{
+	require.Equal(t, []spool.WebhookDelivery{{
 		ID: "msg_re", JobID: "j", Endpoint: "ep", URL: "https://example.com/h", Host: "example.com:443",
-		Payload: json.RawMessage(`{"a": 1}`), State: store.DeliveryPending,
+		Payload: json.RawMessage(`{"a": 1}`), State: spool.DeliveryPending,
 		NextAttemptAt: at(time.Minute).UTC(), CreatedAt: at(time.Minute).UTC(), RedeliveryOf: "msg_orig",
 	}}, deliveries(t, s, "j"))
 	require.ErrorIs(t, s.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: d}), store.ErrConflict)
@@ -176,7 +176,7 @@ func testCreateDelivery(t *testing.T, open opener) {
 
 	// ListDeliveries: one job's deliveries only, oldest (first inserted) first.
 	for _, id := range []string{"msg_z", "msg_a", "msg_m"} {
-		require.NoError(t, s.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: store.Delivery{
+		require.NoError(t, s.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: spool.WebhookDelivery{
 			ID: id, JobID: "k", Endpoint: "ep", URL: "http://a.test/", Payload: json.RawMessage(`1`), CreatedAt: t0,
 		}}))
 	}
@@ -192,7 +192,7 @@ func seedDeliveries(t *testing.T, s store.Store, rows ...struct {
 }) {
 	t.Helper()
 	for _, r := range rows {
-		require.NoError(t, s.CreateDelivery(t.Context(), store.CreateDeliveryParams{Delivery: store.Delivery{
+		require.NoError(t, s.CreateDelivery(t.Context(), store.CreateDeliveryParams{Delivery: spool.WebhookDelivery{
 			ID: "msg_" + r.name, JobID: "j", Endpoint: "ep", URL: r.url, Payload: json.RawMessage(`{}`), CreatedAt: at(r.due),
 		}}))
 	}
@@ -204,7 +204,7 @@ type row = struct {
 	due  time.Duration
 }
 
-func deliveryIDs(ds []store.Delivery) []string {
+func deliveryIDs(ds []spool.WebhookDelivery) []string {
 	out := make([]string, 0, len(ds))
 	for _, d := range ds {
 		out = append(out, d.ID)
@@ -220,7 +220,7 @@ func testClaimDeliveries(t *testing.T, open opener) {
 		row{"a1", a, 0}, row{"b1", b, time.Second}, row{"a2", a, 2 * time.Second}, row{"a3", a, 3 * time.Second},
 		row{"c1", c, 4 * time.Second}, row{"later", b, time.Hour},
 	)
-	claim := func(p store.ClaimDeliveriesParams) []store.Delivery {
+	claim := func(p store.ClaimDeliveriesParams) []spool.WebhookDelivery {
 		t.Helper()
 		ds, err := s.ClaimDeliveries(ctx, p)
 		require.NoError(t, err)
@@ -237,7 +237,7 @@ func testClaimDeliveries(t *testing.T, open opener) {
 	for _, d := range got {
 		require.Equal(t, at(3*time.Second+30*time.Second).UTC(), d.NextAttemptAt.UTC(), "due again when the lease ends")
 		require.Equal(t, int64(1), d.Lease)
-		require.Equal(t, store.DeliveryPending, d.State)
+		require.Equal(t, spool.DeliveryPending, d.State)
 		require.Equal(t, "a.test:80", d.Host)
 		require.Equal(t, "ep", d.Endpoint)
 		require.JSONEq(t, `{}`, string(d.Payload))
@@ -260,7 +260,7 @@ func testClaimDeliveries(t *testing.T, open opener) {
 	require.Equal(t, at(3*time.Minute).UTC(), got[0].NextAttemptAt.UTC())
 
 	// Finished deliveries are never claimed.
-	_, err := s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_c1", Lease: got[0].Lease, State: store.DeliveryFailed, Now: at(2 * time.Minute)})
+	_, err := s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_c1", Lease: got[0].Lease, State: spool.DeliveryFailed, Now: at(2 * time.Minute)})
 	require.NoError(t, err)
 	got = claim(store.ClaimDeliveriesParams{Now: at(2 * time.Hour), Limit: 10, Lease: lease})
 	require.ElementsMatch(t, []string{"msg_a1", "msg_a2", "msg_a3", "msg_b1", "msg_later"}, deliveryIDs(got))
@@ -270,7 +270,7 @@ func testRecordAttempt(t *testing.T, open opener) {
 	s := open(t)
 	ctx := t.Context()
 	seedDeliveries(t, s, row{"d", "http://a.test/", 0})
-	claimOne := func(now time.Time) store.Delivery {
+	claimOne := func(now time.Time) spool.WebhookDelivery {
 		t.Helper()
 		ds, err := s.ClaimDeliveries(ctx, store.ClaimDeliveriesParams{Now: now, Limit: 1})
 		require.NoError(t, err)
@@ -280,12 +280,12 @@ func testRecordAttempt(t *testing.T, open opener) {
 
 	// A failed attempt: pending again, due at NextAttemptAt.
 	c := claimOne(t0)
-	a1 := store.DeliveryAttempt{At: t0, StatusCode: 500, Error: "HTTP 500", Duration: 12 * time.Millisecond}
+	a1 := spool.DeliveryAttempt{At: t0, StatusCode: 500, Error: "HTTP 500", Duration: 12 * time.Millisecond}
 	d, err := s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_d", Lease: c.Lease, Attempt: &a1,
-		State: store.DeliveryPending, NextAttemptAt: at(10 * time.Second), Now: t0})
+		State: spool.DeliveryPending, NextAttemptAt: at(10 * time.Second), Now: t0})
 	require.NoError(t, err)
 	require.Equal(t, 1, d.Attempts)
-	require.Equal(t, store.DeliveryPending, d.State)
+	require.Equal(t, spool.DeliveryPending, d.State)
 	require.Equal(t, at(10*time.Second).UTC(), d.NextAttemptAt.UTC())
 	require.Equal(t, 500, d.LastStatus)
 	require.Equal(t, "HTTP 500", d.LastError)
@@ -294,11 +294,11 @@ func testRecordAttempt(t *testing.T, open opener) {
 	// The same claim cannot record twice (its lease token is spent only by a new claim, but a
 	// second record of a stale token conflicts).
 	c2 := claimOne(at(10 * time.Second))
-	_, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_d", Lease: c.Lease, Attempt: &a1, State: store.DeliveryDelivered, Now: t0})
+	_, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_d", Lease: c.Lease, Attempt: &a1, State: spool.DeliveryDelivered, Now: t0})
 	require.ErrorIs(t, err, store.ErrConflict, "a stale claim conflicts")
 
 	// Released unused (shutdown): not counted, due at once.
-	d, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_d", Lease: c2.Lease, State: store.DeliveryPending,
+	d, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_d", Lease: c2.Lease, State: spool.DeliveryPending,
 		NextAttemptAt: at(10 * time.Second), Now: at(10 * time.Second)})
 	require.NoError(t, err)
 	require.Equal(t, 1, d.Attempts)
@@ -306,29 +306,29 @@ func testRecordAttempt(t *testing.T, open opener) {
 
 	// Delivered: finished.
 	c3 := claimOne(at(10 * time.Second))
-	a2 := store.DeliveryAttempt{At: at(10 * time.Second), StatusCode: 204, Duration: time.Second}
+	a2 := spool.DeliveryAttempt{At: at(10 * time.Second), StatusCode: 204, Duration: time.Second}
 	d, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_d", Lease: c3.Lease, Attempt: &a2,
-		State: store.DeliveryDelivered, Now: at(11 * time.Second)})
+		State: spool.DeliveryDelivered, Now: at(11 * time.Second)})
 	require.NoError(t, err)
-	require.Equal(t, store.DeliveryDelivered, d.State)
+	require.Equal(t, spool.DeliveryDelivered, d.State)
 	require.Equal(t, 2, d.Attempts)
 	require.Equal(t, at(11*time.Second).UTC(), d.FinishedAt.UTC())
 	require.Equal(t, 204, d.LastStatus)
 	require.Empty(t, d.LastError)
 
 	// Finished deliveries take no more attempts.
-	_, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_d", Lease: c3.Lease, Attempt: &a2, State: store.DeliveryFailed, Now: t0})
+	_, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_d", Lease: c3.Lease, Attempt: &a2, State: spool.DeliveryFailed, Now: t0})
 	require.ErrorIs(t, err, store.ErrConflict)
-	_, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_nope", Lease: 1, State: store.DeliveryFailed, Now: t0})
+	_, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: "msg_nope", Lease: 1, State: spool.DeliveryFailed, Now: t0})
 	require.ErrorIs(t, err, store.ErrNotFound)
 
 	got := deliveries(t, s, "j")
 	require.Len(t, got, 1)
-	require.Equal(t, []store.DeliveryAttempt{
+	require.Equal(t, []spool.DeliveryAttempt{
 		{N: 1, At: t0.UTC(), StatusCode: 500, Error: "HTTP 500", Duration: 12 * time.Millisecond},
 		{N: 2, At: at(10 * time.Second).UTC(), StatusCode: 204, Duration: time.Second},
 	}, got[0].History)
-	require.Equal(t, store.DeliveryDelivered, got[0].State)
+	require.Equal(t, spool.DeliveryDelivered, got[0].State)
 	require.Equal(t, int64(3), got[0].Lease)
 }
 
@@ -359,7 +359,7 @@ func testNextDeliveryDue(t *testing.T, open opener) {
 	n, _ = next(at(time.Second))
 	require.Equal(t, at(time.Minute+time.Second).UTC(), n)
 	_, err = s.RecordAttempt(ctx, store.RecordAttemptParams{ID: ds[0].ID, Lease: ds[0].Lease,
-		Attempt: &store.DeliveryAttempt{At: at(time.Second), StatusCode: 200}, State: store.DeliveryDelivered, Now: at(time.Second)})
+		Attempt: &spool.DeliveryAttempt{At: at(time.Second), StatusCode: 200}, State: spool.DeliveryDelivered, Now: at(time.Second)})
 	require.NoError(t, err)
 	n, ok = next(time.Time{})
 	require.True(t, ok)
@@ -371,23 +371,23 @@ func testDeleteDeliveries(t *testing.T, open opener) {
 	ctx := t.Context()
 	seedDeliveries(t, s, row{"ok", "http://a.test/", 0}, row{"bad", "http://a.test/", 0},
 		row{"recent", "http://a.test/", 0}, row{"open", "http://a.test/", 0})
-	finish := func(id string, state store.DeliveryState, when time.Time) {
+	finish := func(id string, state spool.DeliveryState, when time.Time) {
 		t.Helper()
 		ds, err := s.ClaimDeliveries(ctx, store.ClaimDeliveriesParams{Now: at(time.Hour), Limit: 10})
 		require.NoError(t, err)
 		for _, d := range ds {
-			st, now := store.DeliveryPending, at(time.Hour)
+			st, now := spool.DeliveryPending, at(time.Hour)
 			if d.ID == id {
 				st, now = state, when
 			}
 			_, err := s.RecordAttempt(ctx, store.RecordAttemptParams{ID: d.ID, Lease: d.Lease, State: st, NextAttemptAt: t0,
-				Now: now, Attempt: &store.DeliveryAttempt{At: t0, StatusCode: 200}})
+				Now: now, Attempt: &spool.DeliveryAttempt{At: t0, StatusCode: 200}})
 			require.NoError(t, err)
 		}
 	}
-	finish("msg_ok", store.DeliveryDelivered, at(time.Minute))
-	finish("msg_bad", store.DeliveryFailed, at(2*time.Minute))
-	finish("msg_recent", store.DeliveryDelivered, at(time.Hour))
+	finish("msg_ok", spool.DeliveryDelivered, at(time.Minute))
+	finish("msg_bad", spool.DeliveryFailed, at(2*time.Minute))
+	finish("msg_recent", spool.DeliveryDelivered, at(time.Hour))
 
 	n, err := s.DeleteDeliveries(ctx, store.DeleteDeliveriesParams{Before: at(2 * time.Minute), Limit: 1})
 	require.NoError(t, err)
