@@ -8,6 +8,9 @@ import (
 // Job is one job as the engine and the stores see it. The wire shapes (the /status object, the
 // job-take payload) are built from it by the HTTP layers; fields that a client must never see
 // (S3ConfigSealed, StopPending, Attempt) exist only here.
+//
+// Input, Output, Progress and S3ConfigSealed are the job's payloads: stores load them only when
+// asked (store.Payloads), and leave them nil otherwise; every other field is the job's head.
 type Job struct {
 	ID       string
 	Endpoint string
@@ -33,10 +36,18 @@ type Job struct {
 	QueuedAt   time.Time
 	TakenAt    time.Time // zero until a worker takes the job
 	FinishedAt time.Time // zero until the job is terminal
-	// Deadline is the one instant at which the sweeper acts on the job, whatever its state:
-	// IN_QUEUE: the TTL runs out; IN_PROGRESS: the execution timeout runs out;
-	// terminal: the retained result is deleted.
-	Deadline time.Time
+
+	// The sweeper's deadlines, one per state that has one; each is set when the job enters that
+	// state and means nothing in the others.
+	//
+	// ExpiresAt: while IN_QUEUE, the TTL runs out (QueuedAt + Policy.TTLMs).
+	ExpiresAt time.Time
+	// TimeoutAt: while IN_PROGRESS, the execution timeout runs out (TakenAt +
+	// Policy.ExecutionTimeoutMs).
+	TimeoutAt time.Time
+	// DeleteAt: once terminal, the retained result is deleted (FinishedAt + RetentionMs, or what
+	// /status?ttl= set).
+	DeleteAt time.Time
 
 	WorkerID string // the worker holding (or that last held) the job
 	// Attempt counts takes; a worker's post is accepted only for the current attempt (fencing).
@@ -44,8 +55,12 @@ type Job struct {
 	// Retries counts returns to the queue after the first take: lost workers and /retry.
 	Retries int
 
-	Output json.RawMessage // the result, or the latest progress value while IN_PROGRESS
-	Error  string
+	// Output is the result the job ended with; nil until then, and for a job the server ended.
+	Output json.RawMessage
+	// Progress is the latest progress value its worker posted while IN_PROGRESS (RunPod shows
+	// it as the output of a running job); nil otherwise.
+	Progress json.RawMessage
+	Error    string
 	// StopPod records a result's stopPod flag: the worker asked to be restarted after this job.
 	StopPod bool
 	// EndedByWorker is true when the terminal state came from the worker's own result; repeated
@@ -54,16 +69,12 @@ type Job struct {
 	// StopPending marks a job the holding worker must be told to stop (cancelled or timed out while
 	// IN_PROGRESS) until a job-stop poll of that worker has carried its id.
 	StopPending bool
-	// RetentionMs, when positive, replaces the default retention (set by /status?ttl=).
+	// RetentionMs is how long the job stays readable once terminal: the server's retention for
+	// /run or /runsync jobs when submitted, or what /status?ttl= set since.
 	RetentionMs int64
 	// StreamCount is the number of chunks appended; StreamCursor how many /stream has returned.
 	StreamCount  int64
 	StreamCursor int64
-
-	// Outbox is transient: a webhook delivery that the store enqueues in the same transaction that
-	// writes the job (UpdateJob, UpdateJobs, TakeJobs, CreateJob). It is never stored on the job:
-	// jobs returned or read back by a store have a nil Outbox.
-	Outbox *WebhookMessage
 }
 
 // Chunk is one streamed output, as posted by the worker to job-stream: the value of its "output".
@@ -78,11 +89,7 @@ func (j *Job) Clone() *Job {
 	c.Input = cloneRaw(j.Input)
 	c.S3ConfigSealed = cloneRaw(j.S3ConfigSealed)
 	c.Output = cloneRaw(j.Output)
-	if j.Outbox != nil {
-		m := *j.Outbox
-		m.Payload = cloneRaw(m.Payload)
-		c.Outbox = &m
-	}
+	c.Progress = cloneRaw(j.Progress)
 	return &c
 }
 
@@ -115,13 +122,10 @@ type Retention struct {
 	Sync time.Duration // jobs submitted with /runsync. Defaults to 1 min.
 }
 
-// RetainUntil is when a job that becomes terminal at now is deleted.
-func (j *Job) RetainUntil(now time.Time, r Retention) time.Time {
-	if j.RetentionMs > 0 {
-		return now.Add(time.Duration(j.RetentionMs) * time.Millisecond)
+// For is the retention of a job submitted with /runsync (sync) or /run.
+func (r Retention) For(sync bool) time.Duration {
+	if sync {
+		return r.Sync
 	}
-	if j.Sync {
-		return now.Add(r.Sync)
-	}
-	return now.Add(r.Run)
+	return r.Run
 }

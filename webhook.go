@@ -39,9 +39,9 @@ const (
 	maxWebhookSecrets  = 10
 )
 
-// WebhookMessage is a webhook delivery to enqueue. The engine sets it on Job.Outbox in the
-// transition that makes a job with a webhook terminal; the store inserts it into its outbox in the
-// same transaction that writes the job, so a committed terminal state always has its delivery.
+// WebhookMessage is a webhook delivery to enqueue. The engine builds it for the transition that
+// makes a job with a webhook terminal; the store inserts it into its outbox in the same
+// transaction that writes the job, so a committed terminal state always has its delivery.
 type WebhookMessage struct {
 	// ID is the delivery id, sent as webhook-id; stable across the attempts of the delivery.
 	ID string

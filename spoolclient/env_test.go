@@ -76,7 +76,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		Endpoints:   s.endpoints,
 		API: func(c *httpapi.Config) {
 			cfg := s.api
-			cfg.Engine, cfg.Keys, cfg.Logger, cfg.TakeWait = c.Engine, c.Keys, c.Logger, 5*time.Second
+			cfg.Engine, cfg.Fleet, cfg.Keys, cfg.Logger, cfg.TakeWait = c.Engine, c.Fleet, c.Keys, c.Logger, 5*time.Second
 			*c = cfg
 		},
 	})

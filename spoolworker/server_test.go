@@ -24,6 +24,7 @@ import (
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/httpapi"
 	"github.com/spool-run/spool/spoolworker"
 	"github.com/spool-run/spool/store/sqlitestore"
@@ -42,6 +43,7 @@ type server struct {
 	t         *testing.T
 	ctx       context.Context
 	eng       *engine.Engine
+	fleet     *fleet.Fleet
 	fake      *clock.Fake // nil: the wall clock
 	srv       *httptest.Server
 	proxy     *proxy
@@ -74,13 +76,15 @@ func newServer(t *testing.T, o serverOpts) *server {
 	require.NoError(t, err)
 	require.NoError(t, s.eng.Start(ctx))
 	t.Cleanup(s.eng.Stop)
+	s.fleet, err = fleet.New(fleet.Config{Engine: s.eng, Store: st, Logger: quiet})
+	require.NoError(t, err)
 	_, _, err = s.eng.PutEndpoint(ctx, spool.NewEndpoint("ep"))
 	require.NoError(t, err)
 	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: clk, Static: []spool.Key{auth.EnvAdminKey(adminSecret)}})
 	require.NoError(t, err)
 	s.workerKey, _, err = keys.Create(ctx, spool.Key{Name: "w", Scope: spool.ScopeWorker, Endpoints: []string{"ep"}})
 	require.NoError(t, err)
-	h, err := httpapi.New(httpapi.Config{Engine: s.eng, Keys: keys, Logger: quiet, TakeWait: 30 * time.Second})
+	h, err := httpapi.New(httpapi.Config{Engine: s.eng, Fleet: s.fleet, Keys: keys, Logger: quiet, TakeWait: 30 * time.Second})
 	require.NoError(t, err)
 	s.srv = httptest.NewServer(h)
 	t.Cleanup(s.srv.Close)
@@ -202,7 +206,7 @@ func (s *server) stream(id string) status {
 
 func (s *server) job(id string) *spool.Job {
 	s.t.Helper()
-	j, err := s.eng.GetJob(s.ctx, id)
+	j, err := s.eng.JobAnyEndpoint(s.ctx, id)
 	require.NoError(s.t, err)
 	return j
 }

@@ -549,7 +549,7 @@ func (g *gated) Handle(ctx context.Context, job *spoolworker.Job) (any, error) {
 // heldBy returns the jobs the server sees IN_PROGRESS on the worker.
 func (s *server) heldBy(worker string) []string {
 	s.t.Helper()
-	ws, err := s.eng.Workers(s.ctx, "ep")
+	ws, err := s.fleet.Workers(s.ctx, "ep")
 	require.NoError(s.t, err)
 	for _, w := range ws {
 		if w.ID == worker {
@@ -743,7 +743,7 @@ func TestPing(t *testing.T) {
 	require.Equal(t, s.workerKey, ping.Header.Get("Authorization"))
 	require.Equal(t, http.StatusOK, s.proxy.waitFor(func(x record) bool { return x.is("ping", "") && x.Query == ping.Query && x.Status != 0 }).Status)
 
-	ws, err := s.eng.Workers(s.ctx, "ep")
+	ws, err := s.fleet.Workers(s.ctx, "ep")
 	require.NoError(t, err)
 	require.Len(t, ws, 1)
 	require.Equal(t, spoolworker.Version, ws[0].Version)

@@ -2,13 +2,14 @@
 // (sqlitestore, later pgstore) implements, the params structs its methods take, and the sentinel
 // errors backends translate their own errors into.
 //
-// The store is deliberately dumb about the job state machine: it selects rows, locks them, hands
-// each to a caller-supplied Apply function (the engine's pure transition code) and writes back what
-// Apply produced, all in one transaction. The engine therefore owns every rule, and a new backend
-// only has to get selection, locking and durability right; storetest checks exactly that.
-//
-// Apply functions run inside the backend's transaction (for sqlitestore, on its single writer
-// goroutine), so they must be fast, must not block and must not call the store.
+// The store is deliberately dumb about the job state machine. The engine decides every change and
+// hands the store a targeted, conditional write: which job, what it must still look like (Expect:
+// its state, and its worker and attempt, or its exact epoch), and which fields to set to what
+// (JobChange). The store writes only those fields, and only if the expectation holds, so a backend
+// never rewrites a large input when a lease changes. The only arithmetic left to the store is a
+// deadline: Now plus one of the job's own durations, so that a backend may use its own clock.
+// Reads name the payloads they need (Payloads): the head alone serves the sweeper, the fleet and
+// /health. storetest checks all of this for every backend.
 package store
 
 import (
@@ -27,8 +28,6 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict: a row with that id already exists (CreateJob), or a key with that hash (PutKey).
 	ErrConflict = errors.New("store: conflict")
-	// ErrSkip, returned by an Apply function, leaves that job unchanged without failing the call.
-	ErrSkip = errors.New("store: skip")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("store: closed")
 )
@@ -36,44 +35,51 @@ var (
 // Store is implemented by every backend. Every method that returns nil has durably committed its
 // change (fsync'd) before it returns: the HTTP layer sends a 2xx only after that. A write that
 // returns the caller's context error was not applied. Times are kept at millisecond precision.
-// Results of UpdateJobs and ListWorkers come in no particular order.
+// Results of ListWorkers come in no particular order.
 type Store interface {
-	// CreateJob inserts a new job. ErrConflict if the id exists.
+	// CreateJob inserts a new job, payloads included. ErrConflict if the id exists.
 	CreateJob(ctx context.Context, p CreateJobParams) error
-	// GetJob returns one job. ErrNotFound if absent.
-	GetJob(ctx context.Context, id string) (*spool.Job, error)
-	// ListJobs returns jobs matching the filter, newest first (by CreatedAt, then ID).
+	// GetJob returns one job with the payloads p.With names. ErrNotFound if absent.
+	GetJob(ctx context.Context, p GetJobParams) (*spool.Job, error)
+	// ListJobs returns jobs matching the filter, newest first (by CreatedAt, then ID), with the
+	// payloads p.With names.
 	ListJobs(ctx context.Context, p ListJobsParams) ([]*spool.Job, error)
-	// UpdateJob loads one job, calls p.Apply on it and writes the result back, atomically.
-	// ErrNotFound if absent. If Apply returns ErrSkip the job is unchanged and UpdateJob returns it
-	// with a nil error; any other Apply error is returned as is, with nothing changed.
-	UpdateJob(ctx context.Context, p UpdateJobParams) (*spool.Job, error)
-	// UpdateJobs applies p.Apply to every job matching p.Filter (up to p.Filter.Limit), in one
-	// transaction, and returns the jobs it changed (not those Apply skipped). An Apply error other
-	// than ErrSkip aborts the whole call with nothing changed.
-	UpdateJobs(ctx context.Context, p UpdateJobsParams) ([]*spool.Job, error)
-	// TakeJobs hands out up to p.Max IN_QUEUE jobs of p.Endpoint whose Deadline is after p.Now:
+	// FindJobs returns the jobs matching f, with the payloads f.With names (none: their heads),
+	// in no particular order.
+	FindJobs(ctx context.Context, f JobFilter) ([]*spool.Job, error)
+	// ClaimJobs hands out up to p.Max IN_QUEUE jobs of p.Endpoint whose ExpiresAt is after p.Now:
 	// normal-priority jobs first, then low-priority ones, each level in FIFO order of QueuedAt
-	// (ties broken by insertion order). Each selected job is passed to p.Apply (which moves it to
-	// IN_PROGRESS) and written back. Concurrent TakeJobs calls never return the same job. Apply
-	// errors behave as in UpdateJobs; Max <= 0 takes nothing.
-	TakeJobs(ctx context.Context, p TakeJobsParams) ([]*spool.Job, error)
-	// DeleteJobs deletes terminal jobs whose Deadline is at or before p.Before (at most p.Limit),
-	// with their stream chunks, and returns how many it deleted.
+	// (ties broken by insertion order). It applies p.Change to each, which must move it out of
+	// IN_QUEUE, and returns them as written, in that order, with their Input and S3ConfigSealed.
+	// Concurrent ClaimJobs calls never return the same job. Max <= 0 claims nothing.
+	ClaimJobs(ctx context.Context, p ClaimJobsParams) ([]*spool.Job, error)
+	// UpdateJobs applies each of p.Updates whose job exists and meets its Expect, in one
+	// transaction, in order, and returns the heads of the jobs it changed as written (those whose
+	// expectation failed, or that do not exist, are left out and unchanged). An update with
+	// Webhook set, of a job with a webhook, also enqueues the delivery p.Outbox builds from the job
+	// as written (payloads included), in the same transaction.
+	UpdateJobs(ctx context.Context, p UpdateJobsParams) ([]*spool.Job, error)
+	// DeleteJobs deletes terminal jobs whose DeleteAt is at or before p.Before (at most p.Limit),
+	// with their payloads and stream chunks, and returns how many it deleted.
 	DeleteJobs(ctx context.Context, p DeleteJobsParams) (int, error)
 	// CountJobs counts the jobs of one endpoint by state.
 	CountJobs(ctx context.Context, endpoint string) (JobCounts, error)
-	// QueueStats counts the IN_QUEUE jobs of p.Endpoint by priority and its IN_PROGRESS
-	// normal-priority jobs, with the QueuedAt of the oldest queued normal-priority job (zero when
-	// there is none), and, when p.JobID names an IN_QUEUE job
-	// of that endpoint, its 1-based position in TakeJobs order (0 otherwise).
-	QueueStats(ctx context.Context, p QueueStatsParams) (QueueStats, error)
+	// QueueDepth counts the IN_QUEUE jobs of an endpoint by priority and its IN_PROGRESS
+	// normal-priority jobs, with the QueuedAt of the oldest queued normal-priority job, without
+	// reading any job's payloads.
+	QueueDepth(ctx context.Context, endpoint string) (spool.QueueDepth, error)
+	// QueuePosition returns the 1-based place of an IN_QUEUE job of p.Endpoint in ClaimJobs order;
+	// 0 when there is no such queued job.
+	QueuePosition(ctx context.Context, p QueuePositionParams) (int, error)
+	// HeldJobs lists the IN_PROGRESS jobs as (worker, job, attempt, taken at), by worker and
+	// then TakenAt, without reading any job's payloads.
+	HeldJobs(ctx context.Context, p HeldJobsParams) ([]HeldJob, error)
 
-	// AppendChunk loads the job, calls p.Check on it (optional; a non-nil error aborts with nothing
-	// changed, and changes Check makes to the job are not kept) and appends p.Data as the next
-	// chunk, incrementing the job's StreamCount.
-	AppendChunk(ctx context.Context, p AppendChunkParams) (*spool.Job, error)
-	// ReadChunks returns the job and its chunks with Seq > p.After, read in one snapshot. With
+	// AppendChunk appends p.Data as the job's next chunk and increments its StreamCount, if the
+	// job meets p.Expect; it reports whether it did. ErrNotFound if absent.
+	AppendChunk(ctx context.Context, p AppendChunkParams) (bool, error)
+	// ReadChunks returns the job (with the payloads p.With names) and its chunks with
+	// Seq > p.After, in one snapshot. With
 	// p.Drain, p.After is ignored: it returns the chunks after the job's StreamCursor and advances
 	// the cursor past them, atomically, so that each chunk is drained once (with p.Limit, only up
 	// to the last chunk returned).
@@ -82,7 +88,7 @@ type Store interface {
 	// TouchWorker records that a worker was seen (a take or a ping), creating it if needed.
 	TouchWorker(ctx context.Context, p TouchWorkerParams) error
 	// ListWorkers returns the known workers, of one endpoint when p.Endpoint is set.
-	ListWorkers(ctx context.Context, p ListWorkersParams) ([]Worker, error)
+	ListWorkers(ctx context.Context, p ListWorkersParams) ([]WorkerRecord, error)
 	// DeleteWorkers forgets workers last seen at or before p.SeenBefore that hold no IN_PROGRESS job.
 	DeleteWorkers(ctx context.Context, p DeleteWorkersParams) (int, error)
 
@@ -182,6 +188,26 @@ type CreateJobParams struct {
 	Job *spool.Job
 }
 
+// Payloads names the large fields of a job that a read loads besides its head.
+type Payloads uint8
+
+const (
+	// PayloadOutput loads Output and Progress.
+	PayloadOutput Payloads = 1 << iota
+	// PayloadInput loads Input.
+	PayloadInput
+	// PayloadS3Config loads S3ConfigSealed.
+	PayloadS3Config
+	// AllPayloads loads the whole job.
+	AllPayloads = PayloadOutput | PayloadInput | PayloadS3Config
+)
+
+// GetJobParams names a job and what to read of it.
+type GetJobParams struct {
+	ID   string
+	With Payloads
+}
+
 // ListJobsParams filters ListJobs.
 type ListJobsParams struct {
 	Endpoint string        // "" for all endpoints
@@ -193,42 +219,124 @@ type ListJobsParams struct {
 	Before   time.Time
 	BeforeID string
 	Limit    int // 0 means 100
+	With     Payloads
 }
 
-// UpdateJobParams names one job and the change to apply.
-type UpdateJobParams struct {
-	ID    string
-	Apply func(*spool.Job) error
-}
-
-// JobFilter selects jobs for UpdateJobs. Every non-zero field narrows the selection.
+// JobFilter selects jobs for FindJobs. Every non-zero field but With narrows the selection.
 type JobFilter struct {
+	IDs      []string
 	Endpoint string
 	States   []spool.State
 	WorkerID string
-	// DeadlineBefore keeps jobs whose Deadline is at or before it.
-	DeadlineBefore time.Time
 	// StopPending keeps jobs whose StopPending is set.
 	StopPending bool
-	// WorkerSeenBefore keeps jobs whose WorkerID names a worker last seen at or before it (or
-	// unknown to the worker table). Jobs with no WorkerID never match.
-	WorkerSeenBefore time.Time
+	// ExpiresBy keeps jobs whose ExpiresAt is at or before it, TimesOutBy those whose TimeoutAt
+	// is; each deadline means something only in its state, so pair them with States.
+	ExpiresBy  time.Time
+	TimesOutBy time.Time
 	// Limit bounds the number of jobs; 0 means no bound.
 	Limit int
+	With  Payloads
 }
 
-// UpdateJobsParams selects jobs and the change to apply to each.
-type UpdateJobsParams struct {
-	Filter JobFilter
-	Apply  func(*spool.Job) error
-}
-
-// TakeJobsParams selects queued jobs for one worker.
-type TakeJobsParams struct {
+// ClaimJobsParams selects queued jobs for one worker and says what claiming does to them.
+type ClaimJobsParams struct {
 	Endpoint string
 	Max      int
-	Now      time.Time
-	Apply    func(*spool.Job) error
+	// Now is the instant of the claim: jobs expired by then are not claimed, and it is the base
+	// of the deadlines Change sets.
+	Now    time.Time
+	Change JobChange
+}
+
+// UpdateJobsParams holds targeted writes to apply in one transaction.
+type UpdateJobsParams struct {
+	Updates []JobUpdate
+	// Now is the base of the deadlines the changes set.
+	Now time.Time
+	// Outbox builds the webhook delivery of a job that an update with Webhook set has just
+	// written (payloads included). It runs inside the store's transaction: it must be fast and
+	// must not call the store. Nil enqueues nothing.
+	Outbox func(*spool.Job) *spool.WebhookMessage
+}
+
+// JobUpdate is one targeted, conditional write.
+type JobUpdate struct {
+	ID     string
+	Expect Expect
+	Change JobChange
+	// Webhook enqueues the job's webhook delivery (UpdateJobsParams.Outbox), if it has a webhook.
+	Webhook bool
+}
+
+// Expect is what a job must still look like for a write to apply: in State and, where set, of
+// Endpoint, held by WorkerID at Attempt (the fence of a worker's post). With Exact, Attempt and
+// Retries must both equal the job's: since every transition changes the state, the attempt (a
+// claim) or the retries (a requeue or a retry), the job is then exactly as the engine read it and
+// has not moved on and come back.
+type Expect struct {
+	State    spool.State
+	Endpoint string // "" matches any
+	WorkerID string // "" matches any
+	Attempt  int    // 0 matches any, unless Exact
+	Exact    bool
+	Retries  int // compared only when Exact
+}
+
+// Exactly is the expectation that j is still as it was read.
+func Exactly(j *spool.Job) Expect {
+	return Expect{State: j.State, Endpoint: j.Endpoint, WorkerID: j.WorkerID, Attempt: j.Attempt, Retries: j.Retries, Exact: true}
+}
+
+// Fields names the fields a JobChange sets.
+type Fields uint32
+
+// The fields of a JobChange, each set to the JobChange's value of the same name, but for the last
+// five, whose values the store computes.
+const (
+	SetState Fields = 1 << iota
+	SetWorkerID
+	SetOutput
+	SetProgress
+	SetError
+	SetS3Config // S3ConfigSealed
+	SetHadS3Config
+	SetStopPod
+	SetEndedByWorker
+	SetStopPending
+	SetRetention // RetentionMs
+	SetQueuedAt
+	SetTakenAt
+	SetFinishedAt
+	// IncAttempt adds one to Attempt, IncRetries to Retries.
+	IncAttempt
+	IncRetries
+	// SetExpiresAt sets ExpiresAt to Now + the job's TTL, SetTimeoutAt sets TimeoutAt to Now +
+	// its execution timeout, and SetDeleteAt sets DeleteAt to Now + its RetentionMs (the new one,
+	// when the change also sets it).
+	SetExpiresAt
+	SetTimeoutAt
+	SetDeleteAt
+)
+
+// JobChange is what a targeted write sets: the fields named in Set, and nothing else.
+type JobChange struct {
+	Set Fields
+
+	State          spool.State
+	WorkerID       string
+	Output         json.RawMessage
+	Progress       json.RawMessage
+	Error          string
+	S3ConfigSealed []byte
+	HadS3Config    bool
+	StopPod        bool
+	EndedByWorker  bool
+	StopPending    bool
+	RetentionMs    int64
+	QueuedAt       time.Time
+	TakenAt        time.Time
+	FinishedAt     time.Time
 }
 
 // DeleteJobsParams bounds a retention sweep.
@@ -244,29 +352,33 @@ type JobCounts struct {
 	Retried int
 }
 
-// QueueStatsParams names the endpoint (and optionally a job) of a QueueStats call.
-type QueueStatsParams struct {
+// QueuePositionParams names a queued job of an endpoint.
+type QueuePositionParams struct {
 	Endpoint string
 	JobID    string
 }
 
-// QueueStats describes an endpoint's queue.
-type QueueStats struct {
-	// Normal and Low count the queued jobs of each priority.
-	Normal, Low int
-	// Running counts the IN_PROGRESS normal-priority jobs.
-	Running int
-	// OldestNormal is the QueuedAt of the oldest queued normal-priority job; zero when none.
-	OldestNormal time.Time
-	// Position is the job's 1-based place in dispatch order; 0 when no queued job was named.
-	Position int
+// HeldJobsParams filters HeldJobs. Every non-zero field narrows the selection.
+type HeldJobsParams struct {
+	Endpoint string
+	WorkerID string
+	// SeenBefore keeps the jobs whose worker was last seen at or before it, or never.
+	SeenBefore time.Time
+}
+
+// HeldJob is an IN_PROGRESS job as the workers' side sees it.
+type HeldJob struct {
+	WorkerID string
+	JobID    string
+	Attempt  int
+	TakenAt  time.Time
 }
 
 // AppendChunkParams appends one stream chunk.
 type AppendChunkParams struct {
-	ID    string
-	Check func(*spool.Job) error
-	Data  json.RawMessage
+	ID     string
+	Expect Expect
+	Data   json.RawMessage
 }
 
 // ReadChunksParams reads stream chunks.
@@ -275,10 +387,12 @@ type ReadChunksParams struct {
 	After int64
 	Drain bool
 	Limit int // 0 means no bound
+	// With names the payloads of the job to read with the chunks.
+	With Payloads
 }
 
-// Worker is a worker the server has seen.
-type Worker struct {
+// WorkerRecord is a worker the server has seen: the row a sighting writes.
+type WorkerRecord struct {
 	ID        string
 	Endpoint  string
 	FirstSeen time.Time

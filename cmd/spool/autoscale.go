@@ -44,6 +44,8 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 	}
 	s.scaler, err = autoscale.New(autoscale.Config{
 		Engine:      s.eng,
+		Fleet:       s.fleet,
+		Store:       s.store,
 		Provider:    prov,
 		ServerURL:   s.URL(),
 		APIKey:      secret,

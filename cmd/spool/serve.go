@@ -20,6 +20,7 @@ import (
 	"github.com/spool-run/spool/internal/autoscale"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/httpapi"
 	"github.com/spool-run/spool/internal/metrics"
 	"github.com/spool-run/spool/internal/notify"
@@ -94,6 +95,7 @@ type server struct {
 	keys     *auth.Keyring
 	http     *http.Server
 	ln       net.Listener
+	fleet    *fleet.Fleet
 	webhooks *webhook.Dispatcher
 	draining atomic.Bool
 	scaler   *autoscale.Autoscaler // runs the workers of endpoints with a worker spec
@@ -131,10 +133,13 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		StoreStats: func() (int64, int64) { st := s.store.Stats(); return st.Batches, st.Ops },
 		Logger:     s.log,
 	})
+	// One notifier for everything in this process that waits for a change.
+	hub := notify.NewHub()
 	s.webhooks, err = webhook.New(webhook.Config{
 		Store:    s.store,
 		Logger:   s.log,
 		Observer: m,
+		Notifier: hub,
 		Endpoint: func(name string) (spool.Endpoint, bool) {
 			ep, err := s.eng.Endpoint(name)
 			return ep, err == nil
@@ -148,19 +153,15 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	if err != nil {
 		return nil, err
 	}
-	// One notifier for everything in this process that waits for a change.
-	hub := notify.NewHub()
 	eng, err := engine.New(engine.Config{
-		Store:           s.store,
-		Notifier:        hub,
-		Observer:        m,
-		Logger:          s.log,
-		Retention:       spool.Retention{Run: cfg.Retention.Run, Sync: cfg.Retention.Runsync},
-		WorkerLostAfter: cfg.Workers.LostAfter,
-		MaxRetries:      cfg.Workers.MaxRetries,
-		WebhookPayload:  webhook.Payload,
-		WebhookQueued:   s.webhooks.Notify,
-		Sealer:          sealer,
+		Store:          s.store,
+		Notifier:       hub,
+		Observer:       m,
+		Logger:         s.log,
+		Retention:      spool.Retention{Run: cfg.Retention.Run, Sync: cfg.Retention.Runsync},
+		MaxRetries:     cfg.Workers.MaxRetries,
+		WebhookPayload: webhook.Payload,
+		Sealer:         sealer,
 	})
 	if err != nil {
 		return nil, err
@@ -169,6 +170,12 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		return nil, err
 	}
 	s.eng = eng
+	if s.fleet, err = fleet.New(fleet.Config{Engine: eng, Store: s.store, Logger: s.log, LostAfter: cfg.Workers.LostAfter}); err != nil {
+		return nil, err
+	}
+	if err := s.fleet.Start(ctx); err != nil {
+		return nil, err
+	}
 	for _, ep := range cfg.Endpoints {
 		if _, _, err := eng.PutEndpoint(ctx, ep.Endpoint); err != nil {
 			return nil, fmt.Errorf("endpoint %s from config: %w", ep.Name, err)
@@ -183,6 +190,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	}
 	handler, err := httpapi.New(httpapi.Config{
 		Engine:       eng,
+		Fleet:        s.fleet,
 		Keys:         s.keys,
 		Logger:       s.log,
 		TakeWait:     cfg.Workers.TakeWait,
@@ -221,6 +229,9 @@ func (s *server) abort() {
 	}
 	if s.scaler != nil {
 		s.scaler.Stop()
+	}
+	if s.fleet != nil {
+		s.fleet.Stop()
 	}
 	if s.eng != nil {
 		s.eng.Stop()
@@ -269,6 +280,7 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Warn("serve", "err", err)
 	}
+	s.fleet.Stop()
 	s.eng.Stop()
 	// Webhooks stop after the requests drained and the sweeper stopped (no more terminal
 	// transitions), before the store closes: attempts in flight get a grace, then their claims

@@ -12,6 +12,7 @@ import (
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/autoscale"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 )
 
 func TestWanted(t *testing.T) {
@@ -70,42 +71,37 @@ func TestScaleZeroToNToZero(t *testing.T) {
 		ids = append(ids, e.submit("ep", `{"waitFile":`+jsonStr(gate)+`}`, false))
 	}
 	for i, id := range ids {
-		e.requireWait(id, i+1, engine.WaitNoWorkersYet)
+		e.requireWait(id, i+1, fleet.WaitNoWorkersYet)
 	}
 	e.tick()
-	require.Equal(t, map[string]int{engine.WorkerInitializing: 3}, e.states("ep"))
+	require.Equal(t, map[spool.WorkerState]int{spool.WorkerInitializing: 3}, e.states("ep"))
 	// The workers are real processes and may already have taken jobs: check a job still queued.
 	for _, id := range ids {
 		if e.job(id).State == spool.StateInQueue {
 			_, r := e.wait(id)
-			require.Contains(t, []string{engine.WaitInitializing, ""}, r, "wait reason of %s", id)
+			require.Contains(t, []string{string(fleet.WaitInitializing), ""}, r, "wait reason of %s", id)
 		}
 	}
 	e.until("three jobs run", func() bool {
-		return e.states("ep")[engine.WorkerRunning] == 3
+		return e.states("ep")[spool.WorkerRunning] == 3
 	})
-	var h engine.Health
-	h, err := e.eng.Health(e.ctx, "ep")
-	require.NoError(t, err)
-	require.Equal(t, engine.HealthWorkers{Running: 3, Ready: 3}, h.Workers)
+	require.Equal(t, fleet.Counts{Running: 3}, e.counts("ep"))
 
 	extra := e.submit("ep", `{"echo":"four"}`, false)
 	e.tick()
-	e.requireWait(extra, 1, engine.WaitMaxWorkers)
+	e.requireWait(extra, 1, fleet.WaitMaxWorkers)
 	require.Len(t, e.workers("ep"), 3, "never more than workersMax")
 
 	release()
 	for _, id := range append(ids, extra) {
 		e.until("job "+id+" completes", e.state(id, spool.StateCompleted))
 	}
-	e.until("all idle", func() bool { return e.states("ep")[engine.WorkerIdle] == 3 })
+	e.until("all idle", func() bool { return e.states("ep")[spool.WorkerIdle] == 3 })
 	e.advance(4 * time.Second)
 	require.Len(t, e.workers("ep"), 3, "idle for less than idleTimeout")
 	e.advance(time.Second)
 	require.Empty(t, e.workers("ep"), "scaled to zero")
-	h, err = e.eng.Health(e.ctx, "ep")
-	require.NoError(t, err)
-	require.Equal(t, engine.HealthWorkers{}, h.Workers)
+	require.Equal(t, fleet.Counts{}, e.counts("ep"))
 
 	next := e.submit("ep", `{"echo":"again"}`, false)
 	e.tick()
@@ -113,7 +109,7 @@ func TestScaleZeroToNToZero(t *testing.T) {
 	e.until("the next job completes", e.state(next, spool.StateCompleted))
 	e.tick() // see the worker idle
 
-	cs := e.eng.ColdStarts()["ep"]
+	cs := e.fleet.ColdStarts()["ep"]
 	require.Equal(t, 4, cs.Count, "cold starts are measured")
 
 	var list struct {
@@ -125,7 +121,7 @@ func TestScaleZeroToNToZero(t *testing.T) {
 	}
 	e.get("/api/workers?endpoint=ep", &list)
 	require.Len(t, list.Workers, 1)
-	require.Equal(t, engine.WorkerIdle, list.Workers[0].State)
+	require.Equal(t, string(spool.WorkerIdle), list.Workers[0].State)
 	require.Equal(t, 4, list.ColdStarts["ep"].Count)
 }
 
@@ -144,7 +140,7 @@ func TestNoScaleInOfBusyWorker(t *testing.T) {
 		ws := e.workers("ep")
 		require.Len(t, ws, 1)
 		require.Equal(t, worker, ws[0].ID)
-		require.Equal(t, engine.WorkerRunning, ws[0].State)
+		require.Equal(t, spool.WorkerRunning, ws[0].State)
 	}
 	release()
 	e.until("the job completes", e.state(id, spool.StateCompleted))
@@ -163,7 +159,7 @@ func TestLowPriority(t *testing.T) {
 		e.advance(10 * time.Second)
 		require.Empty(t, e.workers("ep"))
 	}
-	e.requireWait(low, 1, engine.WaitLowPriorityIdle)
+	e.requireWait(low, 1, fleet.WaitLowPriorityIdle)
 
 	// Settings change without a restart: an always-on worker runs it.
 	e.endpoint("ep", func(ep *spool.Endpoint) { ep.WorkersMin, ep.WorkersMax, ep.ScalerValue = 1, 1, 1 })
@@ -176,12 +172,12 @@ func TestLowPriority(t *testing.T) {
 	low2 := e.submit("ep", `{"echo":"low2"}`, true)
 	n := e.submit("ep", `{"waitFile":`+jsonStr(gateN)+`}`, false)
 	e.tick()
-	e.requireWait(n, 1, engine.WaitMaxWorkers)
-	e.requireWait(low2, 2, engine.WaitLowPriorityIdle)
+	e.requireWait(n, 1, fleet.WaitMaxWorkers)
+	e.requireWait(low2, 2, fleet.WaitLowPriorityIdle)
 	releaseA()
 	e.until("the normal job goes first", e.state(n, spool.StateInProgress))
 	require.Equal(t, spool.StateInQueue, e.job(low2).State)
-	e.requireWait(low2, 1, engine.WaitLowPriorityIdle)
+	e.requireWait(low2, 1, fleet.WaitLowPriorityIdle)
 	releaseN()
 	e.until("then the low-priority one", e.state(low2, spool.StateCompleted))
 	require.Len(t, e.workers("ep"), 1)
@@ -199,22 +195,20 @@ func TestCrashLoop(t *testing.T) {
 	require.Equal(t, spool.StateInQueue, e.job(id).State)
 	ws := e.workers("ep")
 	require.Len(t, ws, 1)
-	require.Equal(t, engine.WorkerUnhealthy, ws[0].State)
+	require.Equal(t, spool.WorkerUnhealthy, ws[0].State)
 	require.Contains(t, ws[0].Error, "restart in 1s")
 	require.Contains(t, strings.Join(ws[0].LogTail, "\n"), "crashing as asked")
-	e.requireWait(id, 1, engine.WaitUnhealthy)
-	h, err := e.eng.Health(e.ctx, "ep")
-	require.NoError(t, err)
-	require.Equal(t, 1, h.Workers.Unhealthy)
+	e.requireWait(id, 1, fleet.WaitUnhealthy)
+	require.Equal(t, 1, e.counts("ep").Unhealthy)
 
 	e.advance(999 * time.Millisecond)
-	require.Equal(t, engine.WorkerUnhealthy, e.workers("ep")[0].State, "backing off")
+	require.Equal(t, spool.WorkerUnhealthy, e.workers("ep")[0].State, "backing off")
 	e.fake.Advance(time.Millisecond)
 	e.until("second crash requeues", func() bool { return e.job(id).Retries == 2 })
 	require.Contains(t, e.workers("ep")[0].Error, "restart in 2s")
 
 	e.advance(time.Second)
-	require.Equal(t, engine.WorkerUnhealthy, e.workers("ep")[0].State, "the backoff doubled")
+	require.Equal(t, spool.WorkerUnhealthy, e.workers("ep")[0].State, "the backoff doubled")
 	e.fake.Advance(time.Second)
 	e.until("the job fails", e.state(id, spool.StateFailed))
 	j := e.job(id)
@@ -241,12 +235,12 @@ func TestShellWorkerCrashes(t *testing.T) {
 			return len(ws) == 1 && strings.Contains(ws[0].Error, "restart in "+delay)
 		})
 		ws := e.workers("ep")
-		require.Equal(t, engine.WorkerUnhealthy, ws[0].State)
+		require.Equal(t, spool.WorkerUnhealthy, ws[0].State)
 		require.Contains(t, ws[0].Error, "exit status 7")
 		require.Contains(t, ws[0].LogTail, "boom: model not found")
 		if i == 0 {
 			id := e.submit("ep", `{"echo":1}`, false)
-			e.requireWait(id, 1, engine.WaitUnhealthy)
+			e.requireWait(id, 1, fleet.WaitUnhealthy)
 		}
 		d, err := time.ParseDuration(delay)
 		require.NoError(t, err)
@@ -294,11 +288,11 @@ func TestGPUPool(t *testing.T) {
 	for range 3 {
 		ids = append(ids, e.submit("ep", `{"waitFile":`+jsonStr(gate)+`,"env":"CUDA_VISIBLE_DEVICES"}`, false))
 	}
-	e.until("two run", func() bool { return e.states("ep")[engine.WorkerRunning] == 2 })
-	require.Equal(t, map[string]int{engine.WorkerRunning: 2, engine.WorkerThrottled: 1}, e.states("ep"))
+	e.until("two run", func() bool { return e.states("ep")[spool.WorkerRunning] == 2 })
+	require.Equal(t, map[spool.WorkerState]int{spool.WorkerRunning: 2, spool.WorkerThrottled: 1}, e.states("ep"))
 	used := map[string]bool{}
 	for _, w := range e.workers("ep") {
-		if w.State == engine.WorkerRunning {
+		if w.State == spool.WorkerRunning {
 			require.Len(t, w.GPUs, 2)
 			for _, g := range w.GPUs {
 				require.False(t, used[g], "GPU %s given twice", g)
@@ -313,18 +307,16 @@ func TestGPUPool(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, queued)
-	e.requireWait(queued, 1, engine.WaitGPUsUnavailable)
-	h, err := e.eng.Health(e.ctx, "ep")
-	require.NoError(t, err)
-	require.Equal(t, 1, h.Workers.Throttled)
+	e.requireWait(queued, 1, fleet.WaitGPUsUnavailable)
+	require.Equal(t, 1, e.counts("ep").Throttled)
 
 	release()
 	outs := map[string]bool{}
 	for _, id := range ids {
 		e.until("job completes", e.state(id, spool.StateCompleted))
 		require.LessOrEqual(t, len(e.workers("ep")), 3)
-		require.LessOrEqual(t, e.states("ep")[engine.WorkerRunning]+e.states("ep")[engine.WorkerIdle]+
-			e.states("ep")[engine.WorkerInitializing], 2, "never more than 2 workers")
+		require.LessOrEqual(t, e.states("ep")[spool.WorkerRunning]+e.states("ep")[spool.WorkerIdle]+
+			e.states("ep")[spool.WorkerInitializing], 2, "never more than 2 workers")
 		var out string
 		require.NoError(t, jsonUnmarshal(e.job(id).Output, &out))
 		outs[out] = true
@@ -342,8 +334,11 @@ func TestStopDrainsRunningJobs(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.endpoint("ep", nil)
 	gate, release := e.file("gate")
-	id := e.submit("ep", `{"waitFile":`+jsonStr(gate)+`}`, false)
-	e.until("the job runs", e.state(id, spool.StateInProgress))
+	started, _ := e.file("started")
+	id := e.submit("ep", `{"waitFile":`+jsonStr(gate)+`,"startedFile":`+jsonStr(started)+`}`, false)
+	// The handler runs the job: its take answer has arrived (IN_PROGRESS alone is not enough: the
+	// worker may be stopped before the answer reaches it, and then leaves at once).
+	e.until("the job runs", func() bool { _, err := os.Stat(started); return err == nil })
 
 	stopped := make(chan struct{})
 	go func() { e.as.Stop(); close(stopped) }()

@@ -24,6 +24,7 @@ import (
 	"github.com/spool-run/spool/internal/autoscale/process"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/httpapi"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
@@ -60,13 +61,14 @@ const adminSecret = "spool_admin_for_autoscale_tests"
 // env is a real server on loopback (SQLite, engine and HTTP API on a fake clock) with an
 // autoscaler running real worker processes, driven tick by tick.
 type env struct {
-	t    *testing.T
-	ctx  context.Context
-	fake *clock.Fake
-	eng  *engine.Engine
-	as   *autoscale.Autoscaler
-	srv  *httptest.Server
-	dir  string
+	t     *testing.T
+	ctx   context.Context
+	fake  *clock.Fake
+	eng   *engine.Engine
+	fleet *fleet.Fleet
+	as    *autoscale.Autoscaler
+	srv   *httptest.Server
+	dir   string
 }
 
 type envOpts struct {
@@ -91,11 +93,13 @@ func newEnv(t *testing.T, o envOpts) *env {
 	eng, err := engine.New(ecfg)
 	require.NoError(t, err)
 	require.NoError(t, eng.Start(ctx))
+	fl, err := fleet.New(fleet.Config{Engine: eng, Store: st, Logger: quiet})
+	require.NoError(t, err)
 	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Static: []spool.Key{auth.EnvAdminKey(adminSecret)}})
 	require.NoError(t, err)
 	workerKey, _, err := keys.Create(ctx, spool.Key{Name: "autoscaler", Scope: spool.ScopeWorker})
 	require.NoError(t, err)
-	h, err := httpapi.New(httpapi.Config{Engine: eng, Keys: keys, Logger: quiet})
+	h, err := httpapi.New(httpapi.Config{Engine: eng, Fleet: fl, Keys: keys, Logger: quiet})
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	prov, err := process.New(process.Config{Clock: fake})
@@ -105,7 +109,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		p = o.provider(prov)
 	}
 	acfg := autoscale.Config{
-		Engine: eng, Provider: p, ServerURL: srv.URL, APIKey: workerKey, Clock: fake, Logger: quiet,
+		Engine: eng, Fleet: fl, Store: st, Provider: p, ServerURL: srv.URL, APIKey: workerKey, Clock: fake, Logger: quiet,
 		PingInterval: time.Second,
 	}
 	if o.scaler != nil {
@@ -118,7 +122,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	t.Cleanup(srv.Close)
 	t.Cleanup(eng.Stop)
 	t.Cleanup(as.Stop)
-	return &env{t: t, ctx: ctx, fake: fake, eng: eng, as: as, srv: srv, dir: t.TempDir()}
+	return &env{t: t, ctx: ctx, fake: fake, eng: eng, fleet: fl, as: as, srv: srv, dir: t.TempDir()}
 }
 
 // endpoint creates (or replaces) an endpoint run by the test worker.
@@ -143,7 +147,7 @@ func (e *env) submit(ep string, input string, low bool) string {
 
 func (e *env) job(id string) *spool.Job {
 	e.t.Helper()
-	j, err := e.eng.GetJob(e.ctx, id)
+	j, err := e.eng.JobAnyEndpoint(e.ctx, id)
 	require.NoError(e.t, err)
 	return j
 }
@@ -181,16 +185,24 @@ func (e *env) state(id string, want spool.State) func() bool {
 	return func() bool { return e.job(id).State == want }
 }
 
-func (e *env) workers(ep string) []engine.WorkerInfo {
+func (e *env) workers(ep string) []fleet.Worker {
 	e.t.Helper()
-	ws, err := e.eng.Workers(e.ctx, ep)
+	ws, err := e.fleet.Workers(e.ctx, ep)
 	require.NoError(e.t, err)
 	return ws
 }
 
+// counts is /health's count of an endpoint's workers.
+func (e *env) counts(ep string) fleet.Counts {
+	e.t.Helper()
+	c, err := e.fleet.Counts(e.ctx, ep)
+	require.NoError(e.t, err)
+	return c
+}
+
 // states counts an endpoint's workers by state.
-func (e *env) states(ep string) map[string]int {
-	m := map[string]int{}
+func (e *env) states(ep string) map[spool.WorkerState]int {
+	m := map[spool.WorkerState]int{}
 	for _, w := range e.workers(ep) {
 		m[w.State]++
 	}
@@ -234,10 +246,10 @@ func (e *env) wait(id string) (int, string) {
 	return j.Position, j.WaitReason
 }
 
-func (e *env) requireWait(id string, pos int, reason string) {
+func (e *env) requireWait(id string, pos int, reason fleet.WaitReason) {
 	e.t.Helper()
 	p, r := e.wait(id)
-	require.Equal(e.t, reason, r, "wait reason of %s", id)
+	require.Equal(e.t, string(reason), r, "wait reason of %s", id)
 	require.Equal(e.t, pos, p, "position of %s", id)
 }
 

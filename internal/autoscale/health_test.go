@@ -12,7 +12,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/autoscale"
-	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 )
 
 // stopPod: true in a result restarts that worker after the job: the old process gets SIGTERM
@@ -66,34 +66,34 @@ func TestInitTimeout(t *testing.T) {
 	ws := e.workers("ep")
 	require.Len(t, ws, 1)
 	first := ws[0].ID
-	require.Equal(t, engine.WorkerInitializing, ws[0].State)
+	require.Equal(t, spool.WorkerInitializing, ws[0].State)
 
 	for i, delay := range []time.Duration{time.Second, 2 * time.Second} {
 		e.advance(29 * time.Second)
 		ws = e.workers("ep")
 		require.Len(t, ws, 1)
-		require.Equal(t, engine.WorkerInitializing, ws[0].State, "within the init timeout")
+		require.Equal(t, spool.WorkerInitializing, ws[0].State, "within the init timeout")
 		cur := ws[0].ID
 		e.advance(time.Second)
 		ws = e.workers("ep")
 		require.Len(t, ws, 1)
-		require.Equal(t, engine.WorkerUnhealthy, ws[0].State)
+		require.Equal(t, spool.WorkerUnhealthy, ws[0].State)
 		require.Contains(t, ws[0].Error, "did not ask for a job within its init timeout of 30s")
 		require.Contains(t, ws[0].Error, "restart in "+delay.String())
 		_, killed := rec.wasStopped(cur)
 		require.True(t, killed, "the hung worker is killed")
 		require.Error(t, rec.exit(t, cur).Err, "and exits")
-		e.requireWait(job, 1, engine.WaitUnhealthy)
+		e.requireWait(job, 1, fleet.WaitUnhealthy)
 		j := e.job(job)
 		require.Equal(t, spool.StateInQueue, j.State)
 		require.Zero(t, j.Retries, "a worker that never took the job costs it no retry")
 
 		e.advance(delay - time.Millisecond)
-		require.Equal(t, engine.WorkerUnhealthy, e.workers("ep")[0].State, "backing off (restart %d)", i+1)
+		require.Equal(t, spool.WorkerUnhealthy, e.workers("ep")[0].State, "backing off (restart %d)", i+1)
 		e.advance(time.Millisecond)
 		ws = e.workers("ep")
 		require.Len(t, ws, 1)
-		require.Equal(t, engine.WorkerInitializing, ws[0].State, "restarted")
+		require.Equal(t, spool.WorkerInitializing, ws[0].State, "restarted")
 		require.NotEqual(t, cur, ws[0].ID)
 		require.NotEqual(t, first, ws[0].ID)
 	}
@@ -116,18 +116,18 @@ func TestGPUsFreedOnlyAtExit(t *testing.T) {
 	})
 	ws := e.workers("ep")
 	require.Len(t, ws, 1)
-	require.Equal(t, engine.WorkerThrottled, ws[0].State, "the old process still holds g0")
+	require.Equal(t, spool.WorkerThrottled, ws[0].State, "the old process still holds g0")
 	require.Equal(t, 1, rec.starts())
 
 	x := rec.exit(t, old) // the process has really exited; its exit is not yet seen
 	e.tick()
-	require.Equal(t, engine.WorkerThrottled, e.workers("ep")[0].State, "not before the exit is seen")
+	require.Equal(t, spool.WorkerThrottled, e.workers("ep")[0].State, "not before the exit is seen")
 	require.Equal(t, 1, rec.starts())
 	x.deliver()
 	e.tick()
 	ws = e.workers("ep")
 	require.Len(t, ws, 1)
-	require.Equal(t, engine.WorkerInitializing, ws[0].State)
+	require.Equal(t, spool.WorkerInitializing, ws[0].State)
 	require.Equal(t, []string{"g0"}, ws[0].GPUs)
 	require.Equal(t, 2, rec.starts())
 

@@ -39,11 +39,12 @@ func BenchmarkSubmitTakeDone(b *testing.B) {
 			defer wg.Done()
 			worker := "w" + string(rune('a'+w))
 			for workCtx.Err() == nil {
-				jobs, err := eng.Take(workCtx, "bench", worker, 4, 100*time.Millisecond)
+				handouts, err := eng.Take(workCtx, "bench", worker, 4, 100*time.Millisecond)
 				if err != nil {
 					return
 				}
-				for _, j := range jobs {
+				for _, h := range handouts {
+					j := h.Job
 					if _, err := eng.Done(ctx, engine.DoneParams{Endpoint: "bench", WorkerID: worker, JobID: j.ID, Output: j.Input}); err != nil {
 						b.Error(err)
 						return

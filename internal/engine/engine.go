@@ -1,7 +1,14 @@
-// Package engine owns Spool's job state machine (CONTRACT.md §3): submission, dispatch by priority,
-// leases fenced by attempt, results, cancellation, retries, and the sweeper that expires queued jobs,
-// times out running ones, requeues the jobs of lost workers and deletes expired results. HTTP layers
-// call it; it calls the store. Every time it reads comes from the injected clock.
+// Package engine owns Spool's jobs and nothing else: the state machine of CONTRACT.md §3,
+// submission, dispatch by priority, leases fenced by attempt, results, cancellation, retries, the
+// endpoints jobs belong to, and the sweeper that expires queued jobs, times out running ones and
+// deletes expired results. Workers are internal/fleet's; it hears what job changes mean for them
+// through the WorkerObserver, and tells the engine when a worker is gone.
+//
+// Every change is a targeted, conditional store write (store.JobUpdate) that a method decides from
+// the job it read or from the worker's fence, and everything that follows a committed change
+// (waking waiters through the Notifier, the observers, the webhook dispatcher) is derived in one
+// place, effectsOf, from the change alone. HTTP layers call the engine; it calls the store. Every
+// time it reads comes from the injected clock.
 package engine
 
 import (
@@ -32,9 +39,6 @@ type Config struct {
 	// Retention is how long terminal jobs stay readable. Defaults to 30 min for /run, 1 min for
 	// /runsync.
 	Retention spool.Retention
-	// WorkerLostAfter is how long a worker may go unseen (no ping, no take) before its jobs go back
-	// to the queue. Defaults to 30 s: three missed pings at runpod-python's 10 s interval.
-	WorkerLostAfter time.Duration
 	// MaxRetries is how many times a job goes back to the queue after losing its worker before it
 	// fails instead. Defaults to 3.
 	MaxRetries int
@@ -47,12 +51,9 @@ type Config struct {
 	// transition, with the payload built then, so it survives the job's retention. It runs inside
 	// the store's transaction: it must be fast. Nil enqueues no webhooks.
 	WebhookPayload func(*spool.Job) json.RawMessage
-	// WebhookQueued is called after a commit that may have enqueued webhook deliveries, to wake
-	// the dispatcher. Optional; it must not block.
-	WebhookQueued func()
-	// Notifier wakes what waits for a job, a queue or a worker's stop channel once a change has
-	// committed, and carries endpoint changes between replicas. Defaults to a notify.Hub of this
-	// process alone.
+	// Notifier wakes what waits for a job, a queue, a worker's stop channel or the webhook
+	// outbox once a change has committed, and carries endpoint changes between replicas. Defaults
+	// to a notify.Hub of this process alone.
 	Notifier notify.Notifier
 	// Leader says whether this process runs the sweeper; a replica that does not lead skips its
 	// rounds. Defaults to leader.Always.
@@ -87,6 +88,37 @@ func (nopObserver) JobStarted(string, time.Duration) {}
 func (nopObserver) JobFinished(string, spool.State)  {}
 func (nopObserver) JobRequeued(string, string)       {}
 
+// WorkerObserver hears what committed job changes mean for the workers that hold them: the fleet
+// records it. Its methods must be fast and must not block: they run on the request path.
+type WorkerObserver interface {
+	// JobHanded: a take gave worker the job.
+	JobHanded(worker, job string)
+	// JobReleased: worker no longer holds the job (it ended, or went back to the queue).
+	JobReleased(worker, job string)
+	// JobMustStop: the server ended (or must signal again) a job worker still runs.
+	JobMustStop(worker, job string)
+	// RestartAsked: worker's result asked for the worker to be restarted (stopPod).
+	RestartAsked(worker string)
+}
+
+// ObserveWorkers makes the engine tell w what its job changes mean for workers (the fleet does
+// this once, when it is made). It replaces the previous WorkerObserver.
+func (e *Engine) ObserveWorkers(w WorkerObserver) {
+	e.workersMu.Lock()
+	e.workers = w
+	e.workersMu.Unlock()
+}
+
+func (e *Engine) workerObserver() WorkerObserver {
+	e.workersMu.Lock()
+	defer e.workersMu.Unlock()
+	return e.workers
+}
+
+// Drained returns a channel closed once Drain has been called: long-polls of the fleet answer at
+// once then, as the engine's do.
+func (e *Engine) Drained() <-chan struct{} { return e.draining }
+
 func (c Config) withDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
@@ -99,9 +131,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Retention.Sync == 0 {
 		c.Retention.Sync = time.Minute
-	}
-	if c.WorkerLostAfter == 0 {
-		c.WorkerLostAfter = 30 * time.Second
 	}
 	if c.MaxRetries == 0 {
 		c.MaxRetries = 3
@@ -133,8 +162,6 @@ func (c Config) validate() error {
 		return errors.New("engine: Store is required")
 	case c.Retention.Run < 0 || c.Retention.Sync < 0:
 		return errors.New("engine: Retention must not be negative")
-	case c.WorkerLostAfter < 0:
-		return errors.New("engine: WorkerLostAfter must not be negative")
 	case c.MaxRetries < 0:
 		return errors.New("engine: MaxRetries must not be negative")
 	case c.SweepInterval < 0:
@@ -154,12 +181,8 @@ type Engine struct {
 	notifier notify.Notifier
 	obs      Observer
 
-	stops   stopSet
-	sighted sightings
-	fleet   fleetState // the autoscaler's view (fleet.go)
-	// startedAt is when Start ran: workers cannot have pinged a server that was down, so none is
-	// declared lost until WorkerLostAfter has passed since then.
-	startedAt time.Time
+	workersMu sync.Mutex
+	workers   WorkerObserver
 
 	mu          sync.RWMutex
 	endpoints   map[string]spool.Endpoint
@@ -208,7 +231,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.sealLegacyS3Configs(ctx); err != nil {
 		return err
 	}
-	e.startedAt = e.now()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.cancel = cancel
 	e.done = make(chan struct{})

@@ -89,9 +89,37 @@ func (f *fixture) submit(t *testing.T, p engine.SubmitParams) *spool.Job {
 
 func (f *fixture) take(t *testing.T, worker string, max int) []*spool.Job {
 	t.Helper()
-	jobs, err := f.eng.Take(f.ctx, "ep", worker, max, 0)
+	handouts, err := f.eng.Take(f.ctx, "ep", worker, max, 0)
 	require.NoError(t, err)
+	return jobsOf(handouts)
+}
+
+// take is jobsOf for Take's answer.
+func take(handouts []engine.Handout, err error) ([]*spool.Job, error) { return jobsOf(handouts), err }
+
+func jobsOf(handouts []engine.Handout) []*spool.Job {
+	jobs := make([]*spool.Job, len(handouts))
+	for i, h := range handouts {
+		jobs[i] = h.Job
+	}
 	return jobs
+}
+
+// takeHandout takes one job as a worker gets it: with its s3Config opened.
+func (f *fixture) takeHandout(t *testing.T, worker string) engine.Handout {
+	t.Helper()
+	handouts, err := f.eng.Take(f.ctx, "ep", worker, 1, 0)
+	require.NoError(t, err)
+	require.Len(t, handouts, 1)
+	return handouts[0]
+}
+
+// whole reads a job with all its payloads, s3Config included.
+func (f *fixture) whole(t *testing.T, id string) *spool.Job {
+	t.Helper()
+	j, err := f.eng.JobAnyEndpoint(f.ctx, id)
+	require.NoError(t, err)
+	return j
 }
 
 func (f *fixture) takeOne(t *testing.T, worker string) *spool.Job {
@@ -155,7 +183,7 @@ func TestSubmitTakeDone(t *testing.T) {
 	e, ok := got.ExecutionTime()
 	require.True(t, ok)
 	require.Equal(t, 2*time.Second, e)
-	require.Equal(t, f.clock.Now().Add(30*time.Minute), got.Deadline, "a /run result is retained 30 min")
+	require.Equal(t, f.clock.Now().Add(30*time.Minute), got.DeleteAt, "a /run result is retained 30 min")
 }
 
 func TestSyncJobsHaveSyncIDsAndShortRetention(t *testing.T) {
@@ -166,7 +194,7 @@ func TestSyncJobsHaveSyncIDsAndShortRetention(t *testing.T) {
 	f.takeOne(t, "w")
 	_, err := f.eng.Done(f.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w", JobID: j.ID})
 	require.NoError(t, err)
-	require.Equal(t, f.clock.Now().Add(time.Minute), f.job(t, j.ID).Deadline)
+	require.Equal(t, f.clock.Now().Add(time.Minute), f.job(t, j.ID).DeleteAt)
 
 	f.clock.Advance(59 * time.Second)
 	require.Zero(t, f.sweep(t).Deleted)
@@ -200,9 +228,9 @@ func TestSubmitValidation(t *testing.T) {
 			require.Contains(t, err.Error(), c.msg)
 		})
 	}
-	counts, err := f.eng.Health(f.ctx, "ep")
+	counts, err := f.eng.Counts(f.ctx, "ep")
 	require.NoError(t, err)
-	require.Zero(t, counts.Jobs.InQueue, "rejected submissions change nothing")
+	require.Zero(t, counts.ByState[spool.StateInQueue], "rejected submissions change nothing")
 
 	// The boundaries themselves are accepted.
 	j := f.submit(t, engine.SubmitParams{ExecutionTimeoutMs: i64p(5001), TTLMs: i64p(10000)})
@@ -255,7 +283,7 @@ func TestPriorityAndFIFO(t *testing.T) {
 func TestTakeLongPollWakesOnSubmit(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	got := async(func() ([]*spool.Job, error) { return f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second) })
+	got := async(func() ([]*spool.Job, error) { return take(f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second)) })
 	f.waitTimers(t, 2) // the take found the queue empty and armed its wait timer: it is waiting
 	j := f.submit(t, engine.SubmitParams{})
 	res := <-got
@@ -267,7 +295,7 @@ func TestTakeLongPollWakesOnSubmit(t *testing.T) {
 func TestTakeLongPollTimesOut(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	got := async(func() ([]*spool.Job, error) { return f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second) })
+	got := async(func() ([]*spool.Job, error) { return take(f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second)) })
 	f.waitTimers(t, 2)
 	f.clock.Advance(30 * time.Second)
 	res := <-got
@@ -279,18 +307,20 @@ func TestDrainAnswersLongPolls(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	j := f.submit(t, engine.SubmitParams{})
-	stops := async(func() ([]string, error) { return f.eng.StopSignals(f.ctx, "ep", "w", time.Minute) })
+	_, _, err := f.eng.PutEndpoint(f.ctx, spool.NewEndpoint("other"))
+	require.NoError(t, err)
+	taking := async(func() ([]engine.Handout, error) { return f.eng.Take(f.ctx, "other", "w", 1, time.Minute) })
 	f.waitTimers(t, 2)
 	waited := async(func() (*spool.Job, error) { return f.eng.WaitTerminal(f.ctx, "ep", j.ID, time.Minute) })
 	f.waitTimers(t, 3)
 	f.eng.Drain()
-	require.NoError(t, (<-stops).err)
+	require.NoError(t, (<-taking).err)
 	w := <-waited
 	require.NoError(t, w.err)
 	require.Equal(t, spool.StateInQueue, w.v.State)
-	jobs, err := f.eng.Take(f.ctx, "ep", "w", 1, time.Minute)
+	handouts, err := f.eng.Take(f.ctx, "ep", "w", 1, time.Minute)
 	require.NoError(t, err)
-	require.Empty(t, jobs, "a draining engine hands out no jobs")
+	require.Empty(t, handouts, "a draining engine hands out no jobs")
 }
 
 func TestWaitTerminalWakesOnDone(t *testing.T) {
@@ -335,12 +365,12 @@ func TestDoneFencing(t *testing.T) {
 	requireCode(t, err, spool.CodeConflict)
 	require.Equal(t, spool.StateInProgress, f.job(t, j.ID).State, "refused posts change nothing")
 
-	// Progress is visible as output while the job runs.
+	// Progress is visible while the job runs.
 	_, err = f.eng.Done(f.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w1", JobID: j.ID, InProgress: true, Output: json.RawMessage(`{"pct":50}`)})
 	require.NoError(t, err)
 	got := f.job(t, j.ID)
 	require.Equal(t, spool.StateInProgress, got.State)
-	require.JSONEq(t, `{"pct":50}`, string(got.Output))
+	require.JSONEq(t, `{"pct":50}`, string(got.Progress))
 
 	// The result: error present means FAILED, even with output.
 	done := engine.DoneParams{Endpoint: "ep", WorkerID: "w1", JobID: j.ID, Attempt: taken.Attempt,
@@ -352,6 +382,7 @@ func TestDoneFencing(t *testing.T) {
 	require.Equal(t, spool.StateFailed, got.State)
 	require.Equal(t, "custom failure", got.Error)
 	require.True(t, got.StopPod)
+	require.Nil(t, got.Progress, "a result is not progress")
 	finished := got.FinishedAt
 
 	// The same post again (runpod-python retries 5xx up to 3 times) is accepted and applied once.
@@ -392,7 +423,9 @@ func TestCancel(t *testing.T) {
 	c, err := f.eng.Cancel(f.ctx, "ep", queued.ID)
 	require.NoError(t, err)
 	require.Equal(t, spool.StateCancelled, c.State)
-	require.Nil(t, c.S3ConfigSealed, "s3Config is erased once the job is terminal")
+	whole, err := f.eng.JobAnyEndpoint(f.ctx, queued.ID)
+	require.NoError(t, err)
+	require.Nil(t, whole.S3ConfigSealed, "s3Config is erased once the job is terminal")
 	require.Empty(t, f.take(t, "w", 1), "a cancelled job is never handed out")
 
 	running := f.submit(t, engine.SubmitParams{})
@@ -402,11 +435,13 @@ func TestCancel(t *testing.T) {
 	c, err = f.eng.Cancel(f.ctx, "ep", running.ID)
 	require.NoError(t, err)
 	require.Equal(t, spool.StateCancelled, c.State)
-	require.Nil(t, c.Output, "progress is not a result: a cancelled job has no output")
-	ids, err := f.eng.StopSignals(f.ctx, "ep", "w", 0)
+	got := f.job(t, running.ID)
+	require.Nil(t, got.Output, "progress is not a result: a cancelled job has no output")
+	require.Nil(t, got.Progress)
+	ids, err := f.eng.AckStops(f.ctx, "ep", "w")
 	require.NoError(t, err)
 	require.Equal(t, []string{running.ID}, ids, "the holder is told to stop")
-	ids, err = f.eng.StopSignals(f.ctx, "ep", "w", 0)
+	ids, err = f.eng.AckStops(f.ctx, "ep", "w")
 	require.NoError(t, err)
 	require.Empty(t, ids, "each stop signal is delivered once")
 
@@ -428,122 +463,6 @@ func TestCancel(t *testing.T) {
 	requireCode(t, err, spool.CodeNotFound)
 }
 
-func TestPingResignalsStoppedJob(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	j := f.submit(t, engine.SubmitParams{})
-	f.takeOne(t, "w")
-	_, err := f.eng.Cancel(f.ctx, "ep", j.ID)
-	require.NoError(t, err)
-	ids, err := f.eng.StopSignals(f.ctx, "ep", "w", 0)
-	require.NoError(t, err)
-	require.Equal(t, []string{j.ID}, ids)
-	// The answer was lost; the worker still lists the job in its pings.
-	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w", JobIDs: []string{j.ID, "unknown"}}))
-	ids, err = f.eng.StopSignals(f.ctx, "ep", "w", 0)
-	require.NoError(t, err)
-	require.Equal(t, []string{j.ID, "unknown"}, ids, "a job the server does not know is not wanted either")
-	// Another worker listing it is running a job it does not hold: it is told to stop too, and
-	// the job itself is not touched.
-	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w2", JobIDs: []string{j.ID}}))
-	ids, err = f.eng.StopSignals(f.ctx, "ep", "w2", 0)
-	require.NoError(t, err)
-	require.Equal(t, []string{j.ID}, ids)
-	ids, err = f.eng.StopSignals(f.ctx, "ep", "w", 0)
-	require.NoError(t, err)
-	require.Empty(t, ids)
-}
-
-func TestPingThatNoLongerListsAJobRequeuesIt(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	kept := f.submit(t, engine.SubmitParams{})
-	lost := f.submit(t, engine.SubmitParams{})
-	f.take(t, "w", 2)
-	ping := func(version string, ids ...string) {
-		t.Helper()
-		require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w", Version: version, JobIDs: ids}))
-	}
-	// Within twice WorkerLostAfter of the take, a ping may predate it: nothing happens.
-	ping("1.12.0", kept.ID)
-	require.Equal(t, spool.StateInProgress, f.job(t, lost.ID).State)
-	f.clock.Advance(59 * time.Second)
-	ping("1.12.0", kept.ID)
-	require.Equal(t, spool.StateInProgress, f.job(t, lost.ID).State)
-	f.clock.Advance(time.Second)
-	// A ping that does not say what sent it is not trusted to list jobs.
-	ping("", kept.ID)
-	require.Equal(t, spool.StateInProgress, f.job(t, lost.ID).State)
-	ping("1.12.0", kept.ID)
-	got := f.job(t, lost.ID)
-	require.Equal(t, spool.StateInQueue, got.State)
-	require.Equal(t, 1, got.Retries)
-	require.Equal(t, spool.StateInProgress, f.job(t, kept.ID).State)
-	require.Equal(t, lost.ID, f.takeOne(t, "w2").ID)
-}
-
-func TestWorkerStillRunningAMovedJobIsToldToStop(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	j := f.submit(t, engine.SubmitParams{ExecutionTimeoutMs: i64p(6000)})
-	f.takeOne(t, "old")
-	f.clock.Advance(6 * time.Second)
-	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "old", JobIDs: []string{j.ID}}))
-	require.Equal(t, 1, f.sweep(t).TimedOut)
-	// The job is retried before the old worker polled job-stop, and another worker takes it.
-	_, err := f.eng.Retry(f.ctx, "ep", j.ID)
-	require.NoError(t, err)
-	f.takeOne(t, "new")
-	ids, err := f.eng.StopSignals(f.ctx, "ep", "new", 0)
-	require.NoError(t, err)
-	require.Empty(t, ids, "the new holder is never told to stop its job")
-	// The old worker's next ping still lists the job: it is told to stop it.
-	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "old", JobIDs: []string{j.ID}}))
-	ids, err = f.eng.StopSignals(f.ctx, "ep", "old", 0)
-	require.NoError(t, err)
-	require.Equal(t, []string{j.ID}, ids)
-	require.Equal(t, spool.StateInProgress, f.job(t, j.ID).State)
-	require.Equal(t, "new", f.job(t, j.ID).WorkerID)
-}
-
-func TestNoWorkerIsLostRightAfterARestart(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	ctx := context.Background()
-	fc := clock.NewFake(t0)
-	open := func() (*engine.Engine, func()) {
-		st, err := sqlitestore.Open(ctx, filepath.Join(dir, "spool.db"))
-		require.NoError(t, err)
-		eng, err := engine.New(engine.Config{Store: st, Clock: fc, SweepInterval: time.Hour})
-		require.NoError(t, err)
-		require.NoError(t, eng.Start(ctx))
-		return eng, func() { eng.Stop(); require.NoError(t, st.Close()) }
-	}
-	eng, stop := open()
-	_, _, err := eng.PutEndpoint(ctx, spool.NewEndpoint("ep"))
-	require.NoError(t, err)
-	j, err := eng.Submit(ctx, engine.SubmitParams{Endpoint: "ep", Input: json.RawMessage(`1`), ExecutionTimeoutMs: i64p(spool.MaxExecutionTimeoutMs)})
-	require.NoError(t, err)
-	_, err = eng.Take(ctx, "ep", "w", 1, 0)
-	require.NoError(t, err)
-	stop()
-
-	// The server was down for an hour: its workers could not ping it.
-	fc.Advance(time.Hour)
-	eng, stop = open()
-	defer stop()
-	res, err := eng.Sweep(ctx)
-	require.NoError(t, err)
-	require.Zero(t, res.Requeued, "workers get WorkerLostAfter from the start to show up")
-	fc.Advance(30 * time.Second)
-	res, err = eng.Sweep(ctx)
-	require.NoError(t, err)
-	require.Equal(t, 1, res.Requeued, "a worker that never came back loses its job")
-	got, err := eng.Job(ctx, "ep", j.ID)
-	require.NoError(t, err)
-	require.Equal(t, spool.StateInQueue, got.State)
-}
-
 func TestRetry(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -560,7 +479,9 @@ func TestRetry(t *testing.T) {
 	require.Equal(t, 1, r.Retries)
 	require.Nil(t, r.Output)
 	require.Empty(t, r.Error)
-	require.Equal(t, j.Input, r.Input)
+	whole, err := f.eng.JobAnyEndpoint(f.ctx, j.ID)
+	require.NoError(t, err)
+	require.Equal(t, j.Input, whole.Input)
 
 	again := f.takeOne(t, "w2")
 	require.Equal(t, j.ID, again.ID)
@@ -575,10 +496,10 @@ func TestRetry(t *testing.T) {
 	_, err = f.eng.Retry(f.ctx, "ep", "nope")
 	requireCode(t, err, spool.CodeNotFound)
 
-	h, err := f.eng.Health(f.ctx, "ep")
+	counts, err := f.eng.Counts(f.ctx, "ep")
 	require.NoError(t, err)
-	require.Equal(t, 1, h.Jobs.Retried)
-	require.Equal(t, 1, h.Jobs.Completed)
+	require.Equal(t, 1, counts.Retried)
+	require.Equal(t, 1, counts.ByState[spool.StateCompleted])
 }
 
 func TestPurgeQueue(t *testing.T) {
@@ -632,12 +553,11 @@ func TestExecutionTimeout(t *testing.T) {
 	f.clock.Advance(5999 * time.Millisecond)
 	require.Zero(t, f.sweep(t).TimedOut)
 	f.clock.Advance(time.Millisecond)
-	require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w"}))
 	require.Equal(t, 1, f.sweep(t).TimedOut)
 	got := f.job(t, j.ID)
 	require.Equal(t, spool.StateTimedOut, got.State)
 	require.Contains(t, got.Error, "execution timeout of 6000 ms")
-	ids, err := f.eng.StopSignals(f.ctx, "ep", "w", 0)
+	ids, err := f.eng.AckStops(f.ctx, "ep", "w")
 	require.NoError(t, err)
 	require.Equal(t, []string{j.ID}, ids)
 	_, err = f.eng.Done(f.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w", JobID: j.ID, Output: json.RawMessage(`1`)})
@@ -645,51 +565,6 @@ func TestExecutionTimeout(t *testing.T) {
 	// TIMED_OUT is retryable.
 	_, err = f.eng.Retry(f.ctx, "ep", j.ID)
 	require.NoError(t, err)
-}
-
-func TestLostWorkerRequeuesUntilLimit(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t, func(c *engine.Config) { c.MaxRetries = 2; c.WorkerLostAfter = 30 * time.Second })
-	j := f.submit(t, engine.SubmitParams{})
-	for i := 1; i <= 2; i++ {
-		w := "w" + string(rune('0'+i))
-		f.takeOne(t, w)
-		f.clock.Advance(29 * time.Second)
-		require.Zero(t, f.sweep(t).Requeued, "a worker is lost only after WorkerLostAfter")
-		f.clock.Advance(time.Second)
-		res := f.sweep(t)
-		require.Equal(t, 1, res.Requeued)
-		got := f.job(t, j.ID)
-		require.Equal(t, spool.StateInQueue, got.State)
-		require.Equal(t, i, got.Retries)
-		// The lost worker's late result is refused.
-		_, err := f.eng.Done(f.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: w, JobID: j.ID})
-		requireCode(t, err, spool.CodeConflict)
-	}
-	f.takeOne(t, "w3")
-	f.clock.Advance(30 * time.Second)
-	require.Equal(t, 1, f.sweep(t).Failed)
-	got := f.job(t, j.ID)
-	require.Equal(t, spool.StateFailed, got.State)
-	require.Contains(t, got.Error, "worker w3 was lost")
-}
-
-func TestPingsKeepAWorkerAlive(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
-	j := f.submit(t, engine.SubmitParams{})
-	f.takeOne(t, "w")
-	for range 10 {
-		f.clock.Advance(10 * time.Second)
-		require.NoError(t, f.eng.Ping(f.ctx, engine.PingParams{Endpoint: "ep", WorkerID: "w", JobIDs: []string{j.ID}}))
-		require.Zero(t, f.sweep(t).Requeued)
-	}
-	require.Equal(t, spool.StateInProgress, f.job(t, j.ID).State)
-	ws, err := f.eng.Workers(f.ctx, "ep")
-	require.NoError(t, err)
-	require.Len(t, ws, 1)
-	require.Equal(t, engine.WorkerRunning, ws[0].State)
-	require.Equal(t, []string{j.ID}, ws[0].Jobs)
 }
 
 func TestReleaseRequeuesUndeliveredTake(t *testing.T) {
@@ -737,7 +612,7 @@ func TestRetentionAndStatusTTL(t *testing.T) {
 	f.clock.Advance(time.Minute)
 	_, err = f.eng.Done(f.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w", JobID: c.ID})
 	require.NoError(t, err)
-	require.Equal(t, f.clock.Now().Add(10*time.Second), f.job(t, c.ID).Deadline)
+	require.Equal(t, f.clock.Now().Add(10*time.Second), f.job(t, c.ID).DeleteAt)
 }
 
 func TestStreamDrain(t *testing.T) {

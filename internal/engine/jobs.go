@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/spool-run/spool"
@@ -57,11 +58,11 @@ func (e *Engine) Submit(ctx context.Context, p SubmitParams) (*spool.Job, error)
 		pol.TTLMs = *p.TTLMs
 	}
 	if ep.MaxQueue > 0 {
-		counts, err := e.store.CountJobs(ctx, ep.Name)
+		d, err := e.store.QueueDepth(ctx, ep.Name)
 		if err != nil {
-			return nil, translate(err, "count jobs")
+			return nil, translate(err, "queue of "+ep.Name)
 		}
-		if counts.ByState[spool.StateInQueue] >= ep.MaxQueue {
+		if d.Normal+d.Low >= ep.MaxQueue {
 			return nil, &spool.Error{Code: spool.CodeTooMany, RetryAfter: 5,
 				Message: "queue of endpoint " + ep.Name + " is full; retry later"}
 		}
@@ -76,9 +77,10 @@ func (e *Engine) Submit(ctx context.Context, p SubmitParams) (*spool.Job, error)
 		HadS3Config: len(p.S3Config) > 0,
 		Policy:      pol,
 		Sync:        p.Sync,
+		RetentionMs: e.cfg.Retention.For(p.Sync).Milliseconds(),
 		CreatedAt:   now,
 		QueuedAt:    now,
-		Deadline:    now.Add(pol.TTL()),
+		ExpiresAt:   now.Add(pol.TTL()),
 	}
 	if j.S3ConfigSealed, err = e.sealS3Config(j.ID, p.S3Config); err != nil {
 		return nil, err
@@ -86,51 +88,85 @@ func (e *Engine) Submit(ctx context.Context, p SubmitParams) (*spool.Job, error)
 	if err := e.store.CreateJob(ctx, store.CreateJobParams{Job: j}); err != nil {
 		return nil, translate(err, "create job")
 	}
-	e.notifier.Notify(notify.Work(ep.Name))
-	e.obs.JobSubmitted(ep.Name)
+	e.after(Change{Cause: CauseSubmit, Job: j})
 	return j, nil
 }
 
-// Job returns a job of an endpoint. A job of another endpoint is reported as not found, so an id
-// does not leak across endpoints.
+// Job returns a job of an endpoint as the client API shows it (its output or progress, not its
+// input). A job of another endpoint is reported as not found, so an id does not leak across
+// endpoints.
 func (e *Engine) Job(ctx context.Context, endpoint, id string) (*spool.Job, error) {
+	return e.read(ctx, endpoint, id, store.PayloadOutput)
+}
+
+// JobAnyEndpoint returns a whole job by id, whatever its endpoint: the admin API's view.
+func (e *Engine) JobAnyEndpoint(ctx context.Context, id string) (*spool.Job, error) {
+	j, err := e.store.GetJob(ctx, store.GetJobParams{ID: id, With: store.AllPayloads})
+	return j, translate(err, "job "+id)
+}
+
+// read returns a job of an endpoint with the payloads with names.
+func (e *Engine) read(ctx context.Context, endpoint, id string, with store.Payloads) (*spool.Job, error) {
 	if _, err := e.Endpoint(endpoint); err != nil {
 		return nil, err
 	}
-	j, err := e.store.GetJob(ctx, id)
+	j, err := e.store.GetJob(ctx, store.GetJobParams{ID: id, With: with})
 	if err != nil {
 		return nil, translate(err, "job "+id)
 	}
 	if j.Endpoint != endpoint {
-		return nil, spool.Errorf(spool.CodeNotFound, "job %s not found", id)
+		return nil, notFound(id)
 	}
 	return j, nil
 }
 
-// GetJob returns any job by id, whatever its endpoint (for the admin API).
-func (e *Engine) GetJob(ctx context.Context, id string) (*spool.Job, error) {
-	j, err := e.store.GetJob(ctx, id)
-	return j, translate(err, "job "+id)
-}
+func notFound(id string) error { return spool.Errorf(spool.CodeNotFound, "job %s not found", id) }
 
-// ListJobs lists jobs for the admin API.
+// ListJobs lists whole jobs for the admin API.
 func (e *Engine) ListJobs(ctx context.Context, p store.ListJobsParams) ([]*spool.Job, error) {
+	p.With = store.AllPayloads
 	jobs, err := e.store.ListJobs(ctx, p)
 	return jobs, translate(err, "list jobs")
 }
 
-// update applies fn to a job of endpoint and commits it.
-func (e *Engine) update(ctx context.Context, endpoint, id string, fn func(*spool.Job) error) (*spool.Job, error) {
+// Counts counts an endpoint's retained jobs by state (for /health).
+func (e *Engine) Counts(ctx context.Context, endpoint string) (store.JobCounts, error) {
 	if _, err := e.Endpoint(endpoint); err != nil {
-		return nil, err
+		return store.JobCounts{}, err
 	}
-	j, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: id, Apply: guarded(func(j *spool.Job) error {
-		if j.Endpoint != endpoint {
-			return spool.Errorf(spool.CodeNotFound, "job %s not found", id)
+	counts, err := e.store.CountJobs(ctx, endpoint)
+	return counts, translate(err, "count jobs")
+}
+
+// maxTries bounds how often transit reads a job again because it changed between the read and
+// the write: a change that keeps losing that race is refused rather than retried for ever.
+const maxTries = 8
+
+// transit reads a job of an endpoint (with the payloads with names), asks decide what to write
+// (nil: nothing), writes it on the condition that the job is still as read, and returns the job as
+// it then is: as written (its head), or as read when there was nothing to write. It reads again
+// when the job changed in between.
+func (e *Engine) transit(ctx context.Context, endpoint, id string, with store.Payloads, cause Cause,
+	decide func(j *spool.Job, now time.Time) (*store.JobUpdate, error)) (*spool.Job, error) {
+	for range maxTries {
+		j, err := e.read(ctx, endpoint, id, with)
+		if err != nil {
+			return nil, err
 		}
-		return fn(j)
-	})})
-	return j, translate(err, "job "+id)
+		now := e.now()
+		u, err := decide(j, now)
+		if err != nil || u == nil {
+			return j, err
+		}
+		changed, err := e.write(ctx, cause, now, *u)
+		if err != nil {
+			return nil, translate(err, "job "+id)
+		}
+		if len(changed) == 1 {
+			return changed[0], nil
+		}
+	}
+	return nil, &spool.Error{Code: spool.CodeUnavailable, RetryAfter: 1, Message: "job " + id + " keeps changing; retry"}
 }
 
 // SetRetention implements /status?ttl=: the retained result expires ttl from now. On a job that is
@@ -139,14 +175,17 @@ func (e *Engine) SetRetention(ctx context.Context, endpoint, id string, ttl time
 	if ttl <= 0 {
 		return nil, spool.Errorf(spool.CodeInvalid, "ttl must be a positive number of milliseconds")
 	}
-	now := e.now()
-	return e.update(ctx, endpoint, id, func(j *spool.Job) error {
-		j.RetentionMs = ttl.Milliseconds()
+	_, err := e.transit(ctx, endpoint, id, 0, CauseRetention, func(j *spool.Job, _ time.Time) (*store.JobUpdate, error) {
+		c := store.JobChange{Set: store.SetRetention, RetentionMs: ttl.Milliseconds()}
 		if j.State.Terminal() {
-			j.Deadline = now.Add(ttl)
+			c.Set |= store.SetDeleteAt
 		}
-		return nil
+		return &store.JobUpdate{ID: j.ID, Expect: store.Exactly(j), Change: c}, nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return e.Job(ctx, endpoint, id)
 }
 
 // WaitTerminal returns the job once it is terminal, or as it is when wait runs out, the engine
@@ -160,20 +199,20 @@ func (e *Engine) WaitTerminal(ctx context.Context, endpoint, id string, wait tim
 }
 
 // Stream implements /stream: it returns the chunks not returned before (drain semantics) with the
-// job they belong to. With wait > 0 it waits for the next chunk or the terminal state when there is
-// nothing new. The first answer with a terminal state carries every remaining chunk.
+// job they belong to (its head). With wait > 0 it waits for the next chunk or the terminal state
+// when there is nothing new. The first answer with a terminal state carries every remaining chunk.
 func (e *Engine) Stream(ctx context.Context, endpoint, id string, wait time.Duration) (*spool.Job, []spool.Chunk, error) {
 	return e.readStream(ctx, endpoint, id, wait, store.ReadChunksParams{ID: id, Drain: true})
 }
 
 // StreamFrom returns the chunks after seq without consuming them (Server-Sent Events, which resume
-// by Last-Event-ID), waiting like Stream.
+// by Last-Event-ID), with the job as the client API shows it (its output), waiting like Stream.
 func (e *Engine) StreamFrom(ctx context.Context, endpoint, id string, after int64, wait time.Duration) (*spool.Job, []spool.Chunk, error) {
-	return e.readStream(ctx, endpoint, id, wait, store.ReadChunksParams{ID: id, After: after})
+	return e.readStream(ctx, endpoint, id, wait, store.ReadChunksParams{ID: id, After: after, With: store.PayloadOutput})
 }
 
 func (e *Engine) readStream(ctx context.Context, endpoint, id string, wait time.Duration, p store.ReadChunksParams) (*spool.Job, []spool.Chunk, error) {
-	if _, err := e.Job(ctx, endpoint, id); err != nil {
+	if _, err := e.read(ctx, endpoint, id, 0); err != nil {
 		return nil, nil, err
 	}
 	type read struct {
@@ -196,90 +235,56 @@ func (e *Engine) readStream(ctx context.Context, endpoint, id string, wait time.
 // Cancel cancels a queued or running job. A running job's worker is told through its job-stop
 // channel. Cancelling a terminal job changes nothing.
 func (e *Engine) Cancel(ctx context.Context, endpoint, id string) (*spool.Job, error) {
-	now := e.now()
-	applied := false
-	j, err := e.update(ctx, endpoint, id, func(j *spool.Job) error {
+	return e.transit(ctx, endpoint, id, store.PayloadOutput, CauseCancel, func(j *spool.Job, now time.Time) (*store.JobUpdate, error) {
 		if j.State.Terminal() {
-			return store.ErrSkip
+			return nil, nil
 		}
-		e.endByServer(j, spool.StateCancelled, "", now)
-		applied = true
-		return nil
+		u := endByServer(j, spool.StateCancelled, "", j.State == spool.StateInProgress, now)
+		return &u, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	if applied {
-		e.notifyJob(j)
-		e.obs.JobFinished(endpoint, j.State)
-	}
-	return j, nil
-}
-
-// endByServer moves a job to a terminal state the server decided (cancel, timeout, purge, lost
-// worker). A job that was running must be stopped on its worker.
-func (e *Engine) endByServer(j *spool.Job, to spool.State, msg string, now time.Time) {
-	j.StopPending = j.State == spool.StateInProgress
-	j.State = to
-	j.Error = msg
-	// A progress value is not a result: a job the server ended has no output.
-	j.Output = nil
-	j.EndedByWorker = false
-	e.finish(j, now)
-}
-
-// finish does what every terminal transition does: it stamps the end, erases the s3Config (it
-// was for the worker only), schedules the deletion of the retained result and, for a job with a
-// webhook, hands the store the delivery to enqueue in the same transaction. Callers set the state,
-// output and error before calling it: the webhook body is built here.
-func (e *Engine) finish(j *spool.Job, now time.Time) {
-	j.FinishedAt = now
-	j.S3ConfigSealed = nil
-	j.Deadline = j.RetainUntil(now, e.cfg.Retention)
-	if j.Webhook != "" && e.cfg.WebhookPayload != nil {
-		j.Outbox = &spool.WebhookMessage{
-			ID: spool.NewWebhookMessageID(), URL: j.Webhook, Payload: e.cfg.WebhookPayload(j), CreatedAt: now,
-		}
-	}
-}
-
-// requeue puts a job back in the queue with a fresh TTL, as a job that was never taken.
-func (e *Engine) requeue(j *spool.Job, now time.Time) {
-	j.State = spool.StateInQueue
-	j.Retries++
-	j.QueuedAt = now
-	j.TakenAt = time.Time{}
-	j.FinishedAt = time.Time{}
-	j.Deadline = now.Add(j.Policy.TTL())
-	j.WorkerID = ""
-	j.Output = nil
-	j.Error = ""
-	j.StopPod = false
-	j.EndedByWorker = false
-	j.StopPending = false
 }
 
 // Retry implements /retry: a FAILED or TIMED_OUT job goes back to the queue with the same id and
 // input, its output and error cleared.
 func (e *Engine) Retry(ctx context.Context, endpoint, id string) (*spool.Job, error) {
-	now := e.now()
-	j, err := e.update(ctx, endpoint, id, func(j *spool.Job) error {
+	return e.transit(ctx, endpoint, id, 0, CauseRetry, func(j *spool.Job, now time.Time) (*store.JobUpdate, error) {
 		if !j.State.Retryable() {
-			return spool.Errorf(spool.CodeInvalid, "job %s is %s; only FAILED or TIMED_OUT jobs can be retried", id, j.State)
+			return nil, spool.Errorf(spool.CodeInvalid, "job %s is %s; only FAILED or TIMED_OUT jobs can be retried", id, j.State)
 		}
 		if j.HadS3Config {
-			return retryRefusal(id)
+			return nil, retryRefusal(id)
 		}
-		e.requeue(j, now)
-		return nil
+		u := requeue(j, now)
+		return &u, nil
 	})
-	if err != nil {
-		return nil, err
+}
+
+// batch bounds the jobs one write of a sweep or a purge changes, so a backlog never becomes one
+// huge transaction that holds up submissions and takes.
+const batch = 500
+
+// each finds the jobs f selects, a batch at a time, and writes what decide makes of each, until a
+// find comes back short; it returns the jobs it changed. A job that changed between the find and
+// the write is left alone (and found again if it still matches).
+func (e *Engine) each(ctx context.Context, f store.JobFilter, cause Cause, decide func(j *spool.Job, now time.Time) store.JobUpdate) ([]*spool.Job, error) {
+	f.Limit = batch
+	var all []*spool.Job
+	for {
+		found, err := e.store.FindJobs(ctx, f)
+		if err != nil {
+			return all, err
+		}
+		now := e.now()
+		updates := make([]store.JobUpdate, len(found))
+		for i, j := range found {
+			updates[i] = decide(j, now)
+		}
+		changed, err := e.write(ctx, cause, now, updates...)
+		all = append(all, changed...)
+		if err != nil || len(found) < batch {
+			return all, err
+		}
 	}
-	e.notifyJob(j)
-	e.notifier.Notify(notify.Work(endpoint))
-	e.obs.JobRequeued(endpoint, "retry")
-	return j, nil
 }
 
 // PurgeQueue cancels every queued job of an endpoint and reports how many.
@@ -287,94 +292,28 @@ func (e *Engine) PurgeQueue(ctx context.Context, endpoint string) (int, error) {
 	if _, err := e.Endpoint(endpoint); err != nil {
 		return 0, err
 	}
-	now := e.now()
-	jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{
-		Filter: store.JobFilter{Endpoint: endpoint, States: []spool.State{spool.StateInQueue}},
-		Apply: guarded(func(j *spool.Job) error {
-			e.endByServer(j, spool.StateCancelled, "purged", now)
-			return nil
-		}),
-	})
+	purged, err := e.each(ctx, store.JobFilter{Endpoint: endpoint, States: []spool.State{spool.StateInQueue}}, CausePurge,
+		func(j *spool.Job, now time.Time) store.JobUpdate {
+			return endByServer(j, spool.StateCancelled, "purged", false, now)
+		})
 	if err != nil {
-		return 0, translate(err, "purge queue")
+		return len(purged), translate(err, "purge queue")
 	}
-	for _, j := range jobs {
-		e.notifyJob(j)
-		e.obs.JobFinished(endpoint, j.State)
-	}
-	return len(jobs), nil
+	return len(purged), nil
 }
 
-// notifyJob wakes everything that waits on a job that just changed: its waiting clients, and its
-// worker's job-stop poll when the worker must stop it.
-func (e *Engine) notifyJob(j *spool.Job) {
-	e.noteJob(j)
-	e.notifier.Notify(notify.Job(j.ID))
-	if j.StopPending && j.WorkerID != "" {
-		e.notifier.Notify(notify.Stop(j.WorkerID))
-	}
-	if j.Webhook != "" && j.State.Terminal() && e.cfg.WebhookQueued != nil {
-		e.cfg.WebhookQueued()
-	}
+// retryRefusal is /retry's answer for a job that was submitted with an s3Config: it was erased
+// when the job ended (CONTRACT.md: erased once terminal), and running the job again without it
+// would silently drop the client's outputs.
+func retryRefusal(id string) error {
+	return spool.Errorf(spool.CodeInvalid, "job %s was submitted with an s3Config, which Spool erased when the job ended "+
+		"(credentials are kept only while a job is queued or running); submit the job again with its s3Config", id)
 }
 
-// Health is the /health answer of one endpoint.
-type Health struct {
-	Jobs    HealthJobs
-	Workers HealthWorkers
-}
-
-// HealthJobs counts the endpoint's retained jobs.
-type HealthJobs struct {
-	Completed, Failed, InProgress, InQueue, Retried int
-	// Cancelled and TimedOut are not in RunPod's shape; the admin API shows them.
-	Cancelled, TimedOut int
-}
-
-// HealthWorkers counts the endpoint's workers by state.
-type HealthWorkers struct {
-	Idle, Initializing, Ready, Running, Throttled, Unhealthy int
-}
-
-// Health counts an endpoint's retained jobs by state and its live workers: running ones hold a
-// job, idle ones were seen within WorkerLostAfter and hold none. Ready is idle + running: workers
-// that are up and can work.
-func (e *Engine) Health(ctx context.Context, endpoint string) (Health, error) {
-	if _, err := e.Endpoint(endpoint); err != nil {
-		return Health{}, err
+// sweepMessage names the policy value a sweep ran out of, for the job's error.
+func sweepMessage(j *spool.Job) string {
+	if j.State == spool.StateInQueue {
+		return fmt.Sprintf("job was not taken by a worker within its ttl of %d ms", j.Policy.TTLMs)
 	}
-	counts, err := e.store.CountJobs(ctx, endpoint)
-	if err != nil {
-		return Health{}, translate(err, "count jobs")
-	}
-	var h Health
-	h.Jobs = HealthJobs{
-		Completed:  counts.ByState[spool.StateCompleted],
-		Failed:     counts.ByState[spool.StateFailed],
-		InProgress: counts.ByState[spool.StateInProgress],
-		InQueue:    counts.ByState[spool.StateInQueue],
-		Cancelled:  counts.ByState[spool.StateCancelled],
-		TimedOut:   counts.ByState[spool.StateTimedOut],
-		Retried:    counts.Retried,
-	}
-	ws, err := e.Workers(ctx, endpoint)
-	if err != nil {
-		return Health{}, err
-	}
-	for _, w := range ws {
-		switch w.State {
-		case WorkerRunning:
-			h.Workers.Running++
-		case WorkerIdle:
-			h.Workers.Idle++
-		case WorkerInitializing:
-			h.Workers.Initializing++
-		case WorkerThrottled:
-			h.Workers.Throttled++
-		case WorkerUnhealthy:
-			h.Workers.Unhealthy++
-		}
-	}
-	h.Workers.Ready = h.Workers.Idle + h.Workers.Running
-	return h, nil
+	return fmt.Sprintf("execution timeout of %d ms exceeded", j.Policy.ExecutionTimeoutMs)
 }

@@ -30,7 +30,7 @@ func (deafNotifier) Notify(...notify.Topic)                           {}
 func TestLostNotificationDelaysButDoesNotLose(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, func(c *engine.Config) { c.Notifier = deafNotifier{}; c.Recheck = 5 * time.Second })
-	got := async(func() ([]*spool.Job, error) { return f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second) })
+	got := async(func() ([]*spool.Job, error) { return take(f.eng.Take(f.ctx, "ep", "w", 1, 30*time.Second)) })
 	f.waitTimers(t, 2)
 	j := f.submit(t, engine.SubmitParams{})
 	f.clock.Advance(5 * time.Second)
@@ -89,7 +89,7 @@ func TestReplicasShareWakeUps(t *testing.T) {
 	var takeErr error
 	go func() {
 		defer wg.Done()
-		taken, takeErr = r.b.Take(r.ctx, "ep", "w", 1, time.Minute)
+		taken, takeErr = take(r.b.Take(r.ctx, "ep", "w", 1, time.Minute))
 	}()
 	require.NoError(t, r.clock.WaitTimers(r.ctx, 3)) // two sweepers and B's take
 	j, err := r.a.Submit(r.ctx, engine.SubmitParams{Endpoint: "ep", Input: json.RawMessage(`{}`), Sync: true})

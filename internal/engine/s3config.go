@@ -29,10 +29,10 @@ func (e *Engine) sealS3Config(id string, plain json.RawMessage) ([]byte, error) 
 	return sealed, nil
 }
 
-// OpenS3Config returns the plaintext s3Config of a job that Take has just handed to a worker, for
-// that worker's job-take answer and nothing else; nil when the job has none. It refuses a job that
-// is not IN_PROGRESS: nobody but the holder of a running job may see its s3Config.
-func (e *Engine) OpenS3Config(j *spool.Job) (json.RawMessage, error) {
+// openS3Config returns the plaintext s3Config of a job Take has just handed to a worker, for that
+// worker's job-take answer and nothing else; nil when the job has none. It refuses a job that is
+// not IN_PROGRESS: nobody but the holder of a running job may see its s3Config.
+func (e *Engine) openS3Config(j *spool.Job) (json.RawMessage, error) {
 	if len(j.S3ConfigSealed) == 0 {
 		return nil, nil
 	}
@@ -50,88 +50,35 @@ func (e *Engine) OpenS3Config(j *spool.Job) (json.RawMessage, error) {
 const undecryptableS3Config = "the job's s3Config cannot be decrypted with this server's secret key " +
 	"(was the key replaced since the job was submitted?); submit the job again"
 
-// takeDecryptable is take, without the jobs dropUndecryptable fails: when every job taken was
-// failed, it takes again, so a waiting worker is not sent away while other jobs wait.
-func (e *Engine) takeDecryptable(ctx context.Context, endpoint, worker string, max int) ([]*spool.Job, error) {
-	for {
-		jobs, err := e.take(ctx, endpoint, worker, max)
-		if err != nil || len(jobs) == 0 {
-			return jobs, err
-		}
-		kept, err := e.dropUndecryptable(ctx, jobs)
-		if err != nil || len(kept) > 0 {
-			return kept, err
-		}
-	}
-}
-
-// dropUndecryptable fails the just-taken jobs whose s3Config cannot be opened (the server's key
-// changed while they were queued) instead of handing them out without it, and returns the others.
-func (e *Engine) dropUndecryptable(ctx context.Context, jobs []*spool.Job) ([]*spool.Job, error) {
-	kept := jobs[:0:0]
-	for _, j := range jobs {
-		if _, err := e.OpenS3Config(j); err == nil {
-			kept = append(kept, j)
-			continue
-		}
-		e.log.Error("a taken job's s3Config cannot be decrypted; the job fails", "job", j.ID, "endpoint", j.Endpoint)
-		now := e.now()
-		applied := false
-		failed, err := e.store.UpdateJob(ctx, store.UpdateJobParams{ID: j.ID, Apply: guarded(func(cur *spool.Job) error {
-			if cur.State != spool.StateInProgress || cur.WorkerID != j.WorkerID || cur.Attempt != j.Attempt {
-				return store.ErrSkip
-			}
-			e.endByServer(cur, spool.StateFailed, undecryptableS3Config, now)
-			cur.StopPending = false // the worker never got the job
-			applied = true
-			return nil
-		})})
-		if err != nil {
-			return kept, translate(err, "job "+j.ID)
-		}
-		if applied {
-			e.notifyJob(failed)
-			e.obs.JobFinished(failed.Endpoint, failed.State)
-		}
-	}
-	return kept, nil
-}
-
 // sealLegacyS3Configs seals, once at start, the s3Configs that a version of Spool from before
 // encryption at rest left in plaintext on jobs still queued or running.
 func (e *Engine) sealLegacyS3Configs(ctx context.Context) error {
-	var failure error
-	jobs, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{
-		Filter: store.JobFilter{States: []spool.State{spool.StateInQueue, spool.StateInProgress}},
-		Apply: func(j *spool.Job) error {
-			if len(j.S3ConfigSealed) == 0 || secret.IsSealed(j.S3ConfigSealed) || !json.Valid(j.S3ConfigSealed) {
-				return store.ErrSkip
-			}
-			sealed, err := e.sealS3Config(j.ID, j.S3ConfigSealed)
-			if err != nil {
-				failure = err
-				return store.ErrSkip
-			}
-			j.S3ConfigSealed, j.HadS3Config = sealed, true
-			return nil
-		},
+	jobs, err := e.store.FindJobs(ctx, store.JobFilter{
+		States: []spool.State{spool.StateInQueue, spool.StateInProgress}, With: store.PayloadS3Config,
 	})
 	if err != nil {
 		return fmt.Errorf("seal stored s3Configs: %w", err)
 	}
-	if failure != nil {
-		return failure
+	var updates []store.JobUpdate
+	for _, j := range jobs {
+		if len(j.S3ConfigSealed) == 0 || secret.IsSealed(j.S3ConfigSealed) || !json.Valid(j.S3ConfigSealed) {
+			continue
+		}
+		sealed, err := e.sealS3Config(j.ID, j.S3ConfigSealed)
+		if err != nil {
+			return err
+		}
+		updates = append(updates, store.JobUpdate{ID: j.ID, Expect: store.Exactly(j), Change: store.JobChange{
+			Set: store.SetS3Config | store.SetHadS3Config, S3ConfigSealed: sealed, HadS3Config: true,
+		}})
 	}
-	if len(jobs) > 0 {
-		e.log.Info("sealed the plaintext s3Configs of jobs stored by an older version", "jobs", len(jobs))
+	if len(updates) == 0 {
+		return nil
 	}
+	// Before the engine serves anything: no effects to derive, nobody waits yet.
+	if _, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{Updates: updates, Now: e.now()}); err != nil {
+		return fmt.Errorf("seal stored s3Configs: %w", err)
+	}
+	e.log.Info("sealed the plaintext s3Configs of jobs stored by an older version", "jobs", len(updates))
 	return nil
-}
-
-// retryRefusal is /retry's answer for a job that was submitted with an s3Config: it was erased
-// when the job ended (CONTRACT.md: erased once terminal), and running the job again without it
-// would silently drop the client's outputs.
-func retryRefusal(id string) error {
-	return spool.Errorf(spool.CodeInvalid, "job %s was submitted with an s3Config, which Spool erased when the job ended "+
-		"(credentials are kept only while a job is queued or running); submit the job again with its s3Config", id)
 }

@@ -31,7 +31,7 @@ func TestS3ConfigIsSealedAndOpensOnlyForTheHolder(t *testing.T) {
 	f := newFixture(t, func(c *engine.Config) { c.Sealer = sealer })
 
 	j := f.submit(t, engine.SubmitParams{S3Config: json.RawMessage(s3Canary)})
-	stored := f.job(t, j.ID)
+	stored := f.whole(t, j.ID)
 	require.True(t, stored.HadS3Config)
 	require.NotEmpty(t, stored.S3ConfigSealed)
 	require.False(t, bytes.Contains(stored.S3ConfigSealed, []byte("CANARY")), "the store holds ciphertext only")
@@ -44,20 +44,19 @@ func TestS3ConfigIsSealedAndOpensOnlyForTheHolder(t *testing.T) {
 	_, err = f.eng.OpenS3Config(stored)
 	require.Error(t, err, "a queued job's s3Config opens for nobody")
 
-	taken := f.takeOne(t, "w")
-	got, err := f.eng.OpenS3Config(taken)
+	taken := f.takeHandout(t, "w")
+	require.JSONEq(t, s3Canary, string(taken.S3Config), "the holder's take answer gets the plaintext")
+	got, err := f.eng.OpenS3Config(taken.Job)
 	require.NoError(t, err)
-	require.JSONEq(t, s3Canary, string(got), "the holder's take answer gets the plaintext")
+	require.JSONEq(t, s3Canary, string(got))
 
 	none := f.submit(t, engine.SubmitParams{})
 	require.False(t, f.job(t, none.ID).HadS3Config)
-	got, err = f.eng.OpenS3Config(f.takeOne(t, "w2"))
-	require.NoError(t, err)
-	require.Nil(t, got, "a job without s3Config has none to open")
+	require.Nil(t, f.takeHandout(t, "w2").S3Config, "a job without s3Config has none to open")
 
 	_, err = f.eng.Done(f.ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w", JobID: j.ID, Output: json.RawMessage(`1`)})
 	require.NoError(t, err)
-	done := f.job(t, j.ID)
+	done := f.whole(t, j.ID)
 	require.Nil(t, done.S3ConfigSealed, "erased once terminal")
 	require.True(t, done.HadS3Config)
 }
@@ -70,7 +69,7 @@ func TestS3ConfigErasedOnEveryTerminalPath(t *testing.T) {
 	s3 := engine.SubmitParams{S3Config: json.RawMessage(s3Canary)}
 	erased := func(id string) {
 		t.Helper()
-		j := f.job(t, id)
+		j := f.whole(t, id)
 		require.True(t, j.State.Terminal(), "%s is %s", id, j.State)
 		require.Nil(t, j.S3ConfigSealed, "%s (%s) keeps no ciphertext", id, j.State)
 	}
@@ -103,22 +102,20 @@ func TestS3ConfigErasedOnEveryTerminalPath(t *testing.T) {
 	// for the next holder only), then FAILED past MaxRetries.
 	lost := f.submit(t, s3)
 	first := f.takeOne(t, "lost-1")
-	f.clock.Advance(31 * time.Second)
-	f.sweep(t)
-	requeued := f.job(t, lost.ID)
+	_, err = f.eng.LoseWorkerJobs(f.ctx, "lost-1", "gone")
+	require.NoError(t, err)
+	requeued := f.whole(t, lost.ID)
 	require.Equal(t, spool.StateInQueue, requeued.State)
 	require.NotEmpty(t, requeued.S3ConfigSealed, "still queued: kept for the next holder")
 	_, err = f.eng.OpenS3Config(first)
 	require.NoError(t, err, "a job value the first holder got earlier is its own business")
 	_, err = f.eng.OpenS3Config(requeued)
 	require.Error(t, err, "the requeued job opens for nobody until it is taken again")
-	second := f.takeOne(t, "lost-2")
-	require.Equal(t, lost.ID, second.ID)
-	plain, err := f.eng.OpenS3Config(second)
+	second := f.takeHandout(t, "lost-2")
+	require.Equal(t, lost.ID, second.Job.ID)
+	require.JSONEq(t, s3Canary, string(second.S3Config), "the new holder gets the s3Config")
+	_, err = f.eng.LoseWorkerJobs(f.ctx, "lost-2", "gone")
 	require.NoError(t, err)
-	require.JSONEq(t, s3Canary, string(plain), "the new holder gets the s3Config")
-	f.clock.Advance(31 * time.Second)
-	f.sweep(t)
 	erased(lost.ID)
 }
 
@@ -172,11 +169,11 @@ func TestTakeFailsAJobWhoseS3ConfigCannotBeDecrypted(t *testing.T) {
 
 	eng, stop = open(secret.NewRandom()) // another key
 	defer stop()
-	jobs, err := eng.Take(ctx, "ep", "w", 1, 0)
+	handouts, err := eng.Take(ctx, "ep", "w", 1, 0)
 	require.NoError(t, err)
-	require.Len(t, jobs, 1)
-	require.Equal(t, fine.ID, jobs[0].ID)
-	got, err := eng.Job(ctx, "ep", lockedOut.ID)
+	require.Len(t, handouts, 1)
+	require.Equal(t, fine.ID, handouts[0].Job.ID)
+	got, err := eng.JobAnyEndpoint(ctx, lockedOut.ID)
 	require.NoError(t, err)
 	require.Equal(t, spool.StateFailed, got.State)
 	require.Contains(t, got.Error, "cannot be decrypted")
@@ -196,7 +193,7 @@ func TestStartSealsLegacyPlaintext(t *testing.T) {
 		ID: "legacy", Endpoint: "ep", State: spool.StateInQueue, Input: json.RawMessage(`1`),
 		S3ConfigSealed: []byte(s3Canary), // what an older version stored
 		Policy:         spool.Policy{ExecutionTimeoutMs: spool.DefaultExecutionTimeoutMs, TTLMs: spool.DefaultTTLMs},
-		CreatedAt:      t0, QueuedAt: t0, Deadline: t0.Add(time.Hour),
+		CreatedAt:      t0, QueuedAt: t0, ExpiresAt: t0.Add(time.Hour), RetentionMs: 60_000,
 	}}))
 	eng, err := engine.New(engine.Config{Store: st, Clock: clock.NewFake(t0), SweepInterval: time.Hour})
 	require.NoError(t, err)
@@ -205,17 +202,15 @@ func TestStartSealsLegacyPlaintext(t *testing.T) {
 	_, _, err = eng.PutEndpoint(ctx, spool.NewEndpoint("ep"))
 	require.NoError(t, err)
 
-	j, err := st.GetJob(ctx, "legacy")
+	j, err := st.GetJob(ctx, store.GetJobParams{ID: "legacy", With: store.AllPayloads})
 	require.NoError(t, err)
 	require.True(t, secret.IsSealed(j.S3ConfigSealed))
 	require.True(t, j.HadS3Config)
 	require.False(t, bytes.Contains(j.S3ConfigSealed, []byte("CANARY")))
-	jobs, err := eng.Take(ctx, "ep", "w", 1, 0)
+	handouts, err := eng.Take(ctx, "ep", "w", 1, 0)
 	require.NoError(t, err)
-	require.Len(t, jobs, 1)
-	plain, err := eng.OpenS3Config(jobs[0])
-	require.NoError(t, err)
-	require.JSONEq(t, s3Canary, string(plain))
+	require.Len(t, handouts, 1)
+	require.JSONEq(t, s3Canary, string(handouts[0].S3Config))
 }
 
 // TestS3ConfigNeverInTheDatabaseFile: the raw SQLite file and its WAL never hold the plaintext,

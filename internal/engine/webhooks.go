@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 )
 
@@ -22,8 +23,8 @@ func (e *Engine) WebhookDeliveries(ctx context.Context, id string) ([]spool.Webh
 	if len(ds) > 0 {
 		return ds, nil
 	}
-	if _, err := e.GetJob(ctx, id); err != nil {
-		return nil, err
+	if _, err := e.store.GetJob(ctx, store.GetJobParams{ID: id}); err != nil {
+		return nil, translate(err, "job "+id)
 	}
 	return []spool.WebhookDelivery{}, nil
 }
@@ -41,7 +42,7 @@ func (e *Engine) Redeliver(ctx context.Context, id string) (spool.WebhookDeliver
 		last := ds[len(ds)-1]
 		d.Endpoint, d.URL, d.Payload, d.RedeliveryOf = last.Endpoint, last.URL, last.Payload, last.ID
 	} else {
-		j, err := e.GetJob(ctx, id)
+		j, err := e.JobAnyEndpoint(ctx, id)
 		switch {
 		case err != nil:
 			return spool.WebhookDelivery{}, err
@@ -57,9 +58,7 @@ func (e *Engine) Redeliver(ctx context.Context, id string) (spool.WebhookDeliver
 	if err := e.store.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: d}); err != nil {
 		return spool.WebhookDelivery{}, translate(err, "redeliver webhook of job "+id)
 	}
-	if e.cfg.WebhookQueued != nil {
-		e.cfg.WebhookQueued()
-	}
+	e.notifier.Notify(notify.Webhooks)
 	d.Host = spool.WebhookHost(d.URL)
 	d.State = spool.DeliveryPending
 	d.NextAttemptAt = now

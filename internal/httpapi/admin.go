@@ -325,11 +325,11 @@ func parseBefore(v string) (time.Time, string, error) {
 }
 
 func (s *server) getJob(w http.ResponseWriter, r *http.Request) error {
-	j, err := s.eng.GetJob(r.Context(), r.PathValue("id"))
+	j, err := s.eng.JobAnyEndpoint(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	info, err := s.eng.WaitInfo(r.Context(), j)
+	info, err := s.fleet.WaitInfo(r.Context(), j)
 	if err != nil {
 		return err
 	}
@@ -349,14 +349,14 @@ type workerView struct {
 }
 
 func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
-	ws, err := s.eng.Workers(r.Context(), r.URL.Query().Get("endpoint"))
+	ws, err := s.fleet.Workers(r.Context(), r.URL.Query().Get("endpoint"))
 	if err != nil {
 		return err
 	}
 	out := make([]workerView, len(ws))
 	for i, wi := range ws {
 		out[i] = workerView{
-			ID: wi.ID, Endpoint: wi.Endpoint, State: wi.State, Jobs: wi.Jobs,
+			ID: wi.ID, Endpoint: wi.Endpoint, State: string(wi.State), Jobs: wi.Jobs,
 			FirstSeen: wire.FormatTime(wi.FirstSeen), LastSeen: wire.FormatTime(wi.LastSeen),
 			Version: wi.Version, workerFleetView: fleetView(wi, s.cfg.Clock.Now()),
 		}
@@ -367,6 +367,6 @@ func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
 	wire.WriteJSON(w, http.StatusOK, struct {
 		Workers    []workerView             `json:"workers"`
 		ColdStarts map[string]coldStartView `json:"coldStarts,omitempty"`
-	}{out, coldStartViews(s.eng.ColdStarts())})
+	}{out, coldStartViews(s.fleet.ColdStarts())})
 	return nil
 }

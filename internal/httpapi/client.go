@@ -8,7 +8,6 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
-	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/wire"
 )
 
@@ -219,26 +218,26 @@ type healthView struct {
 }
 
 func (s *server) health(w http.ResponseWriter, r *http.Request, ep string) error {
-	h, err := s.eng.Health(r.Context(), ep)
+	counts, err := s.eng.Counts(r.Context(), ep)
 	if err != nil {
 		return err
 	}
-	wire.WriteJSON(w, http.StatusOK, toHealthView(h))
-	return nil
-}
-
-func toHealthView(h engine.Health) healthView {
+	workers, err := s.fleet.Counts(r.Context(), ep)
+	if err != nil {
+		return err
+	}
 	var v healthView
-	v.Jobs.Completed = h.Jobs.Completed
-	v.Jobs.Failed = h.Jobs.Failed
-	v.Jobs.InProgress = h.Jobs.InProgress
-	v.Jobs.InQueue = h.Jobs.InQueue
-	v.Jobs.Retried = h.Jobs.Retried
-	v.Workers.Idle = h.Workers.Idle
-	v.Workers.Initializing = h.Workers.Initializing
-	v.Workers.Ready = h.Workers.Ready
-	v.Workers.Running = h.Workers.Running
-	v.Workers.Throttled = h.Workers.Throttled
-	v.Workers.Unhealthy = h.Workers.Unhealthy
-	return v
+	v.Jobs.Completed = counts.ByState[spool.StateCompleted]
+	v.Jobs.Failed = counts.ByState[spool.StateFailed]
+	v.Jobs.InProgress = counts.ByState[spool.StateInProgress]
+	v.Jobs.InQueue = counts.ByState[spool.StateInQueue]
+	v.Jobs.Retried = counts.Retried
+	v.Workers.Idle = workers.Idle
+	v.Workers.Initializing = workers.Initializing
+	v.Workers.Ready = workers.Ready()
+	v.Workers.Running = workers.Running
+	v.Workers.Throttled = workers.Throttled
+	v.Workers.Unhealthy = workers.Unhealthy
+	wire.WriteJSON(w, http.StatusOK, v)
+	return nil
 }

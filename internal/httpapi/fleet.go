@@ -4,19 +4,19 @@ import (
 	"bytes"
 	"time"
 
-	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/wire"
 )
 
 // withWaitInfo adds a queued job's position, wait so far (ms) and wait reason to its admin view.
-func withWaitInfo(obj []byte, info engine.WaitInfo) []byte {
+func withWaitInfo(obj []byte, info fleet.WaitInfo) []byte {
 	if info.Reason == "" && info.Position == 0 {
 		return obj
 	}
 	extra := wire.NewObject().
 		Int("position", int64(info.Position)).
 		Int("waitMs", info.Wait.Milliseconds()).
-		String("waitReason", info.Reason).Bytes()
+		String("waitReason", string(info.Reason)).Bytes()
 	obj = bytes.TrimRight(obj, " \n")
 	if len(obj) < 2 || len(extra) < 2 {
 		return obj
@@ -37,7 +37,7 @@ type workerFleetView struct {
 	Error    string   `json:"error,omitempty"`
 }
 
-func fleetView(wi engine.WorkerInfo, now time.Time) workerFleetView {
+func fleetView(wi fleet.Worker, now time.Time) workerFleetView {
 	v := workerFleetView{GPUs: wi.GPUs, LogTail: wi.LogTail, Error: wi.Error}
 	if !wi.StartedAt.IsZero() {
 		v.UptimeMs = max(now.Sub(wi.StartedAt), 0).Milliseconds()
@@ -51,7 +51,7 @@ type coldStartView struct {
 	AvgMs  int64 `json:"avgMs"`
 }
 
-func coldStartViews(cs map[string]engine.ColdStart) map[string]coldStartView {
+func coldStartViews(cs map[string]fleet.ColdStart) map[string]coldStartView {
 	out := make(map[string]coldStartView, len(cs))
 	for ep, c := range cs {
 		out[ep] = coldStartView{Count: c.Count, LastMs: c.Last.Milliseconds(), AvgMs: c.Avg.Milliseconds()}

@@ -1,7 +1,8 @@
 // Package httpapi is Spool's HTTP surface: the RunPod client API under /v2/{endpoint}/ (run,
 // runsync, status, status-sync, stream, cancel, retry, purge-queue, health), the worker protocol
 // (mounted from workerapi), the admin API under /api/, and /healthz and /readyz. It decodes
-// requests, calls the engine and encodes answers; it never touches the store.
+// requests, calls the engine (jobs, endpoints) and the fleet (workers) and encodes answers; it
+// never touches the store.
 package httpapi
 
 import (
@@ -15,6 +16,7 @@ import (
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/wire"
 	"github.com/spool-run/spool/internal/workerapi"
 )
@@ -23,6 +25,8 @@ import (
 type Config struct {
 	// Engine runs the jobs. Required.
 	Engine *engine.Engine
+	// Fleet records the workers (/api/workers, /health, wait reasons). Required.
+	Fleet *fleet.Fleet
 	// Keys authenticates every /v2 and /api request. Required.
 	Keys *auth.Keyring
 	// Logger defaults to slog.Default(). Each request is logged at debug level.
@@ -105,8 +109,8 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	switch {
-	case c.Engine == nil:
-		return errors.New("httpapi: Engine is required")
+	case c.Engine == nil || c.Fleet == nil:
+		return errors.New("httpapi: Engine and Fleet are required")
 	case c.Keys == nil:
 		return errors.New("httpapi: Keys is required")
 	case c.RunLimit < 0 || c.RunSyncLimit < 0 || c.ResultLimit < 0 || c.ChunkLimit < 0 || c.AdminLimit < 0:
@@ -122,10 +126,11 @@ func (c Config) validate() error {
 }
 
 type server struct {
-	cfg  Config
-	eng  *engine.Engine
-	keys *auth.Keyring
-	log  *slog.Logger
+	cfg   Config
+	eng   *engine.Engine
+	fleet *fleet.Fleet
+	keys  *auth.Keyring
+	log   *slog.Logger
 }
 
 // New returns the handler of every Spool route. Paths with doubled slashes (the RunPod Go SDK
@@ -136,11 +141,11 @@ func New(cfg Config) (http.Handler, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, eng: cfg.Engine, keys: cfg.Keys, log: cfg.Logger}
+	s := &server{cfg: cfg, eng: cfg.Engine, fleet: cfg.Fleet, keys: cfg.Keys, log: cfg.Logger}
 	mux := http.NewServeMux()
 	s.routesClient(mux)
 	err := workerapi.Register(mux, workerapi.Config{
-		Engine: cfg.Engine, Keys: cfg.Keys, Logger: cfg.Logger,
+		Engine: cfg.Engine, Fleet: cfg.Fleet, Keys: cfg.Keys, Logger: cfg.Logger,
 		TakeWait: cfg.TakeWait, ResultLimit: cfg.ResultLimit, ChunkLimit: cfg.ChunkLimit,
 	})
 	if err != nil {

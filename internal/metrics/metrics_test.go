@@ -53,9 +53,9 @@ func TestJobLifecycleIsCounted(t *testing.T) {
 	require.NoError(t, err)
 	_, err = eng.Submit(ctx, engine.SubmitParams{Endpoint: "ep", Input: json.RawMessage(`2`)})
 	require.NoError(t, err)
-	jobs, err := eng.Take(ctx, "ep", "w", 1, 0)
+	handouts, err := eng.Take(ctx, "ep", "w", 1, 0)
 	require.NoError(t, err)
-	require.Equal(t, a.ID, jobs[0].ID)
+	require.Equal(t, a.ID, handouts[0].Job.ID)
 	_, err = eng.Done(ctx, engine.DoneParams{Endpoint: "ep", WorkerID: "w", JobID: a.ID, Error: new(string)})
 	require.NoError(t, err)
 

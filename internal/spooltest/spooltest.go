@@ -1,6 +1,6 @@
 // Package spooltest starts a real Spool server in-process, for tests only: SQLite on a temp dir,
-// the engine, a keyring with a static admin key, the HTTP API on an httptest server. It is not
-// part of any binary.
+// the engine and its fleet, a keyring with a static admin key, the HTTP API on an httptest server.
+// It is not part of any binary.
 package spooltest
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/httpapi"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
@@ -40,17 +41,21 @@ type Options struct {
 	Keys []spool.Key
 	// Engine changes the engine config (Store, Clock, a discarding Logger and an hourly sweep set).
 	Engine func(*engine.Config)
-	// API changes the httpapi config (Engine, Keys and a discarding Logger set).
+	// Fleet changes the fleet config (Engine, Store and a discarding Logger set).
+	Fleet func(*fleet.Config)
+	// API changes the httpapi config (Engine, Fleet, Keys and a discarding Logger set).
 	API func(*httpapi.Config)
 	// Handler, if set, builds the served handler instead of httpapi.New (API is then unused).
-	Handler func(*engine.Engine, *auth.Keyring) (http.Handler, error)
+	Handler func(*engine.Engine, *fleet.Fleet, *auth.Keyring) (http.Handler, error)
 }
 
 // Server is a started server. Its cleanups are registered on the test: the engine stops first
-// (long-polls answer at once), then the HTTP server closes, then the store.
+// (long-polls answer at once), then the HTTP server closes, then the store. The fleet's sweep is
+// not started: tests call Fleet.Sweep.
 type Server struct {
 	Store    *sqlitestore.Store
 	Engine   *engine.Engine
+	Fleet    *fleet.Fleet
 	Keys     *auth.Keyring
 	Clock    *clock.Fake // nil on the wall clock
 	HTTP     *httptest.Server
@@ -89,6 +94,12 @@ func NewServer(t testing.TB, o Options) *Server {
 			s.Engine.Stop()
 		}
 	}()
+	fcfg := fleet.Config{Engine: s.Engine, Store: st, Logger: quiet}
+	if o.Fleet != nil {
+		o.Fleet(&fcfg)
+	}
+	s.Fleet, err = fleet.New(fcfg)
+	require.NoError(t, err)
 	for _, ep := range o.Endpoints {
 		_, _, err := s.Engine.PutEndpoint(ctx, ep)
 		require.NoError(t, err)
@@ -102,9 +113,9 @@ func NewServer(t testing.TB, o Options) *Server {
 	}
 	var h http.Handler
 	if o.Handler != nil {
-		h, err = o.Handler(s.Engine, s.Keys)
+		h, err = o.Handler(s.Engine, s.Fleet, s.Keys)
 	} else {
-		cfg := httpapi.Config{Engine: s.Engine, Keys: s.Keys, Logger: quiet}
+		cfg := httpapi.Config{Engine: s.Engine, Fleet: s.Fleet, Keys: s.Keys, Logger: quiet}
 		if o.API != nil {
 			o.API(&cfg)
 		}

@@ -222,12 +222,15 @@ type Dispatcher struct {
 	pokes     uint64
 	seenPokes uint64
 	changed   chan struct{}
+	// enqueued is listen's subscription: once closed, a wake-up is on its way.
+	enqueued <-chan struct{}
 
 	startOnce, stopOnce sync.Once
 	stopLoop            context.CancelFunc
 	stopAttempts        context.CancelFunc
 	attemptsCtx         context.Context
 	loopDone            chan struct{}
+	listening           sync.WaitGroup // listen
 	attempts            sync.WaitGroup
 }
 
@@ -294,6 +297,10 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		loopCtx, d.stopLoop = context.WithCancel(base)
 		d.attemptsCtx, d.stopAttempts = context.WithCancel(base)
 		go d.loop(loopCtx)
+		if d.cfg.Notifier != nil {
+			d.listening.Add(1)
+			go d.listen(loopCtx)
+		}
 	})
 	return nil
 }
@@ -308,6 +315,7 @@ func (d *Dispatcher) Stop() {
 		}
 		d.stopLoop()
 		<-d.loopDone
+		d.listening.Wait()
 		done := make(chan struct{})
 		go func() { d.attempts.Wait(); close(done) }()
 		grace := time.NewTimer(d.cfg.StopGrace) // a shutdown bound, in wall-clock time like socket timeouts
@@ -330,7 +338,6 @@ func (d *Dispatcher) loop(ctx context.Context) {
 	defer close(d.loopDone)
 	var lastSweep time.Time
 	for {
-		enqueued, release := d.subscribe()
 		now := d.clock.Now()
 		d.mu.Lock()
 		d.seenPokes = d.pokes
@@ -352,10 +359,8 @@ func (d *Dispatcher) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-d.kick:
-		case <-enqueued:
 		case <-t.C():
 		}
-		release()
 		d.setWaiting(false, time.Time{})
 		t.Stop()
 		if ctx.Err() != nil {
@@ -364,12 +369,30 @@ func (d *Dispatcher) loop(ctx context.Context) {
 	}
 }
 
-// subscribe listens for deliveries enqueued anywhere (nil channel without a Notifier).
-func (d *Dispatcher) subscribe() (<-chan struct{}, func()) {
-	if d.cfg.Notifier == nil {
-		return nil, func() {}
+// listen turns notifications of deliveries enqueued anywhere (notify.Webhooks) into wake-ups of
+// the loop, until ctx ends. It subscribes again before waking the loop, so that no notification
+// falls between two subscriptions.
+func (d *Dispatcher) listen(ctx context.Context) {
+	defer d.listening.Done()
+	enqueued, release := d.cfg.Notifier.Subscribe(notify.Webhooks)
+	d.mu.Lock()
+	d.enqueued = enqueued
+	d.mu.Unlock()
+	for {
+		select {
+		case <-enqueued:
+			next, releaseNext := d.cfg.Notifier.Subscribe(notify.Webhooks)
+			release()
+			enqueued, release = next, releaseNext
+			d.mu.Lock()
+			d.enqueued = enqueued
+			d.notifyLocked()
+			d.mu.Unlock()
+		case <-ctx.Done():
+			release()
+			return
+		}
 	}
-	return d.cfg.Notifier.Subscribe(notify.Webhooks)
 }
 
 // scan claims as many due deliveries as the bounds allow and starts their attempts. It returns

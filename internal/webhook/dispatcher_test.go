@@ -28,7 +28,7 @@ func TestRunPodScheduleRetriesThenDelivers(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	})
 	j := f.completeJob("ep", rc.URL+"/hook", `{"ok":true}`)
-	before, err := f.eng.GetJob(f.ctx, j.ID)
+	before, err := f.eng.JobAnyEndpoint(f.ctx, j.ID)
 	require.NoError(t, err)
 
 	f.waitFor("attempt 1", func() bool { return f.delivery(j.ID).Attempts == 1 })
@@ -43,7 +43,7 @@ func TestRunPodScheduleRetriesThenDelivers(t *testing.T) {
 	f.clock.Advance(10 * time.Second)
 	f.waitFor("attempt 3", func() bool { return f.delivery(j.ID).State == spool.DeliveryDelivered })
 
-	after, err := f.eng.GetJob(f.ctx, j.ID)
+	after, err := f.eng.JobAnyEndpoint(f.ctx, j.ID)
 	require.NoError(t, err)
 	require.Equal(t, before, after, "the webhook never changes the job")
 
@@ -80,7 +80,7 @@ func TestRunPodScheduleGivesUp(t *testing.T) {
 	require.Equal(t, []time.Duration{0, 10 * time.Second, 20 * time.Second}, attemptTimes(d))
 	require.Equal(t, t0.Add(20*time.Second), d.FinishedAt)
 
-	got, err := f.eng.GetJob(f.ctx, j.ID)
+	got, err := f.eng.JobAnyEndpoint(f.ctx, j.ID)
 	require.NoError(t, err)
 	require.Equal(t, spool.StateCompleted, got.State, "the job's state never depends on its webhook")
 	require.JSONEq(t, `"out"`, string(got.Output))
@@ -127,7 +127,7 @@ func TestFailuresOfEveryKind(t *testing.T) {
 			require.Contains(t, a.Error, c.errPart, c.outcome)
 			require.NotContains(t, a.Error, "tok-canary", "errors do not quote the URL")
 		}
-		j, err := f.eng.GetJob(f.ctx, c.job.ID)
+		j, err := f.eng.JobAnyEndpoint(f.ctx, c.job.ID)
 		require.NoError(t, err)
 		require.Equal(t, spool.StateCompleted, j.State)
 	}
@@ -302,7 +302,7 @@ func TestDeliveryOutlivesJob(t *testing.T) {
 	res, err := f.eng.Sweep(f.ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Deleted)
-	_, err = f.eng.GetJob(f.ctx, j.ID)
+	_, err = f.eng.JobAnyEndpoint(f.ctx, j.ID)
 	require.Equal(t, spool.CodeNotFound, spool.ErrorCode(err))
 	f.clock.Advance(4 * time.Second)
 	ds := f.waitFinished(j.ID, 10*time.Second)

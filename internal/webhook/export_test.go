@@ -14,7 +14,15 @@ func (d *Dispatcher) Idle() (bool, <-chan struct{}) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	due := !d.clock.Now().Before(d.wakeAt)
-	return d.waiting && !due && len(d.inflight) == 0 && d.pokes == d.seenPokes, d.changed
+	woken := false
+	if d.enqueued != nil {
+		select {
+		case <-d.enqueued:
+			woken = true
+		default:
+		}
+	}
+	return d.waiting && !due && !woken && len(d.inflight) == 0 && d.pokes == d.seenPokes, d.changed
 }
 
 // InFlight is the number of attempts in flight.

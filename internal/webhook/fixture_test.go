@@ -21,6 +21,7 @@ import (
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/webhook"
 	"github.com/spool-run/spool/store"
 	"github.com/spool-run/spool/store/sqlitestore"
@@ -183,8 +184,9 @@ func newFixture(t *testing.T, mods ...func(*fixtureOpts)) *fixture {
 	var err error
 	f.st, err = sqlitestore.Open(ctx, o.path)
 	require.NoError(t, err)
+	hub := notify.NewHub() // the engine wakes the dispatcher through it
 	wcfg := webhook.Config{
-		Store: f.st, Clock: f.clock, Observer: f.obs, Resolver: o.resolver,
+		Store: f.st, Clock: f.clock, Observer: f.obs, Resolver: o.resolver, Notifier: hub,
 		AllowCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		Endpoint: func(name string) (spool.Endpoint, bool) {
 			ep, err := f.eng.Endpoint(name)
@@ -201,7 +203,7 @@ func newFixture(t *testing.T, mods ...func(*fixtureOpts)) *fixture {
 	require.NoError(t, err)
 	ecfg := engine.Config{
 		Store: f.st, Clock: f.clock, SweepInterval: time.Hour,
-		WebhookPayload: webhook.Payload, WebhookQueued: f.d.Notify,
+		WebhookPayload: webhook.Payload, Notifier: hub,
 	}
 	if o.engine != nil {
 		o.engine(&ecfg)
@@ -338,7 +340,7 @@ func (f *fixture) take(ep string) *spool.Job {
 	jobs, err := f.eng.Take(f.ctx, ep, "w1", 1, 0)
 	require.NoError(f.t, err)
 	require.Len(f.t, jobs, 1)
-	return jobs[0]
+	return jobs[0].Job
 }
 
 // enqueue inserts a delivery directly, as a terminal transition would, and wakes the dispatcher.

@@ -107,7 +107,7 @@ func TestFiresOnEveryTerminalState(t *testing.T) {
 		id := ids[name]
 		m, ok := bodies[id]
 		require.True(t, ok, "%s: no webhook", name)
-		job, err := f.eng.GetJob(ctx, id)
+		job, err := f.eng.JobAnyEndpoint(ctx, id)
 		require.NoError(t, err)
 		require.Equal(t, state, job.State, name)
 		require.Equal(t, string(state), jsonString(t, m["status"]), name)

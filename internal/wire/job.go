@@ -22,8 +22,13 @@ func JobObject(j *spool.Job) *Object {
 	if d, ok := j.ExecutionTime(); ok {
 		o.Int("executionTime", d.Milliseconds())
 	}
-	if j.Output != nil {
-		o.Raw("output", j.Output)
+	// A running job shows its latest progress as its output, as RunPod does.
+	out := j.Output
+	if j.State == spool.StateInProgress {
+		out = j.Progress
+	}
+	if out != nil {
+		o.Raw("output", out)
 	}
 	if j.State == spool.StateFailed || j.Error != "" {
 		o.String("error", j.Error)

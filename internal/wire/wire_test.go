@@ -129,7 +129,7 @@ func TestJobView(t *testing.T) {
 			j.State, j.TakenAt, j.WorkerID = spool.StateInProgress, t0.Add(1500*time.Millisecond), "w1"
 		}, `{"id":"j1","status":"IN_PROGRESS","delayTime":1500,"workerId":"w1"}`},
 		{"progress", func(j *spool.Job) {
-			j.State, j.TakenAt, j.Output = spool.StateInProgress, t0.Add(time.Second), json.RawMessage(`{"pct": 50}`)
+			j.State, j.TakenAt, j.Progress = spool.StateInProgress, t0.Add(time.Second), json.RawMessage(`{"pct": 50}`)
 		}, `{"id":"j1","status":"IN_PROGRESS","delayTime":1000,"output":{"pct": 50}}`},
 		{"completed raw output", func(j *spool.Job) {
 			j.State, j.TakenAt, j.FinishedAt = spool.StateCompleted, t0.Add(time.Second), t0.Add(3*time.Second)

@@ -1,7 +1,8 @@
 // Package workerapi serves the RunPod worker protocol (runpod-worker-protocol.md) under
 // /v2/{endpoint}/: job-take and job-take-batch long-polls, the job-stop channel, job-done results
 // and progress, job-stream chunks and ping heartbeats, exactly as unmodified runpod-python workers
-// and Spool's own worker SDK speak it.
+// and Spool's own worker SDK speak it. It translates the wire: jobs are the engine's business,
+// workers (sightings, heartbeats, stop signals) the fleet's.
 package workerapi
 
 import (
@@ -17,6 +18,7 @@ import (
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/wire"
 )
 
@@ -24,6 +26,8 @@ import (
 type Config struct {
 	// Engine runs the jobs. Required.
 	Engine *engine.Engine
+	// Fleet records the workers. Required.
+	Fleet *fleet.Fleet
 	// Keys authenticates workers. Required.
 	Keys *auth.Keyring
 	// Logger defaults to slog.Default().
@@ -62,8 +66,8 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	switch {
-	case c.Engine == nil:
-		return errors.New("workerapi: Engine is required")
+	case c.Engine == nil || c.Fleet == nil:
+		return errors.New("workerapi: Engine and Fleet are required")
 	case c.Keys == nil:
 		return errors.New("workerapi: Keys is required")
 	case c.TakeWait < 0 || c.TakeWait >= MaxTakeWait:
@@ -75,9 +79,10 @@ func (c Config) validate() error {
 }
 
 type api struct {
-	cfg Config
-	eng *engine.Engine
-	log *slog.Logger
+	cfg   Config
+	eng   *engine.Engine
+	fleet *fleet.Fleet
+	log   *slog.Logger
 }
 
 // Register mounts the worker routes on mux. Takes, stops and pings also answer POST, which is
@@ -91,7 +96,7 @@ func Register(mux *http.ServeMux, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	a := &api{cfg: cfg, eng: cfg.Engine, log: cfg.Logger}
+	a := &api{cfg: cfg, eng: cfg.Engine, fleet: cfg.Fleet, log: cfg.Logger}
 	for _, m := range []string{"GET", "POST"} {
 		mux.HandleFunc(m+" /v2/{endpoint}/job-take/{worker}", a.take(false))
 		mux.HandleFunc(m+" /v2/{endpoint}/job-take-batch/{worker}", a.take(true))
@@ -147,8 +152,14 @@ func (a *api) take(batch bool) http.HandlerFunc {
 			}
 		}
 		ctx := r.Context()
+		ep, worker := r.PathValue("endpoint"), r.PathValue("worker")
+		if err := a.fleet.Seen(ctx, ep, worker); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		a.fleet.TakeRequested(worker)
 		wire.ExtendWriteDeadline(w, a.cfg.TakeWait)
-		jobs, err := a.eng.Take(ctx, r.PathValue("endpoint"), r.PathValue("worker"), size, a.cfg.TakeWait)
+		handouts, err := a.eng.Take(ctx, ep, worker, size, a.cfg.TakeWait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return // the worker is gone; nothing was taken
@@ -156,9 +167,21 @@ func (a *api) take(batch bool) http.HandlerFunc {
 			a.fail(w, r, err)
 			return
 		}
-		if len(jobs) == 0 {
+		if len(handouts) == 0 {
+			if !a.eng.Draining() {
+				// The worker was alive for the whole poll: record it, or a worker that does not
+				// ping (no RUNPOD_POD_ID) could be declared lost while it long-polls.
+				if err := a.fleet.Seen(ctx, ep, worker); err != nil && ctx.Err() == nil {
+					a.fail(w, r, err)
+					return
+				}
+			}
 			w.WriteHeader(http.StatusNoContent)
 			return
+		}
+		jobs := make([]*spool.Job, len(handouts))
+		for i, h := range handouts {
+			jobs[i] = h.Job
 		}
 		if ctx.Err() != nil {
 			a.release(ctx, jobs, "the take request ended before the jobs were sent")
@@ -166,31 +189,13 @@ func (a *api) take(batch bool) http.HandlerFunc {
 		}
 		opts := payloadOptions{withAttempt: includes(r, "attempt")}
 		if includes(r, "offload") {
-			if ep, err := a.eng.Endpoint(r.PathValue("endpoint")); err == nil {
-				opts.offloadBytes = ep.OutputOffloadBytes
+			if e, err := a.eng.Endpoint(ep); err == nil {
+				opts.offloadBytes = e.OutputOffloadBytes
 			}
 		}
-		elems := make([][]byte, 0, len(jobs))
-		var unopened []*spool.Job
-		for _, j := range jobs {
-			// Only here, in the answer to the worker that now holds the job, is its s3Config
-			// decrypted. Take has already failed the jobs whose s3Config does not open; should one
-			// fail here anyway, it goes back to the queue rather than to a worker without the
-			// credentials its client sent.
-			s3, err := a.eng.OpenS3Config(j)
-			if err != nil {
-				a.log.Error("job-take: a job's s3Config cannot be opened; released", "job", j.ID, "err", err)
-				unopened = append(unopened, j)
-				continue
-			}
-			elems = append(elems, payload(j, s3, opts))
-		}
-		if len(unopened) > 0 {
-			a.release(ctx, unopened, "its s3Config could not be opened")
-		}
-		if len(elems) == 0 {
-			w.WriteHeader(http.StatusNoContent)
-			return
+		elems := make([][]byte, len(handouts))
+		for i, h := range handouts {
+			elems[i] = payload(h, opts)
 		}
 		body := elems[0]
 		if batch {
@@ -246,11 +251,13 @@ func includes(r *http.Request, name string) bool {
 
 // payload is the job object a worker receives: {"id","input","policy":{...},"webhook"?,
 // "s3Config"?}, only keys RunPod sends, since runpod-python hands the whole object to user code.
-// input is the bytes the client sent, s3 the opened s3Config (the client's bytes too). Spool's
-// worker SDK asks for two extensions: "attempt" (?include=attempt), which it echoes on its posts
-// (?attempt=) for fencing, and "outputOffloadBytes" (?include=offload), the endpoint's threshold
-// above which the SDK stores a result in the job's bucket instead of posting it.
-func payload(j *spool.Job, s3 json.RawMessage, opts payloadOptions) []byte {
+// input is the bytes the client sent, the s3Config the one the engine opened for this worker (the
+// client's bytes too). Spool's worker SDK asks for two extensions: "attempt" (?include=attempt),
+// which it echoes on its posts (?attempt=) for fencing, and "outputOffloadBytes"
+// (?include=offload), the endpoint's threshold above which the SDK stores a result in the job's
+// bucket instead of posting it.
+func payload(h engine.Handout, opts payloadOptions) []byte {
+	j, s3 := h.Job, h.S3Config
 	pol := wire.NewObject().
 		Int("executionTimeout", j.Policy.ExecutionTimeoutMs).
 		Bool("lowPriority", j.Policy.LowPriority).
@@ -277,7 +284,7 @@ func (a *api) stop(w http.ResponseWriter, r *http.Request) {
 	}
 	wire.DiscardBody(r)
 	wire.ExtendWriteDeadline(w, a.cfg.TakeWait)
-	ids, err := a.eng.StopSignals(r.Context(), r.PathValue("endpoint"), r.PathValue("worker"), a.cfg.TakeWait)
+	ids, err := a.fleet.StopSignals(r.Context(), r.PathValue("endpoint"), r.PathValue("worker"), a.cfg.TakeWait)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return
@@ -351,7 +358,7 @@ func DecodeDone(body []byte) (DoneBody, error) {
 }
 
 func (a *api) done(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	if !a.authorize(w, r) || !a.seen(w, r) {
 		return
 	}
 	att, err := attempt(r)
@@ -362,7 +369,11 @@ func (a *api) done(w http.ResponseWriter, r *http.Request) {
 	body, err := wire.ReadBody(w, r, a.cfg.ResultLimit)
 	if err != nil {
 		if spool.ErrorCode(err) == spool.CodeTooLarge {
-			a.failOversizeResult(r, att, err)
+			// The worker does not retry a 413: the job fails now instead of at its timeout.
+			if rerr := a.eng.RefuseResult(context.WithoutCancel(r.Context()), r.PathValue("endpoint"), r.PathValue("worker"),
+				r.PathValue("job"), att, spool.ErrorMessage(err)); rerr != nil {
+				a.log.Error("fail job with an oversize result", "job", r.PathValue("job"), "err", rerr)
+			}
 		}
 		a.fail(w, r, err)
 		return
@@ -391,22 +402,18 @@ func (a *api) done(w http.ResponseWriter, r *http.Request) {
 	wire.WriteJSON(w, http.StatusOK, ok)
 }
 
-// failOversizeResult ends the job FAILED when its holder posts a result over the limit: the worker
-// does not retry a 413, so without this the job would hang until its execution timeout. A post
-// from anyone but the holder changes nothing, as always.
-func (a *api) failOversizeResult(r *http.Request, att int, tooLarge error) {
-	msg := "the worker's result was refused: " + spool.ErrorMessage(tooLarge)
-	_, err := a.eng.Done(context.WithoutCancel(r.Context()), engine.DoneParams{
-		Endpoint: r.PathValue("endpoint"), WorkerID: r.PathValue("worker"), JobID: r.PathValue("job"),
-		Attempt: att, Error: &msg,
-	})
-	if err != nil && spool.ErrorCode(err) != spool.CodeConflict && spool.ErrorCode(err) != spool.CodeNotFound {
-		a.log.Error("fail job with an oversize result", "job", r.PathValue("job"), "err", err)
+// seen records the worker's request with the fleet (a post proves it alive); it writes the
+// error and returns false when the request may not go on.
+func (a *api) seen(w http.ResponseWriter, r *http.Request) bool {
+	if err := a.fleet.Seen(r.Context(), r.PathValue("endpoint"), r.PathValue("worker")); err != nil {
+		a.fail(w, r, err)
+		return false
 	}
+	return true
 }
 
 func (a *api) stream(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	if !a.authorize(w, r) || !a.seen(w, r) {
 		return
 	}
 	att, err := attempt(r)
@@ -460,7 +467,7 @@ func (a *api) ping(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	err := a.eng.Ping(r.Context(), engine.PingParams{
+	err := a.fleet.Heartbeat(r.Context(), fleet.HeartbeatParams{
 		Endpoint: ep, WorkerID: worker, JobIDs: ids, Version: q.Get("runpod_version"),
 	})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/spooltest"
 	"github.com/spool-run/spool/internal/workerapi"
 )
@@ -32,6 +33,7 @@ type env struct {
 	ctx    context.Context
 	fake   *clock.Fake
 	eng    *engine.Engine
+	fleet  *fleet.Fleet
 	keys   *auth.Keyring
 	mux    *http.ServeMux
 	srv    *httptest.Server
@@ -57,14 +59,14 @@ func newEnv(t *testing.T, o opts) *env {
 			{Name: "o", Scope: spool.ScopeWorker, Endpoints: []string{"other"}},
 			{Name: "c", Scope: spool.ScopeClient},
 		},
-		Handler: func(eng *engine.Engine, keys *auth.Keyring) (http.Handler, error) {
+		Handler: func(eng *engine.Engine, fl *fleet.Fleet, keys *auth.Keyring) (http.Handler, error) {
 			return mux, workerapi.Register(mux, workerapi.Config{
-				Engine: eng, Keys: keys, ResultLimit: o.resultLimit, ChunkLimit: o.chunkLimit,
+				Engine: eng, Fleet: fl, Keys: keys, ResultLimit: o.resultLimit, ChunkLimit: o.chunkLimit,
 				Logger: slog.New(slog.DiscardHandler),
 			})
 		},
 	})
-	return &env{t: t, ctx: context.Background(), fake: fake, eng: s.Engine, keys: s.Keys, mux: mux, srv: s.HTTP,
+	return &env{t: t, ctx: context.Background(), fake: fake, eng: s.Engine, fleet: s.Fleet, keys: s.Keys, mux: mux, srv: s.HTTP,
 		worker: s.Secrets["w"], other: s.Secrets["o"], client: s.Secrets["c"]}
 }
 
@@ -338,7 +340,7 @@ func TestDone(t *testing.T) {
 				if i == 0 && len(c.posts) > 1 {
 					got := e.job(j.ID)
 					require.Equal(t, spool.StateInProgress, got.State)
-					require.Equal(t, `{"pct": 50}`, string(got.Output))
+					require.Equal(t, `{"pct": 50}`, string(got.Progress))
 				}
 			}
 			got := e.job(j.ID)
@@ -529,7 +531,7 @@ func TestPing(t *testing.T) {
 	}
 	r := e.do("POST", "/v2/ep/ping/w2?runpod_version=1.7.13", e.worker, "", "")
 	require.Equal(t, 200, r.status)
-	ws, err := e.eng.Workers(e.ctx, "ep")
+	ws, err := e.fleet.Workers(e.ctx, "ep")
 	require.NoError(t, err)
 	versions := map[string]string{}
 	for _, w := range ws {
@@ -656,7 +658,7 @@ func TestS3ConfigOnlyForTheCurrentHolder(t *testing.T) {
 	require.Contains(t, first.body, canary)
 
 	e.fake.Advance(31 * time.Second) // w1 is lost
-	_, err := e.eng.Sweep(e.ctx)
+	_, err := e.fleet.Sweep(e.ctx)
 	require.NoError(t, err)
 	require.Equal(t, spool.StateInQueue, e.job(j.ID).State)
 

@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/spool-run/spool"
@@ -10,27 +11,30 @@ import (
 )
 
 // AppendChunk implements store.Store.
-func (s *Store) AppendChunk(ctx context.Context, p store.AppendChunkParams) (*spool.Job, error) {
-	return doResult(ctx, s, func(ctx context.Context, tx queryer) (*spool.Job, error) {
-		j, err := loadJob(ctx, tx, p.ID)
-		if err != nil {
-			return nil, fmt.Errorf("append chunk to job %s: %w", p.ID, err)
-		}
-		if p.Check != nil {
-			// Check sees a copy: what it might change is not ours to store or return.
-			if err := p.Check(j.Clone()); err != nil {
-				return nil, err
+func (s *Store) AppendChunk(ctx context.Context, p store.AppendChunkParams) (bool, error) {
+	var w where
+	w.add("jobs.id = ?", p.ID)
+	w.expect(p.Expect)
+	bump := "UPDATE jobs SET stream_count = stream_count + 1" + w.String() + " RETURNING stream_count"
+	data := blob(p.Data)
+	return doResult(ctx, s, func(ctx context.Context, tx queryer) (bool, error) {
+		var seq int64
+		err := tx.QueryRowContext(ctx, bump, w.args...).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			var one int
+			err := tx.QueryRowContext(ctx, "SELECT 1 FROM jobs WHERE id = ?", p.ID).Scan(&one)
+			if err != nil {
+				return false, fmt.Errorf("append chunk to job %s: %w", p.ID, notFound(err))
 			}
+			return false, nil // there, but not as expected
 		}
-		j.StreamCount++
-		if _, err := tx.ExecContext(ctx, "INSERT INTO stream_chunks (job_id, seq, data) VALUES (?, ?, ?)",
-			j.ID, j.StreamCount, blob(p.Data)); err != nil {
-			return nil, fmt.Errorf("append chunk to job %s: %w", p.ID, err)
+		if err != nil {
+			return false, fmt.Errorf("append chunk to job %s: %w", p.ID, err)
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET stream_count = ? WHERE id = ?", j.StreamCount, j.ID); err != nil {
-			return nil, fmt.Errorf("append chunk to job %s: %w", p.ID, err)
+		if _, err := tx.ExecContext(ctx, "INSERT INTO stream_chunks (job_id, seq, data) VALUES (?, ?, ?)", p.ID, seq, data); err != nil {
+			return false, fmt.Errorf("append chunk to job %s: %w", p.ID, err)
 		}
-		return j, nil
+		return true, nil
 	})
 }
 
@@ -50,7 +54,7 @@ func (s *Store) ReadChunks(ctx context.Context, p store.ReadChunksParams) (*spoo
 			return err
 		}
 		defer func() { _ = tx.Rollback() }() // read-only: nothing to commit
-		if j, err = loadJob(ctx, tx, p.ID); err != nil {
+		if j, err = loadJob(ctx, tx, p.ID, p.With); err != nil {
 			return err
 		}
 		chunks, err = loadChunks(ctx, tx, p.ID, p.After, p.Limit)
@@ -69,7 +73,7 @@ type drained struct {
 
 func (s *Store) drainChunks(ctx context.Context, p store.ReadChunksParams) (*spool.Job, []spool.Chunk, error) {
 	d, err := doResult(ctx, s, func(ctx context.Context, tx queryer) (drained, error) {
-		j, err := loadJob(ctx, tx, p.ID)
+		j, err := loadJob(ctx, tx, p.ID, p.With)
 		if err != nil {
 			return drained{}, err
 		}

@@ -13,95 +13,134 @@ import (
 	"github.com/spool-run/spool/store"
 )
 
-// jobColumns lists every column of a spool.Job, in the order of jobArgs and scanJob.
-const jobColumns = `id, endpoint, state, input, webhook, s3_config,
-	execution_timeout_ms, ttl_ms, low_priority, sync,
-	created_at, queued_at, taken_at, finished_at, deadline,
-	worker_id, attempt, retries, output, error,
-	stop_pod, ended_by_worker, stop_pending, retention_ms, stream_count, stream_cursor,
-	had_s3_config`
+// A job is two rows: its head, with the payloads it changes (output, progress, the sealed
+// s3Config) as the last columns of the jobs table, and its input, which never changes, in
+// job_inputs. So a write of the head never rewrites a large input (SQLite rewrites a whole row,
+// overflow pages included, whenever its size changes), and a read of the head stops before the
+// payloads.
 
-const (
-	selectJobs = `SELECT ` + jobColumns + ` FROM jobs`
-	insertJob  = `INSERT INTO jobs (` + jobColumns + `)
-		VALUES (?,?,?,?,?,?, ?,?,?,?, ?,?,?,?,?, ?,?,?,?,?, ?,?,?,?,?,?, ?)`
-	// updateJob writes back every column but id, which names the row; the arguments are
-	// jobArgs(j)[1:] followed by the id.
-	updateJob = `UPDATE jobs SET endpoint = ?, state = ?, input = ?, webhook = ?, s3_config = ?,
-		execution_timeout_ms = ?, ttl_ms = ?, low_priority = ?, sync = ?,
-		created_at = ?, queued_at = ?, taken_at = ?, finished_at = ?, deadline = ?,
-		worker_id = ?, attempt = ?, retries = ?, output = ?, error = ?,
-		stop_pod = ?, ended_by_worker = ?, stop_pending = ?, retention_ms = ?, stream_count = ?, stream_cursor = ?,
-		had_s3_config = ?
-		WHERE id = ?`
-)
+// headColumns lists the columns of a job's head, in the order of headArgs and scanHead.
+const headColumns = `jobs.id, jobs.endpoint, jobs.state, jobs.webhook,
+	jobs.execution_timeout_ms, jobs.ttl_ms, jobs.retention_ms, jobs.low_priority, jobs.sync,
+	jobs.created_at, jobs.queued_at, jobs.taken_at, jobs.finished_at,
+	jobs.expires_at, jobs.timeout_at, jobs.delete_at,
+	jobs.worker_id, jobs.attempt, jobs.retries, jobs.error,
+	jobs.stop_pod, jobs.ended_by_worker, jobs.stop_pending, jobs.stream_count, jobs.stream_cursor,
+	jobs.had_s3_config`
 
-// takeJobs selects the next jobs to hand out. The index is forced: without statistics the
-// planner may prefer jobs_deadline, which matches nearly every queued job of every endpoint and
-// then needs a sort, where jobs_take yields the rows already in dispatch order and stops at the
-// limit.
-const takeJobs = selectJobs + ` INDEXED BY jobs_take
-	WHERE endpoint = ? AND state = ? AND deadline > ?
-	ORDER BY low_priority, queued_at, seq LIMIT ?`
+const insertJob = `INSERT INTO jobs (id, endpoint, state, webhook,
+	execution_timeout_ms, ttl_ms, retention_ms, low_priority, sync,
+	created_at, queued_at, taken_at, finished_at,
+	expires_at, timeout_at, delete_at,
+	worker_id, attempt, retries, error,
+	stop_pod, ended_by_worker, stop_pending, stream_count, stream_cursor,
+	had_s3_config, s3_config, progress, output)
+	VALUES (?,?,?,?, ?,?,?,?,?, ?,?,?,?, ?,?,?, ?,?,?,?, ?,?,?,?,?, ?,?,?,?)`
 
-// terminalStates is the SQL list of the states DeleteJobs may purge.
+const insertInput = `INSERT INTO job_inputs (seq, input) VALUES (?, ?)`
+
+// terminalStates is the SQL list of the terminal states, spelled as the partial index on delete_at
+// spells them: SQLite uses a partial index only for a query that repeats its condition.
 const terminalStates = `'COMPLETED','FAILED','CANCELLED','TIMED_OUT'`
 
 func jobArgs(j *spool.Job) []any {
 	return []any{
-		j.ID, j.Endpoint, string(j.State), blob(j.Input), j.Webhook, blob(j.S3ConfigSealed),
-		j.Policy.ExecutionTimeoutMs, j.Policy.TTLMs, j.Policy.LowPriority, j.Sync,
-		millis(j.CreatedAt), millis(j.QueuedAt), millis(j.TakenAt), millis(j.FinishedAt), millis(j.Deadline),
-		j.WorkerID, j.Attempt, j.Retries, blob(j.Output), j.Error,
-		j.StopPod, j.EndedByWorker, j.StopPending, j.RetentionMs, j.StreamCount, j.StreamCursor,
-		j.HadS3Config,
+		j.ID, j.Endpoint, string(j.State), j.Webhook,
+		j.Policy.ExecutionTimeoutMs, j.Policy.TTLMs, j.RetentionMs, j.Policy.LowPriority, j.Sync,
+		millis(j.CreatedAt), millis(j.QueuedAt), millis(j.TakenAt), millis(j.FinishedAt),
+		millis(j.ExpiresAt), millis(j.TimeoutAt), millis(j.DeleteAt),
+		j.WorkerID, j.Attempt, j.Retries, j.Error,
+		j.StopPod, j.EndedByWorker, j.StopPending, j.StreamCount, j.StreamCursor,
+		j.HadS3Config, blob(j.S3ConfigSealed), blob(j.Progress), blob(j.Output),
 	}
 }
 
+// selectJobs is the SELECT of jobs with the payloads with names, and what to scan them into.
+func selectJobs(with store.Payloads) string {
+	cols := headColumns
+	from := " FROM jobs"
+	if with&store.PayloadOutput != 0 {
+		cols += ", jobs.output, jobs.progress"
+	}
+	if with&store.PayloadS3Config != 0 {
+		cols += ", jobs.s3_config"
+	}
+	if with&store.PayloadInput != 0 {
+		cols += ", job_inputs.input"
+		from += " LEFT JOIN job_inputs ON job_inputs.seq = jobs.seq"
+	}
+	return "SELECT " + cols + from
+}
+
 type scanner interface{ Scan(dest ...any) error }
+
+// scanJob reads a row of selectJobs(with).
+func scanJob(row scanner, with store.Payloads) (*spool.Job, error) {
+	var (
+		j                                spool.Job
+		state                            string
+		created, queued, taken, finished int64
+		expires, timeout, deleteAt       int64
+	)
+	dest := []any{
+		&j.ID, &j.Endpoint, &state, &j.Webhook,
+		&j.Policy.ExecutionTimeoutMs, &j.Policy.TTLMs, &j.RetentionMs, &j.Policy.LowPriority, &j.Sync,
+		&created, &queued, &taken, &finished,
+		&expires, &timeout, &deleteAt,
+		&j.WorkerID, &j.Attempt, &j.Retries, &j.Error,
+		&j.StopPod, &j.EndedByWorker, &j.StopPending, &j.StreamCount, &j.StreamCursor,
+		&j.HadS3Config,
+	}
+	if with&store.PayloadOutput != 0 {
+		dest = append(dest, rawDest{&j.Output}, rawDest{&j.Progress})
+	}
+	if with&store.PayloadS3Config != 0 {
+		dest = append(dest, bytesDest{&j.S3ConfigSealed})
+	}
+	if with&store.PayloadInput != 0 {
+		dest = append(dest, rawDest{&j.Input})
+	}
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	j.State = spool.State(state)
+	j.CreatedAt, j.QueuedAt, j.TakenAt, j.FinishedAt = fromMillis(created), fromMillis(queued), fromMillis(taken), fromMillis(finished)
+	j.ExpiresAt, j.TimeoutAt, j.DeleteAt = fromMillis(expires), fromMillis(timeout), fromMillis(deleteAt)
+	return &j, nil
+}
 
 // readAll runs a query on the read pool and scans every row of its answer with scan.
 func readAll[T any](ctx context.Context, s *Store, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
 	var out []T
 	err := s.read(func(db *sql.DB) error {
-		rows, err := db.QueryContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			v, err := scan(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, v)
-		}
-		return rows.Err()
+		var err error
+		out, err = queryAll(ctx, db, scan, query, args...)
+		return err
 	})
 	return out, err
 }
 
-func scanJob(row scanner) (*spool.Job, error) {
-	var (
-		j                                          spool.Job
-		state                                      string
-		created, queued, taken, finished, deadline int64
-	)
-	err := row.Scan(
-		&j.ID, &j.Endpoint, &state, rawDest{&j.Input}, &j.Webhook, bytesDest{&j.S3ConfigSealed},
-		&j.Policy.ExecutionTimeoutMs, &j.Policy.TTLMs, &j.Policy.LowPriority, &j.Sync,
-		&created, &queued, &taken, &finished, &deadline,
-		&j.WorkerID, &j.Attempt, &j.Retries, rawDest{&j.Output}, &j.Error,
-		&j.StopPod, &j.EndedByWorker, &j.StopPending, &j.RetentionMs, &j.StreamCount, &j.StreamCursor,
-		&j.HadS3Config,
-	)
+// queryAll runs a query and scans every row of its answer. Rows are read to the end before the
+// caller writes anything, so the writer never has a statement open while it updates the table.
+func queryAll[T any](ctx context.Context, q queryer, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
-	j.State = spool.State(state)
-	j.CreatedAt, j.QueuedAt, j.TakenAt = fromMillis(created), fromMillis(queued), fromMillis(taken)
-	j.FinishedAt, j.Deadline = fromMillis(finished), fromMillis(deadline)
-	return &j, nil
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+func jobScanner(with store.Payloads) func(scanner) (*spool.Job, error) {
+	return func(row scanner) (*spool.Job, error) { return scanJob(row, with) }
 }
 
 // millis is the stored form of a time: unix milliseconds, 0 for the zero time.
@@ -121,11 +160,11 @@ func fromMillis(ms int64) time.Time {
 }
 
 // blob binds a RawMessage: NULL for nil, a (possibly empty) BLOB otherwise.
-func blob(b json.RawMessage) any {
+func blob(b []byte) any {
 	if b == nil {
 		return nil
 	}
-	return []byte(b)
+	return b
 }
 
 // rawDest scans a BLOB column into a RawMessage, keeping nil (NULL) apart from empty. Scanning
@@ -159,78 +198,11 @@ func (b bytesDest) Scan(src any) error {
 	return nil
 }
 
-// queryJobs runs a job query and decodes every row. Rows are read to the end before the caller
-// writes anything, so the writer never has a statement open while it updates the same table.
-func queryJobs(ctx context.Context, q queryer, query string, args ...any) ([]*spool.Job, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var jobs []*spool.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, err
-		}
-		jobs = append(jobs, j)
-	}
-	return jobs, rows.Err()
-}
-
-// loadJob reads one job; store.ErrNotFound if absent.
-func loadJob(ctx context.Context, q queryer, id string) (*spool.Job, error) {
-	j, err := scanJob(q.QueryRowContext(ctx, selectJobs+" WHERE id = ?", id))
+// loadJob reads one job in the caller's transaction; store.ErrNotFound if absent.
+func loadJob(ctx context.Context, q queryer, id string, with store.Payloads) (*spool.Job, error) {
+	j, err := scanJob(q.QueryRowContext(ctx, selectJobs(with)+" WHERE jobs.id = ?", id), with)
 	return j, notFound(err)
 }
-
-// saveJob writes j back, with its Outbox message (if any) in the same transaction.
-func saveJob(ctx context.Context, q queryer, j *spool.Job) error {
-	args := jobArgs(j)
-	if _, err := q.ExecContext(ctx, updateJob, append(args[1:], args[0])...); err != nil {
-		return err
-	}
-	return insertOutbox(ctx, q, j)
-}
-
-// apply runs fn on a copy of j. It returns the job to report and whether it must be written:
-// the changed copy, or j itself when fn skips (so that a skip never leaks a half-made change);
-// any other error from fn is returned as is.
-func apply(j *spool.Job, fn func(*spool.Job) error) (*spool.Job, bool, error) {
-	next := j.Clone()
-	err := fn(next)
-	switch {
-	case errors.Is(err, store.ErrSkip):
-		return j, false, nil
-	case err != nil:
-		return nil, false, err
-	case next.ID != j.ID:
-		return nil, false, fmt.Errorf("sqlitestore: apply changed the id of job %s to %s", j.ID, next.ID)
-	}
-	return next, true, nil
-}
-
-// applyAll applies fn to each job and writes back those it changed, returning them in order. The
-// first error other than ErrSkip aborts: the caller's savepoint then undoes the writes made so far.
-func applyAll(ctx context.Context, tx queryer, jobs []*spool.Job, fn func(*spool.Job) error) ([]*spool.Job, error) {
-	changed := make([]*spool.Job, 0, len(jobs))
-	for _, j := range jobs {
-		next, write, err := apply(j, fn)
-		if err != nil {
-			return nil, err
-		}
-		if !write {
-			continue
-		}
-		if err := saveJob(ctx, tx, next); err != nil {
-			return nil, fmt.Errorf("save job %s: %w", j.ID, err)
-		}
-		changed = append(changed, next)
-	}
-	return changed, nil
-}
-
-var errNilApply = errors.New("sqlitestore: nil Apply")
 
 // CreateJob implements store.Store.
 func (s *Store) CreateJob(ctx context.Context, p store.CreateJobParams) error {
@@ -238,132 +210,101 @@ func (s *Store) CreateJob(ctx context.Context, p store.CreateJobParams) error {
 		return errors.New("sqlitestore: create job: nil job")
 	}
 	id, args := p.Job.ID, jobArgs(p.Job) // encoded here, off the writer goroutine
-	outbox := &spool.Job{ID: p.Job.ID, Endpoint: p.Job.Endpoint, Outbox: p.Job.Outbox}
-	err := s.do(ctx, func(ctx context.Context, tx queryer) error {
-		_, err := tx.ExecContext(ctx, insertJob, args...)
+	input := p.Job.Input
+	if input != nil {
+		input = append(json.RawMessage{}, input...) // not nil when empty: nil is "no input"
+	}
+	return s.do(ctx, func(ctx context.Context, tx queryer) error {
+		res, err := tx.ExecContext(ctx, insertJob, args...)
 		switch {
 		case isUnique(err):
 			return fmt.Errorf("create job %s: %w", id, store.ErrConflict)
 		case err != nil:
 			return fmt.Errorf("create job %s: %w", id, err)
 		}
-		return insertOutbox(ctx, tx, outbox)
+		if input == nil {
+			return nil
+		}
+		seq, err := res.LastInsertId()
+		if err != nil {
+			return fmt.Errorf("create job %s: %w", id, err)
+		}
+		if _, err := tx.ExecContext(ctx, insertInput, seq, []byte(input)); err != nil {
+			return fmt.Errorf("create job %s: input: %w", id, err)
+		}
+		return nil
 	})
-	if err == nil {
-		p.Job.Outbox = nil
-	}
-	return err
 }
 
 // GetJob implements store.Store.
-func (s *Store) GetJob(ctx context.Context, id string) (*spool.Job, error) {
+func (s *Store) GetJob(ctx context.Context, p store.GetJobParams) (*spool.Job, error) {
 	var j *spool.Job
 	err := s.read(func(db *sql.DB) error {
 		var err error
-		j, err = loadJob(ctx, db, id)
+		j, err = loadJob(ctx, db, p.ID, p.With)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("get job %s: %w", id, err)
+		return nil, fmt.Errorf("get job %s: %w", p.ID, err)
 	}
 	return j, nil
 }
 
 // ListJobs implements store.Store.
 func (s *Store) ListJobs(ctx context.Context, p store.ListJobsParams) ([]*spool.Job, error) {
-	var where []string
-	var args []any
+	var w where
 	if p.Endpoint != "" {
-		where, args = append(where, "endpoint = ?"), append(args, p.Endpoint)
+		w.add("jobs.endpoint = ?", p.Endpoint)
 	}
-	if len(p.States) > 0 {
-		where, args = append(where, "state IN ("+placeholders(len(p.States))+")"), appendStates(args, p.States)
+	if err := w.states(p.States); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
 	}
 	switch {
 	case !p.Before.IsZero() && p.BeforeID != "":
 		ms := millis(p.Before)
-		where = append(where, "(created_at < ? OR (created_at = ? AND id < ?))")
-		args = append(args, ms, ms, p.BeforeID)
+		w.add("(jobs.created_at < ? OR (jobs.created_at = ? AND jobs.id < ?))", ms, ms, p.BeforeID)
 	case !p.Before.IsZero():
-		where, args = append(where, "created_at < ?"), append(args, millis(p.Before))
+		w.add("jobs.created_at < ?", millis(p.Before))
 	}
 	limit := p.Limit
 	if limit <= 0 {
 		limit = 100
 	}
-	query := selectJobs + whereClause(where) + " ORDER BY created_at DESC, id DESC LIMIT ?"
-	var jobs []*spool.Job
-	err := s.read(func(db *sql.DB) error {
-		var err error
-		jobs, err = queryJobs(ctx, db, query, append(args, limit)...)
-		return err
-	})
+	query := selectJobs(p.With) + w.String() + " ORDER BY jobs.created_at DESC, jobs.id DESC LIMIT ?"
+	jobs, err := readAll(ctx, s, jobScanner(p.With), query, append(w.args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
 	return jobs, nil
 }
 
-// UpdateJob implements store.Store.
-func (s *Store) UpdateJob(ctx context.Context, p store.UpdateJobParams) (*spool.Job, error) {
-	if p.Apply == nil {
-		return nil, errNilApply
+// FindJobs implements store.Store.
+func (s *Store) FindJobs(ctx context.Context, f store.JobFilter) ([]*spool.Job, error) {
+	var w where
+	if len(f.IDs) > 0 {
+		args := make([]any, len(f.IDs))
+		for i, id := range f.IDs {
+			args[i] = id
+		}
+		w.add("jobs.id IN ("+placeholders(len(f.IDs))+")", args...)
 	}
-	return doResult(ctx, s, func(ctx context.Context, tx queryer) (*spool.Job, error) {
-		j, err := loadJob(ctx, tx, p.ID)
-		if err != nil {
-			return nil, fmt.Errorf("update job %s: %w", p.ID, err)
-		}
-		next, write, err := apply(j, p.Apply)
-		if err != nil || !write {
-			return next, err
-		}
-		if err := saveJob(ctx, tx, next); err != nil {
-			return nil, fmt.Errorf("update job %s: %w", p.ID, err)
-		}
-		return next, nil
-	})
-}
-
-// UpdateJobs implements store.Store.
-func (s *Store) UpdateJobs(ctx context.Context, p store.UpdateJobsParams) ([]*spool.Job, error) {
-	if p.Apply == nil {
-		return nil, errNilApply
-	}
-	query, args := filterQuery(p.Filter)
-	return doResult(ctx, s, func(ctx context.Context, tx queryer) ([]*spool.Job, error) {
-		jobs, err := queryJobs(ctx, tx, query, args...)
-		if err != nil {
-			return nil, fmt.Errorf("update jobs: select: %w", err)
-		}
-		return applyAll(ctx, tx, jobs, p.Apply)
-	})
-}
-
-// filterQuery turns a JobFilter into a SELECT; zero fields do not filter.
-func filterQuery(f store.JobFilter) (string, []any) {
-	var where []string
-	var args []any
 	if f.Endpoint != "" {
-		where, args = append(where, "endpoint = ?"), append(args, f.Endpoint)
+		w.add("jobs.endpoint = ?", f.Endpoint)
 	}
-	if len(f.States) > 0 {
-		where, args = append(where, "state IN ("+placeholders(len(f.States))+")"), appendStates(args, f.States)
+	if err := w.states(f.States); err != nil {
+		return nil, fmt.Errorf("find jobs: %w", err)
 	}
 	if f.WorkerID != "" {
-		where, args = append(where, "worker_id = ?"), append(args, f.WorkerID)
-	}
-	if !f.DeadlineBefore.IsZero() {
-		where, args = append(where, "deadline <= ?"), append(args, millis(f.DeadlineBefore))
+		w.add("jobs.worker_id = ?", f.WorkerID)
 	}
 	if f.StopPending {
-		where = append(where, "stop_pending = 1")
+		w.add("jobs.stop_pending = 1")
 	}
-	if !f.WorkerSeenBefore.IsZero() {
-		// A job without a worker names no worker, so it is never "held by a lost worker".
-		where = append(where, `worker_id <> '' AND NOT EXISTS (
-			SELECT 1 FROM workers w WHERE w.id = jobs.worker_id AND w.last_seen > ?)`)
-		args = append(args, millis(f.WorkerSeenBefore))
+	if !f.ExpiresBy.IsZero() {
+		w.add("jobs.expires_at <= ?", millis(f.ExpiresBy))
+	}
+	if !f.TimesOutBy.IsZero() {
+		w.add("jobs.timeout_at <= ?", millis(f.TimesOutBy))
 	}
 	limit := f.Limit
 	if limit <= 0 {
@@ -371,26 +312,237 @@ func filterQuery(f store.JobFilter) (string, []any) {
 	}
 	// No ORDER BY: with a Limit, a sort would read every match on every call of a sweep that
 	// works through a large backlog a batch at a time.
-	return selectJobs + whereClause(where) + " LIMIT ?", append(args, limit)
+	query := selectJobs(f.With) + w.String() + " LIMIT ?"
+	jobs, err := readAll(ctx, s, jobScanner(f.With), query, append(w.args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("find jobs: %w", err)
+	}
+	return jobs, nil
 }
 
-// TakeJobs implements store.Store.
-func (s *Store) TakeJobs(ctx context.Context, p store.TakeJobsParams) ([]*spool.Job, error) {
-	if p.Apply == nil {
-		return nil, errNilApply
+// where builds a WHERE clause from conditions and their arguments.
+type where struct {
+	conds []string
+	args  []any
+}
+
+func (w *where) add(cond string, args ...any) {
+	w.conds = append(w.conds, cond)
+	w.args = append(w.args, args...)
+}
+
+// states adds "state IN (...)" with the states spelled out rather than bound, so that SQLite can
+// match the query to the partial indexes, which name their states.
+func (w *where) states(states []spool.State) error {
+	if len(states) == 0 {
+		return nil
+	}
+	list := make([]string, len(states))
+	for i, st := range states {
+		if !st.Valid() {
+			return fmt.Errorf("not a job state: %q", st)
+		}
+		list[i] = "'" + string(st) + "'"
+	}
+	w.add("jobs.state IN (" + strings.Join(list, ",") + ")")
+	return nil
+}
+
+func (w *where) String() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+// expect adds the conditions of a store.Expect.
+func (w *where) expect(e store.Expect) {
+	w.add("jobs.state = ?", string(e.State))
+	if e.Endpoint != "" {
+		w.add("jobs.endpoint = ?", e.Endpoint)
+	}
+	if e.WorkerID != "" {
+		w.add("jobs.worker_id = ?", e.WorkerID)
+	}
+	if e.Exact {
+		w.add("jobs.attempt = ? AND jobs.retries = ?", e.Attempt, e.Retries)
+	} else if e.Attempt > 0 {
+		w.add("jobs.attempt = ?", e.Attempt)
+	}
+}
+
+var errEmptyChange = errors.New("sqlitestore: a change that sets nothing")
+
+// setClause is the SET list of a change and its arguments, now being the base of the deadlines.
+// The order of the columns is fixed, so that a change of the same fields makes the same
+// statement, which the writer keeps prepared.
+func setClause(c store.JobChange, now time.Time) (string, []any, error) {
+	if c.Set == 0 {
+		return "", nil, errEmptyChange
+	}
+	var cols []string
+	var args []any
+	set := func(f store.Fields, col string, v any) {
+		if c.Set&f != 0 {
+			cols, args = append(cols, col+" = ?"), append(args, v)
+		}
+	}
+	set(store.SetState, "state", string(c.State))
+	set(store.SetWorkerID, "worker_id", c.WorkerID)
+	set(store.SetOutput, "output", blob(c.Output))
+	set(store.SetProgress, "progress", blob(c.Progress))
+	set(store.SetError, "error", c.Error)
+	set(store.SetS3Config, "s3_config", blob(c.S3ConfigSealed))
+	set(store.SetHadS3Config, "had_s3_config", c.HadS3Config)
+	set(store.SetStopPod, "stop_pod", c.StopPod)
+	set(store.SetEndedByWorker, "ended_by_worker", c.EndedByWorker)
+	set(store.SetStopPending, "stop_pending", c.StopPending)
+	set(store.SetRetention, "retention_ms", c.RetentionMs)
+	set(store.SetQueuedAt, "queued_at", millis(c.QueuedAt))
+	set(store.SetTakenAt, "taken_at", millis(c.TakenAt))
+	set(store.SetFinishedAt, "finished_at", millis(c.FinishedAt))
+	if c.Set&store.IncAttempt != 0 {
+		cols = append(cols, "attempt = attempt + 1")
+	}
+	if c.Set&store.IncRetries != 0 {
+		cols = append(cols, "retries = retries + 1")
+	}
+	if c.Set&store.SetExpiresAt != 0 {
+		cols, args = append(cols, "expires_at = ? + ttl_ms"), append(args, millis(now))
+	}
+	if c.Set&store.SetTimeoutAt != 0 {
+		cols, args = append(cols, "timeout_at = ? + execution_timeout_ms"), append(args, millis(now))
+	}
+	if c.Set&store.SetDeleteAt != 0 {
+		// The right-hand sides of an UPDATE see the row as it was: a retention set by this same
+		// change must be added as the value, not as the column.
+		if c.Set&store.SetRetention != 0 {
+			cols, args = append(cols, "delete_at = ?"), append(args, millis(now)+c.RetentionMs)
+		} else {
+			cols, args = append(cols, "delete_at = ? + retention_ms"), append(args, millis(now))
+		}
+	}
+	return strings.Join(cols, ", "), args, nil
+}
+
+// UpdateJobs implements store.Store.
+func (s *Store) UpdateJobs(ctx context.Context, p store.UpdateJobsParams) ([]*spool.Job, error) {
+	type stmt struct {
+		query string
+		args  []any
+	}
+	// The statements are built here, off the writer goroutine.
+	stmts := make([]stmt, len(p.Updates))
+	for i, u := range p.Updates {
+		set, args, err := setClause(u.Change, p.Now)
+		if err != nil {
+			return nil, fmt.Errorf("update job %s: %w", u.ID, err)
+		}
+		var w where
+		w.add("jobs.id = ?", u.ID)
+		w.expect(u.Expect)
+		stmts[i] = stmt{"UPDATE jobs SET " + set + w.String() + " RETURNING " + headColumns, append(args, w.args...)}
 	}
 	return doResult(ctx, s, func(ctx context.Context, tx queryer) ([]*spool.Job, error) {
-		// The single writer is the lock: no other transaction can run between this SELECT and
-		// the UPDATEs that follow, so concurrent takes never see the same job.
-		jobs, err := queryJobs(ctx, tx, takeJobs, p.Endpoint, string(spool.StateInQueue), millis(p.Now), max(p.Max, 0))
-		if err != nil {
-			return nil, fmt.Errorf("take jobs of %s: %w", p.Endpoint, err)
+		var changed []*spool.Job
+		for i, u := range p.Updates {
+			j, err := scanJob(tx.QueryRowContext(ctx, stmts[i].query, stmts[i].args...), 0)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				continue // gone, or not as expected
+			case err != nil:
+				return nil, fmt.Errorf("update job %s: %w", u.ID, err)
+			}
+			if u.Webhook && j.Webhook != "" && p.Outbox != nil {
+				if err := enqueueWebhook(ctx, tx, j.ID, p.Outbox); err != nil {
+					return nil, err
+				}
+			}
+			changed = append(changed, j)
 		}
-		return applyAll(ctx, tx, jobs, p.Apply)
+		return changed, nil
 	})
 }
 
-// DeleteJobs implements store.Store. Chunks go with their job through ON DELETE CASCADE.
+// enqueueWebhook builds the delivery of a job just written, from the whole job, and inserts it
+// in the same transaction.
+func enqueueWebhook(ctx context.Context, tx queryer, id string, build func(*spool.Job) *spool.WebhookMessage) error {
+	full, err := loadJob(ctx, tx, id, store.AllPayloads)
+	if err != nil {
+		return fmt.Errorf("enqueue webhook of job %s: %w", id, err)
+	}
+	m := build(full)
+	if m == nil {
+		return nil
+	}
+	_, err = tx.ExecContext(ctx, insertDelivery, newDeliveryArgs(spool.WebhookDelivery{
+		ID: m.ID, JobID: full.ID, Endpoint: full.Endpoint, URL: m.URL, Payload: m.Payload, CreatedAt: m.CreatedAt,
+	})...)
+	if err != nil {
+		return fmt.Errorf("enqueue webhook of job %s: %w", id, err)
+	}
+	return nil
+}
+
+// claimable selects the next jobs to hand out. The index is forced: without statistics the
+// planner may prefer another, which matches nearly every queued job of every endpoint and then
+// needs a sort, where jobs_take yields the rows already in dispatch order and stops at the limit.
+const claimable = ` FROM jobs INDEXED BY jobs_take
+	WHERE endpoint = ? AND state = 'IN_QUEUE' AND expires_at > ?`
+
+// ClaimJobs implements store.Store.
+func (s *Store) ClaimJobs(ctx context.Context, p store.ClaimJobsParams) ([]*spool.Job, error) {
+	if p.Max <= 0 {
+		return nil, nil
+	}
+	if p.Change.Set&store.SetState == 0 || p.Change.State == spool.StateInQueue {
+		return nil, errors.New("sqlitestore: a claim must move the jobs out of IN_QUEUE")
+	}
+	set, setArgs, err := setClause(p.Change, p.Now)
+	if err != nil {
+		return nil, fmt.Errorf("claim jobs of %s: %w", p.Endpoint, err)
+	}
+	// Most polls of an idle endpoint find nothing: find that out on the read pool, beside the
+	// writer, instead of queueing behind it. A job committed after this look wakes the poller,
+	// which then looks again.
+	var found int
+	err = s.read(func(db *sql.DB) error {
+		return db.QueryRowContext(ctx, "SELECT 1"+claimable+" LIMIT 1", p.Endpoint, millis(p.Now)).Scan(&found)
+	})
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("claim jobs of %s: %w", p.Endpoint, err)
+	}
+	update := "UPDATE jobs SET " + set + " WHERE seq = ? RETURNING " + headColumns + ", s3_config"
+	return doResult(ctx, s, func(ctx context.Context, tx queryer) ([]*spool.Job, error) {
+		// The single writer is the lock: no other transaction runs between this SELECT and the
+		// UPDATEs that follow, so concurrent claims never see the same job.
+		seqs, err := queryAll(ctx, tx, func(row scanner) (int64, error) {
+			var seq int64
+			return seq, row.Scan(&seq)
+		}, "SELECT seq"+claimable+" ORDER BY low_priority, queued_at, seq LIMIT ?", p.Endpoint, millis(p.Now), p.Max)
+		if err != nil {
+			return nil, fmt.Errorf("claim jobs of %s: %w", p.Endpoint, err)
+		}
+		claimed := make([]*spool.Job, 0, len(seqs))
+		for _, seq := range seqs {
+			j, err := scanJob(tx.QueryRowContext(ctx, update, append(setArgs, seq)...), store.PayloadS3Config)
+			if err != nil {
+				return nil, fmt.Errorf("claim jobs of %s: %w", p.Endpoint, err)
+			}
+			if err := tx.QueryRowContext(ctx, "SELECT input FROM job_inputs WHERE seq = ?", seq).Scan(rawDest{&j.Input}); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return nil, fmt.Errorf("claim job %s: input: %w", j.ID, err)
+			}
+			claimed = append(claimed, j)
+		}
+		return claimed, nil
+	})
+}
+
+// DeleteJobs implements store.Store. Inputs and chunks go with their job through ON DELETE
+// CASCADE.
 func (s *Store) DeleteJobs(ctx context.Context, p store.DeleteJobsParams) (int, error) {
 	limit := p.Limit
 	if limit <= 0 {
@@ -398,7 +550,7 @@ func (s *Store) DeleteJobs(ctx context.Context, p store.DeleteJobsParams) (int, 
 	}
 	return doResult(ctx, s, func(ctx context.Context, tx queryer) (int, error) {
 		res, err := tx.ExecContext(ctx, `DELETE FROM jobs WHERE seq IN (
-			SELECT seq FROM jobs WHERE state IN (`+terminalStates+`) AND deadline <= ? LIMIT ?)`, millis(p.Before), limit)
+			SELECT seq FROM jobs WHERE state IN (`+terminalStates+`) AND delete_at <= ? LIMIT ?)`, millis(p.Before), limit)
 		if err != nil {
 			return 0, fmt.Errorf("delete jobs: %w", err)
 		}
@@ -413,76 +565,88 @@ func (s *Store) CountJobs(ctx context.Context, endpoint string) (store.JobCounts
 	for _, st := range spool.States {
 		counts.ByState[st] = 0
 	}
-	err := s.read(func(db *sql.DB) error {
-		rows, err := db.QueryContext(ctx, `SELECT state, COUNT(*), SUM(retries > 0)
-			FROM jobs WHERE endpoint = ? GROUP BY state`, endpoint)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var state string
-			var n, retried int
-			if err := rows.Scan(&state, &n, &retried); err != nil {
-				return err
-			}
-			counts.ByState[spool.State(state)] = n
-			counts.Retried += retried
-		}
-		return rows.Err()
-	})
+	type row struct {
+		state      string
+		n, retried int
+	}
+	rows, err := readAll(ctx, s, func(sc scanner) (row, error) {
+		var r row
+		return r, sc.Scan(&r.state, &r.n, &r.retried)
+	}, `SELECT state, COUNT(*), SUM(retries > 0) FROM jobs WHERE endpoint = ? GROUP BY state`, endpoint)
 	if err != nil {
 		return store.JobCounts{}, fmt.Errorf("count jobs of %s: %w", endpoint, err)
+	}
+	for _, r := range rows {
+		counts.ByState[spool.State(r.state)] = r.n
+		counts.Retried += r.retried
 	}
 	return counts, nil
 }
 
-func appendStates(args []any, states []spool.State) []any {
-	for _, st := range states {
-		args = append(args, string(st))
-	}
-	return args
-}
-
-func whereClause(conds []string) string {
-	if len(conds) == 0 {
-		return ""
-	}
-	return " WHERE " + strings.Join(conds, " AND ")
-}
-
-// QueueStats implements store.Store. Both queries are served by the jobs_take index.
-func (s *Store) QueueStats(ctx context.Context, p store.QueueStatsParams) (store.QueueStats, error) {
-	var qs store.QueueStats
+// QueueDepth implements store.Store. The query is served by the jobs_take index alone.
+func (s *Store) QueueDepth(ctx context.Context, endpoint string) (spool.QueueDepth, error) {
+	var d spool.QueueDepth
 	err := s.read(func(db *sql.DB) error {
 		var oldest sql.NullInt64
-		err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(state = ?1 AND low_priority = 0), 0),
-			COALESCE(SUM(state = ?1 AND low_priority <> 0), 0),
-			COALESCE(SUM(state = ?2 AND low_priority = 0), 0),
-			MIN(CASE WHEN state = ?1 AND low_priority = 0 THEN queued_at END)
-			FROM jobs WHERE endpoint = ?3 AND state IN (?1, ?2)`,
-			string(spool.StateInQueue), string(spool.StateInProgress), p.Endpoint).Scan(&qs.Normal, &qs.Low, &qs.Running, &oldest)
-		if err != nil {
-			return err
-		}
+		err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(state = 'IN_QUEUE' AND low_priority = 0), 0),
+			COALESCE(SUM(state = 'IN_QUEUE' AND low_priority <> 0), 0),
+			COALESCE(SUM(state = 'IN_PROGRESS' AND low_priority = 0), 0),
+			MIN(CASE WHEN state = 'IN_QUEUE' AND low_priority = 0 THEN queued_at END)
+			FROM jobs WHERE endpoint = ? AND state IN ('IN_QUEUE', 'IN_PROGRESS')`,
+			endpoint).Scan(&d.Normal, &d.Low, &d.Running, &oldest)
 		if oldest.Valid {
-			qs.OldestNormal = fromMillis(oldest.Int64)
+			d.OldestNormal = fromMillis(oldest.Int64)
 		}
-		if p.JobID == "" {
-			return nil
-		}
-		err = db.QueryRowContext(ctx, `SELECT 1 + (SELECT COUNT(*) FROM jobs j
+		return err
+	})
+	if err != nil {
+		return spool.QueueDepth{}, fmt.Errorf("queue depth of %s: %w", endpoint, err)
+	}
+	return d, nil
+}
+
+// QueuePosition implements store.Store.
+func (s *Store) QueuePosition(ctx context.Context, p store.QueuePositionParams) (int, error) {
+	var pos int
+	err := s.read(func(db *sql.DB) error {
+		err := db.QueryRowContext(ctx, `SELECT 1 + (SELECT COUNT(*) FROM jobs j
 				WHERE j.endpoint = me.endpoint AND j.state = me.state
 				AND (j.low_priority, j.queued_at, j.seq) < (me.low_priority, me.queued_at, me.seq))
-			FROM jobs me WHERE me.id = ? AND me.endpoint = ? AND me.state = ?`,
-			p.JobID, p.Endpoint, string(spool.StateInQueue)).Scan(&qs.Position)
+			FROM jobs me WHERE me.id = ? AND me.endpoint = ? AND me.state = 'IN_QUEUE'`,
+			p.JobID, p.Endpoint).Scan(&pos)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
 		return err
 	})
 	if err != nil {
-		return store.QueueStats{}, fmt.Errorf("queue stats of %s: %w", p.Endpoint, err)
+		return 0, fmt.Errorf("queue position of job %s: %w", p.JobID, err)
 	}
-	return qs, nil
+	return pos, nil
+}
+
+// HeldJobs implements store.Store.
+func (s *Store) HeldJobs(ctx context.Context, p store.HeldJobsParams) ([]store.HeldJob, error) {
+	var w where
+	w.add("jobs.state = 'IN_PROGRESS'")
+	if p.Endpoint != "" {
+		w.add("jobs.endpoint = ?", p.Endpoint)
+	}
+	if p.WorkerID != "" {
+		w.add("jobs.worker_id = ?", p.WorkerID)
+	}
+	if !p.SeenBefore.IsZero() {
+		w.add(`NOT EXISTS (SELECT 1 FROM workers WHERE workers.id = jobs.worker_id AND workers.last_seen > ?)`, millis(p.SeenBefore))
+	}
+	held, err := readAll(ctx, s, func(row scanner) (store.HeldJob, error) {
+		var h store.HeldJob
+		var taken int64
+		err := row.Scan(&h.WorkerID, &h.JobID, &h.Attempt, &taken)
+		h.TakenAt = fromMillis(taken)
+		return h, err
+	}, "SELECT jobs.worker_id, jobs.id, jobs.attempt, jobs.taken_at FROM jobs"+w.String()+" ORDER BY jobs.worker_id, jobs.taken_at, jobs.seq", w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("held jobs: %w", err)
+	}
+	return held, nil
 }

@@ -61,23 +61,6 @@ func newDeliveryArgs(d spool.WebhookDelivery) []any {
 	}
 }
 
-// insertOutbox enqueues the job's Outbox message, if any, in the caller's transaction (the one
-// that writes the job), and clears it: the message is never part of the stored job.
-func insertOutbox(ctx context.Context, tx queryer, j *spool.Job) error {
-	m := j.Outbox
-	if m == nil {
-		return nil
-	}
-	j.Outbox = nil
-	_, err := tx.ExecContext(ctx, insertDelivery, newDeliveryArgs(spool.WebhookDelivery{
-		ID: m.ID, JobID: j.ID, Endpoint: j.Endpoint, URL: m.URL, Payload: m.Payload, CreatedAt: m.CreatedAt,
-	})...)
-	if err != nil {
-		return fmt.Errorf("enqueue webhook of job %s: %w", j.ID, err)
-	}
-	return nil
-}
-
 // CreateDelivery implements store.Store.
 func (s *Store) CreateDelivery(ctx context.Context, p store.CreateDeliveryParams) error {
 	id, args := p.Delivery.ID, newDeliveryArgs(p.Delivery)

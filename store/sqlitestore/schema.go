@@ -137,6 +137,84 @@ CREATE TABLE webhook_attempts (
 ALTER TABLE jobs ADD COLUMN had_s3_config INTEGER NOT NULL DEFAULT 0;
 UPDATE jobs SET had_s3_config = 1 WHERE s3_config IS NOT NULL;
 `,
+	// 4: the one deadline column that meant three things becomes expires_at (IN_QUEUE),
+	// timeout_at (IN_PROGRESS) and delete_at (terminal), each with a partial index for its sweep;
+	// a running job's progress gets a column of its own instead of output; every job carries its
+	// retention (jobs from before get the default retention of their kind); the payloads that
+	// change (s3_config, progress, output) become the last columns, so that reading a job's head
+	// stops before them; and inputs, which never change, move to job_inputs, so that no write of a
+	// job rewrites its input. The table is rebuilt, as SQLite does such changes.
+	`
+CREATE TABLE jobs_v4 (
+	seq                  INTEGER PRIMARY KEY,
+	id                   TEXT    NOT NULL UNIQUE,
+	endpoint             TEXT    NOT NULL,
+	state                TEXT    NOT NULL,
+	webhook              TEXT    NOT NULL,
+	execution_timeout_ms INTEGER NOT NULL,
+	ttl_ms               INTEGER NOT NULL,
+	retention_ms         INTEGER NOT NULL,
+	low_priority         INTEGER NOT NULL,
+	sync                 INTEGER NOT NULL,
+	created_at           INTEGER NOT NULL,
+	queued_at            INTEGER NOT NULL,
+	taken_at             INTEGER NOT NULL,
+	finished_at          INTEGER NOT NULL,
+	expires_at           INTEGER NOT NULL,
+	timeout_at           INTEGER NOT NULL,
+	delete_at            INTEGER NOT NULL,
+	worker_id            TEXT    NOT NULL,
+	attempt              INTEGER NOT NULL,
+	retries              INTEGER NOT NULL,
+	error                TEXT    NOT NULL,
+	stop_pod             INTEGER NOT NULL,
+	ended_by_worker      INTEGER NOT NULL,
+	stop_pending         INTEGER NOT NULL,
+	stream_count         INTEGER NOT NULL,
+	stream_cursor        INTEGER NOT NULL,
+	had_s3_config        INTEGER NOT NULL,
+	s3_config            BLOB,
+	progress             BLOB,
+	output               BLOB
+) STRICT;
+
+INSERT INTO jobs_v4 SELECT seq, id, endpoint, state, webhook,
+	execution_timeout_ms, ttl_ms,
+	CASE WHEN retention_ms > 0 THEN retention_ms WHEN sync <> 0 THEN 60000 ELSE 1800000 END,
+	low_priority, sync,
+	created_at, queued_at, taken_at, finished_at,
+	CASE WHEN state = 'IN_QUEUE' THEN deadline ELSE 0 END,
+	CASE WHEN state = 'IN_PROGRESS' THEN deadline ELSE 0 END,
+	CASE WHEN state IN ('COMPLETED','FAILED','CANCELLED','TIMED_OUT') THEN deadline ELSE 0 END,
+	worker_id, attempt, retries, error,
+	stop_pod, ended_by_worker, stop_pending, stream_count, stream_cursor, had_s3_config,
+	s3_config,
+	CASE WHEN state = 'IN_PROGRESS' THEN output END,
+	CASE WHEN state = 'IN_PROGRESS' THEN NULL ELSE output END
+FROM jobs;
+
+CREATE TABLE job_inputs (
+	seq   INTEGER PRIMARY KEY REFERENCES jobs (seq) ON DELETE CASCADE,
+	input BLOB
+) STRICT;
+INSERT INTO job_inputs (seq, input) SELECT seq, input FROM jobs WHERE input IS NOT NULL;
+
+DROP TABLE jobs;
+ALTER TABLE jobs_v4 RENAME TO jobs;
+
+-- ClaimJobs, QueueDepth, QueuePosition and CountJobs: equality on (endpoint, state), then in
+-- dispatch order.
+CREATE INDEX jobs_take ON jobs (endpoint, state, low_priority, queued_at, seq);
+-- The sweeper: queued jobs past their TTL, running jobs past their timeout, terminal jobs past
+-- their retention.
+CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE state = 'IN_QUEUE';
+CREATE INDEX jobs_timeout ON jobs (timeout_at) WHERE state = 'IN_PROGRESS';
+CREATE INDEX jobs_retention ON jobs (delete_at) WHERE state IN ('COMPLETED','FAILED','CANCELLED','TIMED_OUT');
+-- Jobs of a worker (lost-worker requeue, stop signals, DeleteWorkers' "holds no job" check).
+CREATE INDEX jobs_worker ON jobs (worker_id);
+-- ListJobs of one endpoint, newest first.
+CREATE INDEX jobs_list ON jobs (endpoint, created_at);
+`,
 }
 
 // migrate brings the schema up to date. Each migration re-checks, inside its IMMEDIATE
@@ -168,7 +246,18 @@ func migrateTo(ctx context.Context, conn *sql.Conn, migs []string) error {
 	return nil
 }
 
+// applyMigration applies one migration with foreign keys off, as SQLite's procedure for
+// rebuilding a table asks (dropping the old table would otherwise cascade to its children), and
+// checks them before committing.
 func applyMigration(ctx context.Context, conn *sql.Conn, version int, ddl string) (err error) {
+	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+		return err
+	}
+	defer func() {
+		if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); ferr != nil && err == nil {
+			err = ferr
+		}
+	}()
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return err
 	}
@@ -187,6 +276,13 @@ func applyMigration(ctx context.Context, conn *sql.Conn, version int, ddl string
 	}
 	if _, err := conn.ExecContext(ctx, ddl); err != nil {
 		return err
+	}
+	var violations int
+	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM pragma_foreign_key_check").Scan(&violations); err != nil {
+		return err
+	}
+	if violations > 0 {
+		return fmt.Errorf("%d rows violate a foreign key", violations)
 	}
 	// applied_at is for humans inspecting the file; SQLite's clock is fine for that.
 	if _, err := conn.ExecContext(ctx,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,7 +47,7 @@ func newStore(t testing.TB) *sqlitestore.Store {
 func job(id string) *spool.Job {
 	return &spool.Job{
 		ID: id, Endpoint: "ep", State: spool.StateInQueue, Input: json.RawMessage(`{"n":1}`),
-		CreatedAt: t0, QueuedAt: t0, Deadline: t0.Add(time.Hour),
+		CreatedAt: t0, QueuedAt: t0, ExpiresAt: t0.Add(time.Hour), RetentionMs: 60_000,
 	}
 }
 
@@ -82,12 +83,14 @@ func TestReopen(t *testing.T) {
 	for i := range 3 {
 		require.NoError(t, s.CreateJob(ctx, store.CreateJobParams{Job: job(fmt.Sprint("j", i))}))
 	}
-	_, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j0", Data: json.RawMessage(`"chunk"`)})
+	_, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j0", Expect: store.Expect{State: spool.StateInQueue}, Data: json.RawMessage(`"chunk"`)})
 	require.NoError(t, err)
-	updated, err := s.UpdateJob(ctx, store.UpdateJobParams{ID: "j1", Apply: func(j *spool.Job) error {
-		j.State, j.Output = spool.StateCompleted, json.RawMessage(`42`)
-		return nil
-	}})
+	_, err = s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Updates: []store.JobUpdate{{
+		ID: "j1", Expect: store.Expect{State: spool.StateInQueue},
+		Change: store.JobChange{Set: store.SetState | store.SetOutput, State: spool.StateCompleted, Output: json.RawMessage(`42`)},
+	}}})
+	require.NoError(t, err)
+	updated, err := s.GetJob(ctx, store.GetJobParams{ID: "j1", With: store.AllPayloads})
 	require.NoError(t, err)
 	ep := spool.NewEndpoint("ep")
 	ep.CreatedAt, ep.UpdatedAt = t0, t0
@@ -106,7 +109,7 @@ func TestReopen(t *testing.T) {
 		jobs, err := s.ListJobs(ctx, store.ListJobsParams{})
 		require.NoError(t, err)
 		require.Len(t, jobs, 3)
-		got, err := s.GetJob(ctx, "j1")
+		got, err := s.GetJob(ctx, store.GetJobParams{ID: "j1", With: store.AllPayloads})
 		require.NoError(t, err)
 		require.Equal(t, updated, got)
 		_, chunks, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "j0"})
@@ -143,13 +146,126 @@ func TestMigrationHadS3Config(t *testing.T) {
 	versions, err := s.SchemaVersions(ctx)
 	require.NoError(t, err)
 	require.Len(t, versions, sqlitestore.Migrations)
-	with, err := s.GetJob(ctx, "with")
+	with, err := s.GetJob(ctx, store.GetJobParams{ID: "with", With: store.AllPayloads})
 	require.NoError(t, err)
 	require.True(t, with.HadS3Config)
 	require.JSONEq(t, `{"accessId":"a"}`, string(with.S3ConfigSealed), "left for the engine to seal at its start")
-	without, err := s.GetJob(ctx, "without")
+	without, err := s.GetJob(ctx, store.GetJobParams{ID: "without"})
 	require.NoError(t, err)
 	require.False(t, without.HadS3Config)
+}
+
+// TestMigrationDeadlinesAndPayloads: a file from before migration 4 keeps every job, chunk and
+// delivery; the one deadline becomes the one of the job's state, a running job's output becomes
+// its progress, inputs move to their own table, and jobs without a retention get their kind's.
+func TestMigrationDeadlinesAndPayloads(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "spool.db")
+	const cols = `(id, endpoint, state, input, webhook, s3_config, execution_timeout_ms, ttl_ms, low_priority, sync,
+		created_at, queued_at, taken_at, finished_at, deadline, worker_id, attempt, retries, output, error,
+		stop_pod, ended_by_worker, stop_pending, retention_ms, stream_count, stream_cursor, had_s3_config)`
+	require.NoError(t, sqlitestore.CreateAtVersion(ctx, path, 3,
+		`INSERT INTO jobs `+cols+` VALUES ('q', 'ep', 'IN_QUEUE', CAST('{"n":1}' AS BLOB), '', X'01', 600000, 86400000, 0, 0,
+			1, 1, 0, 0, 100, '', 0, 0, NULL, '', 0, 0, 0, 0, 0, 0, 1)`,
+		`INSERT INTO jobs `+cols+` VALUES ('r', 'ep', 'IN_PROGRESS', CAST('{"n":2}' AS BLOB), '', NULL, 600000, 86400000, 0, 1,
+			1, 1, 2, 0, 200, 'w', 1, 0, CAST('"half"' AS BLOB), '', 0, 0, 0, 0, 0, 0, 0)`,
+		`INSERT INTO jobs `+cols+` VALUES ('c', 'ep', 'COMPLETED', NULL, 'https://example.com/', NULL, 600000, 86400000, 0, 0,
+			1, 1, 2, 3, 300, 'w', 1, 0, CAST('"done"' AS BLOB), '', 0, 1, 0, 5000, 2, 0, 0)`,
+		`INSERT INTO stream_chunks (job_id, seq, data) VALUES ('c', 1, CAST('"a"' AS BLOB)), ('c', 2, CAST('"b"' AS BLOB))`,
+		`INSERT INTO webhook_deliveries (id, job_id, endpoint, url, host, payload, state, attempts, next_attempt_at, lease,
+			created_at, finished_at, last_status, last_error, redelivery_of)
+			VALUES ('msg_c', 'c', 'ep', 'https://example.com/', 'example.com:443', NULL, 'pending', 0, 3, 0, 3, 0, 0, '', '')`))
+	s := openAt(t, path)
+	defer func() { require.NoError(t, s.Close()) }()
+	fk, err := s.WriterPragma(ctx, "foreign_keys")
+	require.NoError(t, err)
+	require.Equal(t, "1", fk, "foreign keys are on again after the migration")
+
+	get := func(id string) *spool.Job {
+		j, err := s.GetJob(ctx, store.GetJobParams{ID: id, With: store.AllPayloads})
+		require.NoError(t, err)
+		return j
+	}
+	q, r, c := get("q"), get("r"), get("c")
+	ms := func(n int64) time.Time { return time.UnixMilli(n).UTC() }
+	require.Equal(t, []time.Time{ms(100), {}, {}}, []time.Time{q.ExpiresAt, q.TimeoutAt, q.DeleteAt})
+	require.Equal(t, []time.Time{{}, ms(200), {}}, []time.Time{r.ExpiresAt, r.TimeoutAt, r.DeleteAt})
+	require.Equal(t, []time.Time{{}, {}, ms(300)}, []time.Time{c.ExpiresAt, c.TimeoutAt, c.DeleteAt})
+	require.Equal(t, `{"n":1}`, string(q.Input))
+	require.Equal(t, []byte{1}, q.S3ConfigSealed)
+	require.Equal(t, `"half"`, string(r.Progress))
+	require.Nil(t, r.Output)
+	require.Equal(t, `"done"`, string(c.Output))
+	require.Nil(t, c.Progress)
+	require.Nil(t, c.Input)
+	require.Equal(t, []int64{1_800_000, 60_000, 5_000}, []int64{q.RetentionMs, r.RetentionMs, c.RetentionMs})
+	_, chunks, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "c"})
+	require.NoError(t, err)
+	require.Len(t, chunks, 2)
+	ds, err := s.ListDeliveries(ctx, "c")
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+
+	n, err := s.DeleteJobs(ctx, store.DeleteJobsParams{Before: ms(300)})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, chunks, err = s.ReadChunks(ctx, store.ReadChunksParams{ID: "c"})
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.Empty(t, chunks)
+}
+
+// TestHeadWritesLeaveTheInputAlone: claiming, progress, stop flags and the result rewrite the
+// job's head, never its input: the WAL grows by a few pages, not by the input's size.
+func TestHeadWritesLeaveTheInputAlone(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "spool.db")
+	s := openAt(t, path)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	ctx := t.Context()
+	// A connection of its own checkpoints the WAL into the file and empties it, and says how
+	// many frames (pages) it held: what the writes since the previous checkpoint wrote.
+	db, err := sql.Open("sqlite", path)
+	require.NoError(t, err)
+	defer db.Close()
+	checkpoint := func() int {
+		var busy, frames, done int
+		// A passive checkpoint reports the frames; a truncating one reports zeros once it has
+		// emptied the log.
+		require.NoError(t, db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &done))
+		require.NoError(t, db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &done, &done))
+		require.Zero(t, busy)
+		return frames
+	}
+	const inputBytes = 2 << 20 // under the 1,000 pages at which SQLite checkpoints by itself
+	big := job("big")
+	big.Input = json.RawMessage(`"` + strings.Repeat("x", inputBytes) + `"`)
+	checkpoint()
+	require.NoError(t, s.CreateJob(ctx, store.CreateJobParams{Job: big}))
+	require.Greater(t, checkpoint()*4096, inputBytes, "the insert wrote the input")
+
+	claimed, err := s.ClaimJobs(ctx, store.ClaimJobsParams{Endpoint: "ep", Max: 1, Now: t0, Change: store.JobChange{
+		Set:   store.SetState | store.SetWorkerID | store.IncAttempt | store.SetTakenAt | store.SetTimeoutAt,
+		State: spool.StateInProgress, WorkerID: "w", TakenAt: t0,
+	}})
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+	require.Len(t, claimed[0].Input, inputBytes+2)
+	held := store.Expect{State: spool.StateInProgress, WorkerID: "w"}
+	for _, c := range []store.JobChange{
+		{Set: store.SetProgress, Progress: json.RawMessage(`{"step":1}`)},
+		{Set: store.SetProgress, Progress: json.RawMessage(`{"step":2, "more":"text"}`)},
+		{Set: store.SetState | store.SetOutput | store.SetProgress | store.SetFinishedAt | store.SetDeleteAt | store.SetStopPending,
+			State: spool.StateCompleted, Output: json.RawMessage(`"done"`), FinishedAt: t0, StopPending: true},
+	} {
+		changed, err := s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Updates: []store.JobUpdate{{ID: "big", Expect: held, Change: c}}})
+		require.NoError(t, err)
+		require.Len(t, changed, 1)
+		held.State = changed[0].State
+	}
+	frames := checkpoint()
+	t.Logf("four writes of a job with a %d-byte input wrote %d pages", inputBytes, frames)
+	require.Less(t, frames*4096, inputBytes/16)
 }
 
 func TestOpenRefusesNewerSchema(t *testing.T) {
@@ -255,25 +371,35 @@ func TestBatchIsolation(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
 	ctx := t.Context()
-	require.NoError(t, s.CreateJob(ctx, store.CreateJobParams{Job: job("dup")}))
+	hooked := func(id string) *spool.Job {
+		j := job(id)
+		j.Webhook = "https://example.com/hook"
+		return j
+	}
+	require.NoError(t, s.CreateJob(ctx, store.CreateJobParams{Job: hooked("dup")}))
+	require.NoError(t, s.CreateDelivery(ctx, store.CreateDeliveryParams{Delivery: spool.WebhookDelivery{
+		ID: "msg_taken", JobID: "x", Endpoint: "ep", URL: "https://example.com/", CreatedAt: t0,
+	}}))
 	before := s.Stats()
 
 	release, waitBlock := blockWriter(t, s)
-	errBoom := errors.New("boom")
+	finish := func(id string, outbox func(*spool.Job) *spool.WebhookMessage) func() error {
+		return func() error {
+			_, err := s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Outbox: outbox, Updates: []store.JobUpdate{{
+				ID: id, Expect: store.Expect{State: spool.StateInQueue}, Webhook: true,
+				Change: store.JobChange{Set: store.SetState | store.SetError, State: spool.StateFailed, Error: "changed"},
+			}}})
+			return err
+		}
+	}
 	writes := []func() error{
-		func() error { return s.CreateJob(ctx, store.CreateJobParams{Job: job("a")}) },
+		func() error { return s.CreateJob(ctx, store.CreateJobParams{Job: hooked("a")}) },
 		func() error { return s.CreateJob(ctx, store.CreateJobParams{Job: job("dup")}) },
-		func() error {
-			_, err := s.UpdateJob(ctx, store.UpdateJobParams{ID: "a", Apply: func(j *spool.Job) error {
-				j.Error = "changed"
-				return errBoom
-			}})
-			return err
-		},
-		func() error {
-			_, err := s.UpdateJob(ctx, store.UpdateJobParams{ID: "dup", Apply: func(*spool.Job) error { panic("bug") }})
-			return err
-		},
+		// The job's write succeeds, its delivery does not (the id is taken): both are undone.
+		finish("a", func(*spool.Job) *spool.WebhookMessage {
+			return &spool.WebhookMessage{ID: "msg_taken", URL: "https://example.com/", CreatedAt: t0}
+		}),
+		finish("dup", func(*spool.Job) *spool.WebhookMessage { panic("bug") }),
 		func() error { return s.CreateJob(ctx, store.CreateJobParams{Job: job("b")}) },
 	}
 	errs := make([]error, len(writes))
@@ -288,13 +414,16 @@ func TestBatchIsolation(t *testing.T) {
 
 	require.NoError(t, errs[0])
 	require.ErrorIs(t, errs[1], store.ErrConflict)
-	require.ErrorIs(t, errs[2], errBoom)
+	require.Error(t, errs[2])
 	require.ErrorContains(t, errs[3], "panicked: bug")
 	require.NoError(t, errs[4])
-	a, err := s.GetJob(ctx, "a")
-	require.NoError(t, err)
-	require.Empty(t, a.Error)
-	_, err = s.GetJob(ctx, "b")
+	for _, id := range []string{"a", "dup"} {
+		j, err := s.GetJob(ctx, store.GetJobParams{ID: id})
+		require.NoError(t, err)
+		require.Empty(t, j.Error, id)
+		require.Equal(t, spool.StateInQueue, j.State, id)
+	}
+	_, err := s.GetJob(ctx, store.GetJobParams{ID: "b"})
 	require.NoError(t, err)
 
 	after := s.Stats()
@@ -317,7 +446,7 @@ func TestCancelWhileQueued(t *testing.T) {
 	release()
 	waitBlock()
 
-	_, err := s.GetJob(t.Context(), "j")
+	_, err := s.GetJob(t.Context(), store.GetJobParams{ID: "j"})
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.Equal(t, int64(1), s.Stats().Ops, "only the blocker ran")
 }

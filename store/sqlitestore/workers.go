@@ -27,14 +27,14 @@ func (s *Store) TouchWorker(ctx context.Context, p store.TouchWorkerParams) erro
 }
 
 // ListWorkers implements store.Store. Workers come by id.
-func (s *Store) ListWorkers(ctx context.Context, p store.ListWorkersParams) ([]store.Worker, error) {
+func (s *Store) ListWorkers(ctx context.Context, p store.ListWorkersParams) ([]store.WorkerRecord, error) {
 	query := "SELECT id, endpoint, first_seen, last_seen, version FROM workers"
 	var args []any
 	if p.Endpoint != "" {
 		query, args = query+" WHERE endpoint = ?", append(args, p.Endpoint)
 	}
-	workers, err := readAll(ctx, s, func(row scanner) (store.Worker, error) {
-		var w store.Worker
+	workers, err := readAll(ctx, s, func(row scanner) (store.WorkerRecord, error) {
+		var w store.WorkerRecord
 		var first, last int64
 		err := row.Scan(&w.ID, &w.Endpoint, &first, &last, &w.Version)
 		w.FirstSeen, w.LastSeen = fromMillis(first), fromMillis(last)

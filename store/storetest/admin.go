@@ -24,7 +24,7 @@ func testWorkers(t *testing.T, open opener) {
 
 	workers, err := s.ListWorkers(ctx, store.ListWorkersParams{})
 	require.NoError(t, err)
-	require.ElementsMatch(t, []store.Worker{
+	require.ElementsMatch(t, []store.WorkerRecord{
 		{ID: "w1", Endpoint: "e1", FirstSeen: t0.UTC(), LastSeen: at(10 * time.Second).UTC(), Version: "1.2.0"},
 		{ID: "w2", Endpoint: "e2", FirstSeen: at(time.Second).UTC(), LastSeen: at(time.Second).UTC()},
 	}, normWorkers(workers))
@@ -32,7 +32,7 @@ func testWorkers(t *testing.T, open opener) {
 	touch("w1", "e1", at(11*time.Second), "1.3.0")
 	workers, err = s.ListWorkers(ctx, store.ListWorkersParams{Endpoint: "e1"})
 	require.NoError(t, err)
-	require.Equal(t, []store.Worker{
+	require.Equal(t, []store.WorkerRecord{
 		{ID: "w1", Endpoint: "e1", FirstSeen: t0.UTC(), LastSeen: at(11 * time.Second).UTC(), Version: "1.3.0"},
 	}, normWorkers(workers))
 
@@ -41,8 +41,8 @@ func testWorkers(t *testing.T, open opener) {
 	require.Empty(t, workers)
 }
 
-func normWorkers(ws []store.Worker) []store.Worker {
-	out := make([]store.Worker, len(ws))
+func normWorkers(ws []store.WorkerRecord) []store.WorkerRecord {
+	out := make([]store.WorkerRecord, len(ws))
 	for i, w := range ws {
 		w.FirstSeen, w.LastSeen = w.FirstSeen.UTC(), w.LastSeen.UTC()
 		out[i] = w
@@ -184,24 +184,31 @@ func testClose(t *testing.T, open opener) {
 	require.NoError(t, s.Close())
 	require.NoError(t, s.Close(), "Close is idempotent")
 
-	apply := func(*spool.Job) error { return nil }
 	calls := map[string]func() error{
 		"CreateJob": func() error { return s.CreateJob(ctx, store.CreateJobParams{Job: queued("k", "ep")}) },
-		"GetJob":    func() error { _, err := s.GetJob(ctx, "j"); return err },
+		"GetJob":    func() error { _, err := s.GetJob(ctx, store.GetJobParams{ID: "j"}); return err },
 		"ListJobs":  func() error { _, err := s.ListJobs(ctx, store.ListJobsParams{}); return err },
-		"UpdateJob": func() error { _, err := s.UpdateJob(ctx, store.UpdateJobParams{ID: "j", Apply: apply}); return err },
+		"FindJobs":  func() error { _, err := s.FindJobs(ctx, store.JobFilter{}); return err },
 		"UpdateJobs": func() error {
-			_, err := s.UpdateJobs(ctx, store.UpdateJobsParams{Apply: apply})
+			_, err := s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Updates: []store.JobUpdate{
+				{ID: "j", Expect: store.Expect{State: spool.StateInQueue}, Change: store.JobChange{Set: store.SetError}},
+			}})
 			return err
 		},
-		"TakeJobs": func() error {
-			_, err := s.TakeJobs(ctx, store.TakeJobsParams{Endpoint: "ep", Max: 1, Now: t0, Apply: apply})
+		"ClaimJobs": func() error {
+			_, err := s.ClaimJobs(ctx, store.ClaimJobsParams{Endpoint: "ep", Max: 1, Now: t0, Change: claim("w")})
 			return err
 		},
 		"DeleteJobs": func() error { _, err := s.DeleteJobs(ctx, store.DeleteJobsParams{Before: t0}); return err },
 		"CountJobs":  func() error { _, err := s.CountJobs(ctx, "ep"); return err },
+		"QueueDepth": func() error { _, err := s.QueueDepth(ctx, "ep"); return err },
+		"QueuePosition": func() error {
+			_, err := s.QueuePosition(ctx, store.QueuePositionParams{Endpoint: "ep", JobID: "j"})
+			return err
+		},
+		"HeldJobs": func() error { _, err := s.HeldJobs(ctx, store.HeldJobsParams{}); return err },
 		"AppendChunk": func() error {
-			_, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Check: noCheck, Data: json.RawMessage(`1`)})
+			_, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Expect: store.Expect{State: spool.StateInQueue}, Data: json.RawMessage(`1`)})
 			return err
 		},
 		"ReadChunks": func() error { _, _, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "j"}); return err },

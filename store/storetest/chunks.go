@@ -13,14 +13,14 @@ import (
 	"github.com/spool-run/spool/store"
 )
 
-func noCheck(*spool.Job) error { return nil }
-
-// appendChunks appends each value as a chunk of job id.
+// appendChunks appends each value as a chunk of job id, whatever its state.
 func appendChunks(t *testing.T, s store.Store, id string, data ...string) {
 	t.Helper()
+	state := get(t, s, id).State
 	for _, d := range data {
-		_, err := s.AppendChunk(t.Context(), store.AppendChunkParams{ID: id, Check: noCheck, Data: json.RawMessage(d)})
+		ok, err := s.AppendChunk(t.Context(), store.AppendChunkParams{ID: id, Expect: store.Expect{State: state}, Data: json.RawMessage(d)})
 		require.NoError(t, err)
+		require.True(t, ok)
 	}
 }
 
@@ -30,34 +30,35 @@ func chunk(seq int64, d string) spool.Chunk { return spool.Chunk{Seq: seq, Data:
 func testAppendChunk(t *testing.T, open opener) {
 	s := open(t)
 	ctx := t.Context()
-	running := with(queued("j", "ep"), func(j *spool.Job) { j.State, j.WorkerID = spool.StateInProgress, "w" })
+	running := with(queued("j", "ep"), func(j *spool.Job) { j.State, j.WorkerID, j.Attempt = spool.StateInProgress, "w", 2 })
 	create(t, s, running)
 
-	_, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Data: json.RawMessage(`1`), Check: func(j *spool.Job) error {
-		j.StreamCount = 99 // ignored: a failed check changes nothing
-		return fmt.Errorf("wrapped: %w", errBoom)
-	}})
-	require.ErrorIs(t, err, errBoom)
+	for _, e := range []store.Expect{
+		{State: spool.StateInQueue},
+		{State: spool.StateInProgress, WorkerID: "other"},
+		{State: spool.StateInProgress, WorkerID: "w", Attempt: 1},
+		{State: spool.StateInProgress, Endpoint: "other"},
+	} {
+		ok, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Expect: e, Data: json.RawMessage(`1`)})
+		require.NoError(t, err)
+		require.False(t, ok, "%+v", e)
+	}
 	requireStored(t, s, running)
 	_, chunks, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "j"})
 	require.NoError(t, err)
 	require.Empty(t, chunks)
 
+	holder := store.Expect{State: spool.StateInProgress, Endpoint: "ep", WorkerID: "w", Attempt: 2}
 	for i, d := range []string{` {"a" : 1} `, `"two"`, `[3]`} {
-		var checked *spool.Job
-		got, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Data: json.RawMessage(d), Check: func(j *spool.Job) error {
-			checked = j.Clone()
-			return nil
-		}})
+		ok, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Expect: holder, Data: json.RawMessage(d)})
 		require.NoError(t, err)
-		require.Equal(t, int64(i), checked.StreamCount, "Check sees the job before the append")
-		want := with(running.Clone(), func(j *spool.Job) { j.StreamCount = int64(i + 1) })
-		requireJob(t, want, got)
-		requireStored(t, s, want)
+		require.True(t, ok)
+		requireStored(t, s, with(running.Clone(), func(j *spool.Job) { j.StreamCount = int64(i + 1) }))
 	}
-	_, chunks, err = s.ReadChunks(ctx, store.ReadChunksParams{ID: "j"})
+	j, chunks, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "j"})
 	require.NoError(t, err)
 	require.Equal(t, []spool.Chunk{chunk(1, ` {"a" : 1} `), chunk(2, `"two"`), chunk(3, `[3]`)}, chunks)
+	requireJob(t, head(with(running.Clone(), func(j *spool.Job) { j.StreamCount = 3 })), j)
 }
 
 func testReadChunks(t *testing.T, open opener) {
@@ -90,6 +91,17 @@ func testReadChunks(t *testing.T, open opener) {
 		})
 	}
 	require.Zero(t, get(t, s, "j").StreamCursor)
+
+	// The job comes with the payloads asked for.
+	j, _, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "j"})
+	require.NoError(t, err)
+	require.Nil(t, j.Input)
+	j, _, err = s.ReadChunks(ctx, store.ReadChunksParams{ID: "j", With: store.PayloadInput})
+	require.NoError(t, err)
+	require.Equal(t, `{"prompt":"hi"}`, string(j.Input))
+	j, _, err = s.ReadChunks(ctx, store.ReadChunksParams{ID: "j", Drain: true, With: store.PayloadInput})
+	require.NoError(t, err)
+	require.Equal(t, `{"prompt":"hi"}`, string(j.Input))
 }
 
 func testDrainChunks(t *testing.T, open opener) {
@@ -154,7 +166,7 @@ func testDrainChunksConcurrent(t *testing.T, open opener) {
 	wg.Go(func() {
 		defer close(appended)
 		for i := range chunks {
-			_, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Check: noCheck, Data: json.RawMessage(fmt.Sprint(i))})
+			_, err := s.AppendChunk(ctx, store.AppendChunkParams{ID: "j", Expect: store.Expect{State: spool.StateInQueue}, Data: json.RawMessage(fmt.Sprint(i))})
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, err)

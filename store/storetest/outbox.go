@@ -16,15 +16,6 @@ func message(id, url string, d time.Duration) *spool.WebhookMessage {
 	return &spool.WebhookMessage{ID: id, URL: url, Payload: json.RawMessage(`{"id":"` + id + `","status":"COMPLETED"}`), CreatedAt: at(d)}
 }
 
-// withOutbox returns an Apply function that ends a job and enqueues m, as the engine does.
-func withOutbox(m *spool.WebhookMessage) func(*spool.Job) error {
-	return func(j *spool.Job) error {
-		j.State = spool.StateCompleted
-		j.Outbox = m
-		return nil
-	}
-}
-
 func deliveries(t *testing.T, s store.Store, jobID string) []spool.WebhookDelivery {
 	t.Helper()
 	ds, err := s.ListDeliveries(t.Context(), jobID)
@@ -58,94 +49,66 @@ func pending(m *spool.WebhookMessage, jobID, ep string) spool.WebhookDelivery {
 	}
 }
 
-// testOutboxWithJob checks that every job write path enqueues the job's Outbox message in the same
-// transaction, never stores it on the job, and drops it with the write when the write fails.
+// testOutboxWithJob checks that an update with Webhook set enqueues the delivery its Outbox builds
+// from the job as written, in the same transaction, and only then.
 func testOutboxWithJob(t *testing.T, open opener) {
 	s := open(t)
 	ctx := t.Context()
-	create(t, s, queued("u1", "ep"), queued("u2", "ep"), queued("u3", "ep"), queued("t1", "take"))
-
-	// UpdateJob.
-	m1 := message("msg_1", "https://Example.COM/hook?a=1", time.Second)
-	j, err := s.UpdateJob(ctx, store.UpdateJobParams{ID: "u1", Apply: withOutbox(m1)})
-	require.NoError(t, err)
-	require.Nil(t, j.Outbox, "the returned job carries no outbox message")
-	require.Nil(t, get(t, s, "u1").Outbox)
-	require.Equal(t, spool.StateCompleted, get(t, s, "u1").State)
-	want := pending(m1, "u1", "ep")
-	require.Equal(t, "example.com:443", want.Host)
-	require.Equal(t, []spool.WebhookDelivery{want}, deliveries(t, s, "u1"))
-
-	// An Apply error or a skip enqueues nothing.
-	_, err = s.UpdateJob(ctx, store.UpdateJobParams{ID: "u2", Apply: func(j *spool.Job) error {
-		_ = withOutbox(message("msg_err", "https://example.com/", 0))(j)
-		return errBoom
-	}})
-	require.ErrorIs(t, err, errBoom)
-	_, err = s.UpdateJob(ctx, store.UpdateJobParams{ID: "u2", Apply: func(j *spool.Job) error {
-		_ = withOutbox(message("msg_skip", "https://example.com/", 0))(j)
-		return store.ErrSkip
-	}})
-	require.NoError(t, err)
-	require.Empty(t, deliveries(t, s, "u2"))
-	require.Equal(t, spool.StateInQueue, get(t, s, "u2").State)
-
-	// UpdateJobs: one message per job; an error on any job drops them all.
-	_, err = s.UpdateJobs(ctx, store.UpdateJobsParams{
-		Filter: store.JobFilter{Endpoint: "ep", States: []spool.State{spool.StateInQueue}},
-		Apply: func(j *spool.Job) error {
-			if j.ID == "u3" {
-				return errBoom
-			}
-			return withOutbox(message("msg_x"+j.ID, "https://example.com/", 0))(j)
-		},
-	})
-	require.ErrorIs(t, err, errBoom)
-	require.Empty(t, deliveries(t, s, "u2"), "a failed UpdateJobs enqueues nothing")
-	changed, err := s.UpdateJobs(ctx, store.UpdateJobsParams{
-		Filter: store.JobFilter{Endpoint: "ep", States: []spool.State{spool.StateInQueue}},
-		Apply:  func(j *spool.Job) error { return withOutbox(message("msg_"+j.ID, "http://h.test:8080/x", 0))(j) },
-	})
-	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"u2", "u3"}, ids(changed))
-	for _, j := range changed {
-		require.Nil(t, j.Outbox)
-		d := deliveries(t, s, j.ID)
-		require.Len(t, d, 1)
-		require.Equal(t, "msg_"+j.ID, d[0].ID)
-		require.Equal(t, "h.test:8080", d[0].Host)
+	hooked := func(id, url string) *spool.Job {
+		return with(queued(id, "ep"), func(j *spool.Job) { j.Webhook = url })
+	}
+	create(t, s, hooked("u1", "https://Example.COM/hook?a=1"), hooked("u2", "http://h.test:8080/x"), queued("plain", "ep"), hooked("gone", "https://example.com/"))
+	complete := func(id string) store.JobUpdate {
+		return store.JobUpdate{ID: id, Expect: store.Expect{State: spool.StateInQueue}, Webhook: true, Change: store.JobChange{
+			Set:   store.SetState | store.SetOutput | store.SetRetention | store.SetDeleteAt,
+			State: spool.StateCompleted, Output: json.RawMessage(`"out-` + id + `"`), RetentionMs: time.Hour.Milliseconds(),
+		}}
+	}
+	var built []*spool.Job
+	outbox := func(j *spool.Job) *spool.WebhookMessage {
+		built = append(built, j.Clone())
+		return message("msg_"+j.ID, j.Webhook, time.Second)
 	}
 
-	// TakeJobs.
-	taken, err := s.TakeJobs(ctx, store.TakeJobsParams{Endpoint: "take", Max: 1, Now: t0, Apply: func(j *spool.Job) error {
-		j.State = spool.StateInProgress
-		j.Outbox = message("msg_take", "http://example.com/", 0)
-		return nil
-	}})
+	changed, err := s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Outbox: outbox, Updates: []store.JobUpdate{complete("u1"), complete("plain")}})
 	require.NoError(t, err)
-	require.Len(t, taken, 1)
-	require.Nil(t, taken[0].Outbox)
-	require.Equal(t, []spool.WebhookDelivery{pending(message("msg_take", "http://example.com/", 0), "t1", "take")}, deliveries(t, s, "t1"))
+	require.Equal(t, []string{"u1", "plain"}, ids(changed))
+	require.Len(t, built, 1, "a job without a webhook has no delivery")
+	requireJob(t, get(t, s, "u1"), built[0])
+	require.Equal(t, json.RawMessage(`"out-u1"`), built[0].Output, "Outbox sees the job as written")
+	require.NotNil(t, built[0].Input, "and all of it")
+	want := pending(message("msg_u1", "https://Example.COM/hook?a=1", time.Second), "u1", "ep")
+	require.Equal(t, "example.com:443", want.Host)
+	require.Equal(t, []spool.WebhookDelivery{want}, deliveries(t, s, "u1"))
+	require.Empty(t, deliveries(t, s, "plain"))
 
-	// CreateJob.
-	c := with(queued("c1", "ep"), func(j *spool.Job) { j.Outbox = message("msg_c1", "https://example.com/", 0) })
-	create(t, s, c)
-	require.Nil(t, get(t, s, "c1").Outbox)
-	require.Len(t, deliveries(t, s, "c1"), 1)
+	// An update whose expectation fails, or without Webhook, enqueues nothing; nor does a nil message.
+	built = nil
+	noHook := complete("u2")
+	noHook.Webhook = false
+	_, err = s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Outbox: outbox, Updates: []store.JobUpdate{complete("u1"), noHook}})
+	require.NoError(t, err)
+	require.Empty(t, built)
+	require.Len(t, deliveries(t, s, "u1"), 1)
+	require.Empty(t, deliveries(t, s, "u2"))
+	require.NoError(t, s.CreateJob(ctx, store.CreateJobParams{Job: hooked("u3", "https://example.com/")}))
+	_, err = s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Outbox: func(*spool.Job) *spool.WebhookMessage { return nil },
+		Updates: []store.JobUpdate{complete("u3")}})
+	require.NoError(t, err)
+	require.Empty(t, deliveries(t, s, "u3"))
 
 	// A delivery id is unique: a second message with the same id fails the write, job included.
-	_, err = s.UpdateJob(ctx, store.UpdateJobParams{ID: "c1", Apply: withOutbox(message("msg_c1", "https://example.com/", 0))})
+	create(t, s, hooked("dup", "https://example.com/"))
+	_, err = s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Updates: []store.JobUpdate{complete("dup")},
+		Outbox: func(*spool.Job) *spool.WebhookMessage { return message("msg_u1", "https://example.com/", 0) }})
 	require.Error(t, err)
-	require.Equal(t, spool.StateInQueue, get(t, s, "c1").State)
+	require.Equal(t, spool.StateInQueue, get(t, s, "dup").State)
 
 	// Deliveries outlive their job.
-	require.NoError(t, s.CreateJob(ctx, store.CreateJobParams{Job: with(queued("gone", "ep"), func(j *spool.Job) {
-		j.State, j.Deadline = spool.StateCompleted, t0
-	})}))
-	_, err = s.UpdateJob(ctx, store.UpdateJobParams{ID: "gone", Apply: func(j *spool.Job) error {
-		j.Outbox = message("msg_gone", "https://example.com/", 0)
-		return nil
-	}})
+	_, err = s.UpdateJobs(ctx, store.UpdateJobsParams{Now: t0, Outbox: outbox, Updates: []store.JobUpdate{{
+		ID: "gone", Expect: store.Expect{State: spool.StateInQueue}, Webhook: true,
+		Change: store.JobChange{Set: store.SetState | store.SetRetention | store.SetDeleteAt, State: spool.StateCancelled},
+	}}})
 	require.NoError(t, err)
 	n, err := s.DeleteJobs(ctx, store.DeleteJobsParams{Before: t0})
 	require.NoError(t, err)

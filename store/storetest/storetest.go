@@ -18,7 +18,6 @@ package storetest
 
 import (
 	"encoding/json"
-	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -46,23 +45,27 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		run  func(t *testing.T, open opener)
 	}{
 		{"JobRoundTrip", testJobRoundTrip},
+		{"Payloads", testPayloads},
 		{"JobCopies", testJobCopies},
 		{"CreateJobConflict", testCreateJobConflict},
 		{"NotFound", testNotFound},
 		{"ListJobs", testListJobs},
 		{"ListJobsDefaultLimit", testListJobsDefaultLimit},
-		{"UpdateJob", testUpdateJob},
-		{"UpdateJobApplyError", testUpdateJobApplyError},
+		{"FindJobs", testFindJobs},
+		{"UpdateJobsFields", testUpdateJobsFields},
+		{"UpdateJobsOnlyNamedFields", testUpdateJobsOnlyNamedFields},
+		{"UpdateJobsDeadlines", testUpdateJobsDeadlines},
+		{"UpdateJobsExpect", testUpdateJobsExpect},
+		{"UpdateJobsBatch", testUpdateJobsBatch},
 		{"SealedS3Config", testSealedS3Config},
-		{"UpdateJobSkip", testUpdateJobSkip},
-		{"UpdateJobsFilter", testUpdateJobsFilter},
-		{"UpdateJobsSkipAndError", testUpdateJobsSkipAndError},
-		{"TakeJobsOrder", testTakeJobsOrder},
-		{"TakeJobsSkipAndError", testTakeJobsSkipAndError},
-		{"TakeJobsConcurrent", testTakeJobsConcurrent},
+		{"ClaimJobsOrder", testClaimJobsOrder},
+		{"ClaimJobsChange", testClaimJobsChange},
+		{"ClaimJobsConcurrent", testClaimJobsConcurrent},
 		{"DeleteJobs", testDeleteJobs},
 		{"CountJobs", testCountJobs},
-		{"QueueStats", testQueueStats},
+		{"QueueDepth", testQueueDepth},
+		{"QueuePosition", testQueuePosition},
+		{"HeldJobs", testHeldJobs},
 		{"AppendChunk", testAppendChunk},
 		{"ReadChunks", testReadChunks},
 		{"DrainChunks", testDrainChunks},
@@ -94,20 +97,19 @@ var t0 = time.UnixMilli(1_700_000_000_000)
 // at returns t0 + d.
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
-var errBoom = errors.New("boom")
-
 // queued returns a typical job waiting in endpoint's queue, created and queued at t0, expiring an
-// hour later.
+// hour later, retained for half an hour once terminal.
 func queued(id, endpoint string) *spool.Job {
 	return &spool.Job{
-		ID:        id,
-		Endpoint:  endpoint,
-		State:     spool.StateInQueue,
-		Input:     json.RawMessage(`{"prompt":"hi"}`),
-		Policy:    spool.Policy{ExecutionTimeoutMs: spool.DefaultExecutionTimeoutMs, TTLMs: spool.DefaultTTLMs},
-		CreatedAt: t0,
-		QueuedAt:  t0,
-		Deadline:  at(time.Hour),
+		ID:          id,
+		Endpoint:    endpoint,
+		State:       spool.StateInQueue,
+		Input:       json.RawMessage(`{"prompt":"hi"}`),
+		Policy:      spool.Policy{ExecutionTimeoutMs: spool.DefaultExecutionTimeoutMs, TTLMs: spool.DefaultTTLMs},
+		RetentionMs: (30 * time.Minute).Milliseconds(),
+		CreatedAt:   t0,
+		QueuedAt:    t0,
+		ExpiresAt:   at(time.Hour),
 	}
 }
 
@@ -126,11 +128,19 @@ func create(t *testing.T, s store.Store, jobs ...*spool.Job) {
 	}
 }
 
+// get reads a whole job.
 func get(t *testing.T, s store.Store, id string) *spool.Job {
 	t.Helper()
-	j, err := s.GetJob(t.Context(), id)
+	j, err := s.GetJob(t.Context(), store.GetJobParams{ID: id, With: store.AllPayloads})
 	require.NoError(t, err, "get %s", id)
 	return j
+}
+
+// head returns a copy of j without its payloads: what reads of the head give.
+func head(j *spool.Job) *spool.Job {
+	c := j.Clone()
+	c.Input, c.Output, c.Progress, c.S3ConfigSealed = nil, nil, nil, nil
+	return c
 }
 
 // normJob returns a copy of j with every time in UTC, so that jobs compare by instant whatever
@@ -140,7 +150,7 @@ func normJob(j *spool.Job) *spool.Job {
 		return nil
 	}
 	c := j.Clone()
-	for _, p := range []*time.Time{&c.CreatedAt, &c.QueuedAt, &c.TakenAt, &c.FinishedAt, &c.Deadline} {
+	for _, p := range []*time.Time{&c.CreatedAt, &c.QueuedAt, &c.TakenAt, &c.FinishedAt, &c.ExpiresAt, &c.TimeoutAt, &c.DeleteAt} {
 		*p = p.UTC()
 	}
 	return c
@@ -150,6 +160,19 @@ func normJob(j *spool.Job) *spool.Job {
 func requireJob(t *testing.T, want, got *spool.Job) {
 	t.Helper()
 	require.Equal(t, normJob(want), normJob(got))
+}
+
+// requireJobs checks that got are want, in order, field for field.
+func requireJobs(t *testing.T, want, got []*spool.Job) {
+	t.Helper()
+	norm := func(js []*spool.Job) []*spool.Job {
+		out := make([]*spool.Job, len(js))
+		for i, j := range js {
+			out[i] = normJob(j)
+		}
+		return out
+	}
+	require.Equal(t, norm(want), norm(got))
 }
 
 // requireStored checks that the store holds want under want.ID.

@@ -3,7 +3,8 @@
 //
 //	{"echo": v}            returns v
 //	{"env": "NAME"}        returns the value of $NAME
-//	{"waitFile": path}     returns once path exists (then $env if set), or when the job is stopped
+//	{"waitFile": path}     returns once path exists (then $env if set), or when the job is stopped;
+//	                       with "startedFile", creates that file first (the job has reached the handler)
 //	{"ignoreStop": path}   returns once path exists, ignoring job-stop
 //	{"crash": code}        exits with code at once
 //	{"refresh": true}      returns "ok" with stopPod (RefreshWorker)
@@ -22,12 +23,13 @@ import (
 )
 
 type input struct {
-	Echo       any    `json:"echo"`
-	Env        string `json:"env"`
-	WaitFile   string `json:"waitFile"`
-	IgnoreStop string `json:"ignoreStop"`
-	Crash      int    `json:"crash"`
-	Refresh    bool   `json:"refresh"`
+	Echo        any    `json:"echo"`
+	Env         string `json:"env"`
+	WaitFile    string `json:"waitFile"`
+	StartedFile string `json:"startedFile"`
+	IgnoreStop  string `json:"ignoreStop"`
+	Crash       int    `json:"crash"`
+	Refresh     bool   `json:"refresh"`
 }
 
 func exists(path string) bool {
@@ -45,6 +47,11 @@ func handle(ctx context.Context, job *spoolworker.Job) (any, error) {
 		fmt.Fprintln(os.Stderr, "crashing as asked")
 		os.Exit(in.Crash)
 	case in.WaitFile != "":
+		if in.StartedFile != "" {
+			if err := os.WriteFile(in.StartedFile, nil, 0o600); err != nil {
+				return nil, err
+			}
+		}
 		for !exists(in.WaitFile) {
 			select {
 			case <-ctx.Done():

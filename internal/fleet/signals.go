@@ -1,11 +1,8 @@
-package engine
+package fleet
 
 import (
-	"context"
 	"sync"
 	"time"
-
-	"github.com/spool-run/spool/store"
 )
 
 // stopSet holds stop signals that belong to no job row: jobs a worker's pings list although the
@@ -51,9 +48,7 @@ func (s *stopSet) take(worker string) []string {
 	return ids
 }
 
-// sightings rate-limits worker sightings: every request of a worker proves it alive, but writing
-// each one (a busy worker posts many chunks a second) would only load the store. One write per
-// WorkerLostAfter/6 keeps a worker far from being declared lost.
+// sightings rate-limits the writes of worker sightings (Seen).
 type sightings struct {
 	mu   sync.Mutex
 	last map[string]time.Time
@@ -81,14 +76,4 @@ func (s *sightings) forget(before time.Time) {
 			delete(s.last, w)
 		}
 	}
-}
-
-// seen records that a worker made a request, at most once per WorkerLostAfter/6.
-func (e *Engine) seen(ctx context.Context, endpoint, worker string) error {
-	now := e.now()
-	if !e.sighted.due(worker, now, e.cfg.WorkerLostAfter/6) {
-		return nil
-	}
-	err := e.store.TouchWorker(ctx, store.TouchWorkerParams{ID: worker, Endpoint: endpoint, Now: now})
-	return translate(err, "worker "+worker)
 }
