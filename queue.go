@@ -12,3 +12,11 @@ type QueueDepth struct {
 	// OldestNormal is the QueuedAt of the oldest queued normal-priority job; zero when none.
 	OldestNormal time.Time
 }
+
+// JobCounts is the number of an endpoint's retained jobs in each state, plus how many have been
+// retried: what /health and the metrics count.
+type JobCounts struct {
+	ByState map[State]int
+	// Retried counts jobs with Retries > 0.
+	Retried int
+}

@@ -63,7 +63,7 @@ type Store interface {
 	// with their payloads and stream chunks, and returns how many it deleted.
 	DeleteJobs(ctx context.Context, p DeleteJobsParams) (int, error)
 	// CountJobs counts the jobs of one endpoint by state.
-	CountJobs(ctx context.Context, endpoint string) (JobCounts, error)
+	CountJobs(ctx context.Context, endpoint string) (spool.JobCounts, error)
 	// QueueDepth counts the IN_QUEUE jobs of an endpoint by priority and its IN_PROGRESS
 	// normal-priority jobs, with the QueuedAt of the oldest queued normal-priority job, without
 	// reading any job's payloads.
@@ -343,13 +343,6 @@ type JobChange struct {
 type DeleteJobsParams struct {
 	Before time.Time
 	Limit  int // 0 means no bound
-}
-
-// JobCounts is the number of an endpoint's jobs in each state, plus how many have been retried.
-type JobCounts struct {
-	ByState map[spool.State]int
-	// Retried counts jobs with Retries > 0.
-	Retried int
 }
 
 // QueuePositionParams names a queued job of an endpoint.

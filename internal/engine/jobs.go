@@ -130,9 +130,9 @@ func (e *Engine) ListJobs(ctx context.Context, p store.ListJobsParams) ([]*spool
 }
 
 // Counts counts an endpoint's retained jobs by state (for /health).
-func (e *Engine) Counts(ctx context.Context, endpoint string) (store.JobCounts, error) {
+func (e *Engine) Counts(ctx context.Context, endpoint string) (spool.JobCounts, error) {
 	if _, err := e.Endpoint(endpoint); err != nil {
-		return store.JobCounts{}, err
+		return spool.JobCounts{}, err
 	}
 	counts, err := e.store.CountJobs(ctx, endpoint)
 	return counts, translate(err, "count jobs")

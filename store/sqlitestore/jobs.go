@@ -560,8 +560,8 @@ func (s *Store) DeleteJobs(ctx context.Context, p store.DeleteJobsParams) (int, 
 }
 
 // CountJobs implements store.Store.
-func (s *Store) CountJobs(ctx context.Context, endpoint string) (store.JobCounts, error) {
-	counts := store.JobCounts{ByState: make(map[spool.State]int, len(spool.States))}
+func (s *Store) CountJobs(ctx context.Context, endpoint string) (spool.JobCounts, error) {
+	counts := spool.JobCounts{ByState: make(map[spool.State]int, len(spool.States))}
 	for _, st := range spool.States {
 		counts.ByState[st] = 0
 	}
@@ -574,7 +574,7 @@ func (s *Store) CountJobs(ctx context.Context, endpoint string) (store.JobCounts
 		return r, sc.Scan(&r.state, &r.n, &r.retried)
 	}, `SELECT state, COUNT(*), SUM(retries > 0) FROM jobs WHERE endpoint = ? GROUP BY state`, endpoint)
 	if err != nil {
-		return store.JobCounts{}, fmt.Errorf("count jobs of %s: %w", endpoint, err)
+		return spool.JobCounts{}, fmt.Errorf("count jobs of %s: %w", endpoint, err)
 	}
 	for _, r := range rows {
 		counts.ByState[spool.State(r.state)] = r.n

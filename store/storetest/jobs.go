@@ -672,7 +672,7 @@ func testCountJobs(t *testing.T, open opener) {
 	)
 	counts, err := s.CountJobs(t.Context(), "ep")
 	require.NoError(t, err)
-	require.Equal(t, store.JobCounts{
+	require.Equal(t, spool.JobCounts{
 		ByState: map[spool.State]int{
 			spool.StateInQueue: 2, spool.StateInProgress: 1, spool.StateCompleted: 1,
 			spool.StateFailed: 1, spool.StateCancelled: 0, spool.StateTimedOut: 0,
