@@ -83,9 +83,9 @@ func effectsOf(c Change) effects {
 	from, to := c.From, j.State
 	var fx effects
 	switch c.Cause {
-	case CauseSubmit, CauseStopsDelivered, CauseRetention:
-		// Nobody waits on a job that did not exist; a delivered stop signal or a new retention
-		// changes nothing a waiter looks at.
+	case CauseSubmit, CauseStopResent, CauseStopsDelivered, CauseRetention:
+		// Nobody waits on a job that did not exist; stop signals and a new retention change
+		// nothing a waiter of the job looks at.
 	default:
 		fx.topics = append(fx.topics, notify.Job(j.ID))
 	}
