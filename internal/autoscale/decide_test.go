@@ -70,7 +70,7 @@ func TestDecide(t *testing.T) {
 			[]fleet.Slot{unhealthy(1, time.Second)}, plan{Wanted: 1}},
 		{"a throttled slot tries again", ep(nil), spool.QueueDepth{Normal: 1}, []fleet.Slot{throttled(1)},
 			plan{Wanted: 1, Start: []int{1}}},
-		{"no job asked for within the init timeout", ep(nil), spool.QueueDepth{Normal: 1}, []fleet.Slot{starting(1, 2 * time.Minute)},
+		{"no job asked for within the init timeout", ep(nil), spool.QueueDepth{Normal: 1}, []fleet.Slot{starting(1, 2*time.Minute)},
 			plan{Wanted: 1, Fail: act(1, "w1", "did not ask for a job within its init timeout of 2m0s")}},
 		{"initializing within the init timeout", ep(nil), spool.QueueDepth{Normal: 1}, []fleet.Slot{starting(1, time.Minute)},
 			plan{Wanted: 1}},
