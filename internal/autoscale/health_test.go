@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,34 +200,22 @@ func TestWorkerEnvironment(t *testing.T) {
 	}
 }
 
-// askedLeader is a Leader a test turns on and off; each question waits for the test to take it
-// from asked, so the test knows where the loop stands.
-type askedLeader struct {
-	on    atomic.Bool
-	asked chan struct{}
-}
-
-func (l *askedLeader) Leading() bool {
-	l.asked <- struct{}{}
-	return l.on.Load()
-}
-
 // TestOnlyTheLeaderRunsWorkers: on a replica that does not lead, the loop starts no worker
 // however much work waits; once it leads, its next tick does.
 func TestOnlyTheLeaderRunsWorkers(t *testing.T) {
 	t.Parallel()
-	lead := &askedLeader{asked: make(chan struct{})}
+	lead := spooltest.NewLeader()
 	rec, wrap := newRecProvider(false)
 	e := newEnv(t, envOpts{provider: wrap, scaler: func(c *autoscale.Config) { c.Leader = lead }})
 	e.endpoint("ep", nil)
 	e.submit("ep", `{"echo":1}`, false)
 	require.NoError(t, e.as.Start(e.ctx))
-	<-lead.asked
+	<-lead.Asked
 	spooltest.WaitTimers(t, e.fake, 2) // the engine's sweeper and the loop's wait
 	require.Zero(t, rec.starts(), "not the leader: no worker started")
-	lead.on.Store(true)
+	lead.On.Store(true)
 	e.fake.Advance(time.Second)
-	<-lead.asked
+	<-lead.Asked
 	spooltest.WaitTimers(t, e.fake, 2)
 	require.Equal(t, 1, rec.starts())
 }

@@ -268,21 +268,11 @@ func (e *Engine) Drain() { e.drainOnce.Do(func() { close(e.draining) }) }
 
 func (e *Engine) sweepLoop(ctx context.Context) {
 	defer close(e.done)
-	for {
-		t := e.clock.NewTimer(e.cfg.SweepInterval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C():
-		}
-		if !e.cfg.Leader.Leading() {
-			continue // another replica sweeps
-		}
+	leader.Run(ctx, e.cfg.Leader, e.clock, e.cfg.SweepInterval, func(ctx context.Context) {
 		if _, err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
 			e.log.Error("sweep failed", "err", err)
 		}
-	}
+	})
 }
 
 // poll is notify.Poll on the engine's notifier and clock: it calls look until it reports done,

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/notify"
+	"github.com/spool-run/spool/internal/spooltest"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
 
@@ -112,33 +112,21 @@ func TestReplicasShareWakeUps(t *testing.T) {
 	requireCode(t, err, spool.CodeNotFound)
 }
 
-// askedLeader is a Leader a test turns on and off; each question waits for the test to take it
-// from asked, so the test knows the sweeper's round has begun.
-type askedLeader struct {
-	on    atomic.Bool
-	asked chan struct{}
-}
-
-func (l *askedLeader) Leading() bool {
-	l.asked <- struct{}{}
-	return l.on.Load()
-}
-
 // TestOnlyTheLeaderSweeps: on a replica that does not lead, the sweeper's rounds pass without
 // expiring anything; once it leads, the next round does.
 func TestOnlyTheLeaderSweeps(t *testing.T) {
 	t.Parallel()
-	lead := &askedLeader{asked: make(chan struct{})}
+	lead := spooltest.NewLeader()
 	f := newFixture(t, func(c *engine.Config) { c.SweepInterval = time.Second; c.Leader = lead })
 	j := f.submit(t, engine.SubmitParams{TTLMs: i64p(10000)})
 	f.clock.Advance(11 * time.Second)
-	<-lead.asked
+	<-lead.Asked
 	f.waitTimers(t, 1) // the round is over: the next one is armed
 	require.Equal(t, spool.StateInQueue, f.job(t, j.ID).State)
 
-	lead.on.Store(true)
+	lead.On.Store(true)
 	f.clock.Advance(time.Second)
-	<-lead.asked
+	<-lead.Asked
 	f.waitTimers(t, 1)
 	require.Equal(t, spool.StateTimedOut, f.job(t, j.ID).State)
 }

@@ -162,21 +162,11 @@ func (f *Fleet) Stop() {
 
 func (f *Fleet) sweepLoop(ctx context.Context) {
 	defer close(f.done)
-	for {
-		t := f.clock.NewTimer(f.cfg.SweepInterval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C():
-		}
-		if !f.cfg.Leader.Leading() {
-			continue // another replica sweeps
-		}
+	leader.Run(ctx, f.cfg.Leader, f.clock, f.cfg.SweepInterval, func(ctx context.Context) {
 		if _, err := f.Sweep(ctx); err != nil && ctx.Err() == nil {
 			f.log.Error("worker sweep failed", "err", err)
 		}
-	}
+	})
 }
 
 // SweepResult counts what one sweep did.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -362,36 +361,24 @@ func TestWorkersStartedElsewhere(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-// askedLeader is a Leader a test turns on and off; each question waits for the test to take it
-// from asked, so the test knows the sweep's round has begun.
-type askedLeader struct {
-	on    atomic.Bool
-	asked chan struct{}
-}
-
-func (l *askedLeader) Leading() bool {
-	l.asked <- struct{}{}
-	return l.on.Load()
-}
-
 // TestOnlyTheLeaderSweepsWorkers: on a replica that does not lead, the lost-worker sweep's rounds
 // pass without touching a lost worker's job; once it leads, the next round requeues it.
 func TestOnlyTheLeaderSweepsWorkers(t *testing.T) {
 	t.Parallel()
-	lead := &askedLeader{asked: make(chan struct{})}
+	lead := spooltest.NewLeader()
 	f := newFixture(t, func(c *fleet.Config) { c.Leader = lead })
 	require.NoError(t, f.fleet.Start(f.ctx))
 	defer f.fleet.Stop()
 	j := f.submit(t, engine.SubmitParams{})
 	f.takeOne(t, "w")
 	f.clock.Advance(31 * time.Second)
-	<-lead.asked
+	<-lead.Asked
 	spooltest.WaitTimers(t, f.clock, 2) // the engine's sweeper and the next round
 	require.Equal(t, spool.StateInProgress, f.job(t, j.ID).State)
 
-	lead.on.Store(true)
+	lead.On.Store(true)
 	f.clock.Advance(time.Second)
-	<-lead.asked
+	<-lead.Asked
 	spooltest.WaitTimers(t, f.clock, 2)
 	require.Equal(t, spool.StateInQueue, f.job(t, j.ID).State)
 }

@@ -5,6 +5,13 @@
 // provides a lease.
 package leader
 
+import (
+	"context"
+	"time"
+
+	"github.com/spool-run/spool/internal/clock"
+)
+
 // Leader says whether this process leads.
 type Leader interface {
 	// Leading reports whether this process leads now. It is called at every round of every loop,
@@ -17,3 +24,19 @@ type Always struct{}
 
 // Leading implements Leader.
 func (Always) Leading() bool { return true }
+
+// Run calls round every interval of clk, while l leads, until ctx ends: the loop of a sweeper.
+func Run(ctx context.Context, l Leader, clk clock.Clock, interval time.Duration, round func(context.Context)) {
+	for {
+		t := clk.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		if l.Leading() { // otherwise another replica runs this round
+			round(ctx)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,4 +143,20 @@ func WaitTimers(t testing.TB, fake *clock.Fake, n int) {
 	if err := fake.WaitTimers(ctx, n); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Leader is a leader.Leader a test turns on and off. Each question waits until the test takes it
+// from Asked, so the test knows where the loop that asked stands.
+type Leader struct {
+	On    atomic.Bool
+	Asked chan struct{}
+}
+
+// NewLeader returns a Leader that does not lead.
+func NewLeader() *Leader { return &Leader{Asked: make(chan struct{})} }
+
+// Leading implements leader.Leader.
+func (l *Leader) Leading() bool {
+	l.Asked <- struct{}{}
+	return l.On.Load()
 }
