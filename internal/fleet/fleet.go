@@ -247,7 +247,7 @@ func (f *Fleet) touch(ctx context.Context, endpoint, worker string, now time.Tim
 // done with the jobs it was told to stop.
 func (f *Fleet) TakeRequested(worker string) {
 	f.activity(worker, func(a *activity, s *slot, now time.Time) {
-		if a.firstTake.IsZero() {
+		if a.firstTake.IsZero() && s != nil {
 			a.firstTake = now
 			c := f.cold[s.endpoint]
 			d := max(now.Sub(s.startedAt), 0)
@@ -263,6 +263,9 @@ func (f *Fleet) TakeRequested(worker string) {
 		}
 	})
 }
+
+// MaxPingedJobs bounds the jobs one ping may list: a worker holds as many jobs as it runs at once.
+const MaxPingedJobs = 1024
 
 // HeartbeatParams is a decoded worker ping.
 type HeartbeatParams struct {
@@ -281,6 +284,9 @@ type HeartbeatParams struct {
 func (f *Fleet) Heartbeat(ctx context.Context, p HeartbeatParams) error {
 	if _, err := f.eng.Endpoint(p.Endpoint); err != nil {
 		return err
+	}
+	if len(p.JobIDs) > MaxPingedJobs {
+		return spool.Errorf(spool.CodeInvalid, "a ping lists at most %d jobs, got %d", MaxPingedJobs, len(p.JobIDs))
 	}
 	now := f.now()
 	if err := f.touch(ctx, p.Endpoint, p.WorkerID, now, p.Version); err != nil {

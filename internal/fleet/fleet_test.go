@@ -2,6 +2,7 @@ package fleet_test
 
 import (
 	"context"
+	"fmt"
 	"encoding/json"
 	"path/filepath"
 	"sync"
@@ -228,6 +229,19 @@ func TestPingThatNoLongerListsAJobRequeuesIt(t *testing.T) {
 	require.Equal(t, 1, got.Retries)
 	require.Equal(t, spool.StateInProgress, f.job(t, kept.ID).State)
 	require.Equal(t, lost.ID, f.takeOne(t, "w2").ID)
+}
+
+func TestPingListsBoundedJobs(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ids := make([]string, fleet.MaxPingedJobs+1)
+	for i := range ids {
+		ids[i] = fmt.Sprint("job-", i)
+	}
+	err := f.fleet.Heartbeat(f.ctx, fleet.HeartbeatParams{Endpoint: "ep", WorkerID: "w", JobIDs: ids})
+	requireCode(t, err, spool.CodeInvalid)
+	f.ping(t, "w", "", ids[:fleet.MaxPingedJobs]...)
+	require.Len(t, f.stops(t, "w"), fleet.MaxPingedJobs, "every listed job the server does not know is signalled")
 }
 
 func TestWorkerStillRunningAMovedJobIsToldToStop(t *testing.T) {

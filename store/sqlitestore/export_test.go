@@ -3,6 +3,9 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"strings"
+
+	"github.com/spool-run/spool/store"
 )
 
 // WriterPragma reads a pragma on the write connection, through the writer like any write.
@@ -70,4 +73,18 @@ func CreateAtVersion(ctx context.Context, path string, v int, stmts ...string) e
 		}
 	}
 	return nil
+}
+
+// FindJobsPlan is SQLite's plan for the query FindJobs makes of f, one step a line.
+func (s *Store) FindJobsPlan(ctx context.Context, f store.JobFilter) (string, error) {
+	query, args, err := findJobsQuery(f)
+	if err != nil {
+		return "", err
+	}
+	steps, err := readAll(ctx, s, func(row scanner) (string, error) {
+		var id, parent, unused int
+		var detail string
+		return detail, row.Scan(&id, &parent, &unused, &detail)
+	}, "EXPLAIN QUERY PLAN "+query, args...)
+	return strings.Join(steps, "\n"), err
 }

@@ -280,6 +280,18 @@ func (s *Store) ListJobs(ctx context.Context, p store.ListJobsParams) ([]*spool.
 
 // FindJobs implements store.Store.
 func (s *Store) FindJobs(ctx context.Context, f store.JobFilter) ([]*spool.Job, error) {
+	query, args, err := findJobsQuery(f)
+	if err != nil {
+		return nil, fmt.Errorf("find jobs: %w", err)
+	}
+	jobs, err := readAll(ctx, s, jobScanner(f.With), query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("find jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+func findJobsQuery(f store.JobFilter) (string, []any, error) {
 	var w where
 	if len(f.IDs) > 0 {
 		args := make([]any, len(f.IDs))
@@ -288,11 +300,16 @@ func (s *Store) FindJobs(ctx context.Context, f store.JobFilter) ([]*spool.Job, 
 		}
 		w.add("jobs.id IN ("+placeholders(len(f.IDs))+")", args...)
 	}
-	if f.Endpoint != "" {
+	switch {
+	case f.Endpoint != "" && f.WorkerID != "":
+		// A worker holds few jobs: the unary + keeps the planner, which has no statistics, from
+		// walking an endpoint's jobs (jobs_list, jobs_take) instead of the worker's (jobs_worker).
+		w.add("+jobs.endpoint = ?", f.Endpoint)
+	case f.Endpoint != "":
 		w.add("jobs.endpoint = ?", f.Endpoint)
 	}
 	if err := w.states(f.States); err != nil {
-		return nil, fmt.Errorf("find jobs: %w", err)
+		return "", nil, err
 	}
 	if f.WorkerID != "" {
 		w.add("jobs.worker_id = ?", f.WorkerID)
@@ -312,12 +329,7 @@ func (s *Store) FindJobs(ctx context.Context, f store.JobFilter) ([]*spool.Job, 
 	}
 	// No ORDER BY: with a Limit, a sort would read every match on every call of a sweep that
 	// works through a large backlog a batch at a time.
-	query := selectJobs(f.With) + w.String() + " LIMIT ?"
-	jobs, err := readAll(ctx, s, jobScanner(f.With), query, append(w.args, limit)...)
-	if err != nil {
-		return nil, fmt.Errorf("find jobs: %w", err)
-	}
-	return jobs, nil
+	return selectJobs(f.With) + w.String() + " LIMIT ?", append(w.args, limit), nil
 }
 
 // where builds a WHERE clause from conditions and their arguments.
@@ -331,12 +343,10 @@ func (w *where) add(cond string, args ...any) {
 	w.args = append(w.args, args...)
 }
 
-// states adds "state IN (...)" with the states spelled out rather than bound, so that SQLite can
-// match the query to the partial indexes, which name their states.
+// states adds the condition that the state is one of states, spelled out rather than bound, and
+// as "state = 'X'" for one state: SQLite uses a partial index (the sweeps' jobs_expiry and
+// jobs_timeout) only for a query that repeats the index's condition as it is written.
 func (w *where) states(states []spool.State) error {
-	if len(states) == 0 {
-		return nil
-	}
 	list := make([]string, len(states))
 	for i, st := range states {
 		if !st.Valid() {
@@ -344,7 +354,13 @@ func (w *where) states(states []spool.State) error {
 		}
 		list[i] = "'" + string(st) + "'"
 	}
-	w.add("jobs.state IN (" + strings.Join(list, ",") + ")")
+	switch len(list) {
+	case 0:
+	case 1:
+		w.add("jobs.state = " + list[0])
+	default:
+		w.add("jobs.state IN (" + strings.Join(list, ",") + ")")
+	}
 	return nil
 }
 

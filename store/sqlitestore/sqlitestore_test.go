@@ -268,6 +268,24 @@ func TestHeadWritesLeaveTheInputAlone(t *testing.T) {
 	require.Less(t, frames*4096, inputBytes/16)
 }
 
+// TestFindJobsUsesIndexes: the queries of the sweeps and of a worker's jobs use the index made
+// for them, not a scan of every retained job.
+func TestFindJobsUsesIndexes(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	for want, f := range map[string]store.JobFilter{
+		"jobs_expiry":  {States: []spool.State{spool.StateInQueue}, ExpiresBy: t0, Limit: 500},
+		"jobs_timeout": {States: []spool.State{spool.StateInProgress}, TimesOutBy: t0, Limit: 500},
+		"jobs_worker":  {Endpoint: "ep", WorkerID: "w", StopPending: true},
+		"jobs_worker ": {Endpoint: "ep", WorkerID: "w", States: []spool.State{spool.StateInProgress}},
+		"jobs_take":    {Endpoint: "ep", States: []spool.State{spool.StateInQueue}, Limit: 500},
+	} {
+		plan, err := s.FindJobsPlan(t.Context(), f)
+		require.NoError(t, err)
+		require.Contains(t, plan, "USING INDEX "+strings.TrimSpace(want), "%+v", f)
+	}
+}
+
 func TestOpenRefusesNewerSchema(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "spool.db")
