@@ -2,8 +2,8 @@ package fleet_test
 
 import (
 	"context"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
