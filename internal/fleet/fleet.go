@@ -255,7 +255,6 @@ func (f *Fleet) TakeRequested(worker string) {
 			c.last, c.total = d, c.total+d
 			f.cold[s.endpoint] = c
 		}
-		a.lastTake = now
 		for id, since := range a.mustStop {
 			if !since.After(now) {
 				delete(a.mustStop, id)
@@ -293,17 +292,15 @@ func (f *Fleet) Heartbeat(ctx context.Context, p HeartbeatParams) error {
 		return err
 	}
 	trusted := p.Version != ""
-	f.activity(p.WorkerID, func(a *activity, _ *slot, now time.Time) {
-		a.lastPing = now
-		if !trusted {
-			return
-		}
-		for id := range a.mustStop { // no longer listed: it stopped
-			if !slices.Contains(p.JobIDs, id) {
-				delete(a.mustStop, id)
+	if trusted {
+		f.activity(p.WorkerID, func(a *activity, _ *slot, _ time.Time) {
+			for id := range a.mustStop { // no longer listed: it stopped
+				if !slices.Contains(p.JobIDs, id) {
+					delete(a.mustStop, id)
+				}
 			}
-		}
-	})
+		})
+	}
 	rp := engine.ReconcileParams{Endpoint: p.Endpoint, WorkerID: p.WorkerID, JobIDs: p.JobIDs}
 	if trusted {
 		// A ping sent before a take may arrive after it (runpod-python retries pings with backoff,

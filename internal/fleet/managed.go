@@ -32,11 +32,11 @@ type slot struct {
 
 // activity is what a worker of a slot did.
 type activity struct {
-	firstTake, lastTake time.Time
+	// firstTake is its first job-take request: it ends the worker's cold start.
+	firstTake time.Time
 	// lastHanded and lastReleased are when it was last given a job and when it last stopped
 	// holding one.
 	lastHanded, lastReleased time.Time
-	lastPing                 time.Time
 	// stopPod: a result asked for the worker to be restarted.
 	stopPod bool
 	// mustStop holds the jobs the server ended while the worker ran them, with when; an entry
