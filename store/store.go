@@ -71,8 +71,8 @@ type Store interface {
 	// QueuePosition returns the 1-based place of an IN_QUEUE job of p.Endpoint in ClaimJobs order;
 	// 0 when there is no such queued job.
 	QueuePosition(ctx context.Context, p QueuePositionParams) (int, error)
-	// HeldJobs lists the IN_PROGRESS jobs as (worker, job, attempt, taken at), by worker and
-	// then TakenAt, without reading any job's payloads.
+	// HeldJobs lists the IN_PROGRESS jobs as (worker, job, attempt, retries, taken at), by
+	// worker and then TakenAt, without reading any job's payloads.
 	HeldJobs(ctx context.Context, p HeldJobsParams) ([]HeldJob, error)
 
 	// AppendChunk appends p.Data as the job's next chunk and increments its StreamCount, if the
@@ -109,8 +109,9 @@ type Store interface {
 	// DeleteKey deletes a key. ErrNotFound if absent.
 	DeleteKey(ctx context.Context, id string) error
 
-	// The webhook outbox. A terminal transition enqueues its delivery through Job.Outbox, in the
-	// transaction that writes the job; these methods serve the dispatcher and the admin API.
+	// The webhook outbox. A terminal transition enqueues its delivery through UpdateJobs (an
+	// update with Webhook set), in the transaction that writes the job; these methods serve the
+	// dispatcher and the admin API.
 	// Deliveries are independent of their job's row: DeleteJobs leaves them alone.
 
 	// CreateDelivery inserts a pending delivery, due at its CreatedAt (a redelivery). Only ID,
@@ -272,8 +273,9 @@ type JobUpdate struct {
 // Expect is what a job must still look like for a write to apply: in State and, where set, of
 // Endpoint, held by WorkerID at Attempt (the fence of a worker's post). With Exact, Attempt and
 // Retries must both equal the job's: since every transition changes the state, the attempt (a
-// claim) or the retries (a requeue or a retry), the job is then exactly as the engine read it and
-// has not moved on and come back.
+// claim) or the retries (a requeue or a retry), the job is then at the very transition the engine
+// read. A write of a flag the job keeps across transitions names the flag's value too
+// (StopPending), and the sweep of lost workers names the liveness it saw (WorkerSeenBefore).
 type Expect struct {
 	State    spool.State
 	Endpoint string // "" matches any
@@ -281,7 +283,21 @@ type Expect struct {
 	Attempt  int    // 0 matches any, unless Exact
 	Exact    bool
 	Retries  int // compared only when Exact
+	// StopPending, when not FlagAny, is the job's StopPending.
+	StopPending Flag
+	// WorkerSeenBefore, when set, requires the job's worker to have been last seen at or before
+	// it, or never: it is still lost.
+	WorkerSeenBefore time.Time
 }
+
+// Flag is a condition on a boolean field.
+type Flag uint8
+
+const (
+	FlagAny   Flag = iota // either value
+	FlagSet               // true
+	FlagClear             // false
+)
 
 // Exactly is the expectation that j is still as it was read.
 func Exactly(j *spool.Job) Expect {
@@ -364,6 +380,7 @@ type HeldJob struct {
 	WorkerID string
 	JobID    string
 	Attempt  int
+	Retries  int
 	TakenAt  time.Time
 }
 

@@ -15,6 +15,9 @@ import (
 // notify.Endpoints (an edit here or on another replica) or after Config.Recheck without one.
 
 func (e *Engine) loadEndpoints(ctx context.Context) error {
+	e.mu.RLock()
+	gen := e.endpointsGen
+	e.mu.RUnlock()
 	eps, err := e.store.ListEndpoints(ctx)
 	if err != nil {
 		return fmt.Errorf("load endpoints: %w", err)
@@ -24,29 +27,34 @@ func (e *Engine) loadEndpoints(ctx context.Context) error {
 		m[ep.Name] = ep
 	}
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.endpointsGen != gen {
+		// An edit here committed after the read began: the cache holds it and this read may not.
+		// The edit's notification makes the next use reload.
+		return nil
+	}
 	e.endpoints = m
 	e.endpointsAt = e.clock.Now()
-	e.mu.Unlock()
 	return nil
 }
 
 // freshEndpoints reloads the endpoint cache when it was notified of a change or is older than
-// Config.Recheck. One caller reloads while the others go on with the cache as it is; a failed
-// reload keeps it and is tried again at the next use.
+// Config.Recheck. One caller reloads while the others go on with the cache as it is, leaving the
+// notification to it; a failed reload keeps the cache and is tried again at the next use.
 func (e *Engine) freshEndpoints() {
 	if e.endpointsChanged == nil { // before Start
-		return
-	}
-	e.mu.RLock()
-	stale := e.clock.Now().Sub(e.endpointsAt) >= e.cfg.Recheck
-	e.mu.RUnlock()
-	if !e.endpointsChanged.Take() && !stale {
 		return
 	}
 	if !e.reloading.TryLock() {
 		return
 	}
 	defer e.reloading.Unlock()
+	e.mu.RLock()
+	stale := e.clock.Now().Sub(e.endpointsAt) >= e.cfg.Recheck
+	e.mu.RUnlock()
+	if !e.endpointsChanged.Take() && !stale {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := e.loadEndpoints(ctx); err != nil {
@@ -99,6 +107,7 @@ func (e *Engine) PutEndpoint(ctx context.Context, ep spool.Endpoint) (spool.Endp
 	}
 	e.mu.Lock()
 	e.endpoints[ep.Name] = ep
+	e.endpointsGen++
 	e.mu.Unlock()
 	// Other replicas reload their caches; waiting takes re-read the endpoint (its timeouts).
 	e.notifier.Notify(notify.Endpoints, notify.Work(ep.Name))
@@ -123,6 +132,7 @@ func (e *Engine) DeleteEndpoint(ctx context.Context, name string) error {
 	}
 	e.mu.Lock()
 	delete(e.endpoints, name)
+	e.endpointsGen++
 	e.mu.Unlock()
 	e.notifier.Notify(notify.Endpoints, notify.Work(name))
 	return nil

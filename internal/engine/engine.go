@@ -187,6 +187,9 @@ type Engine struct {
 	mu          sync.RWMutex
 	endpoints   map[string]spool.Endpoint
 	endpointsAt time.Time // when the cache was loaded
+	// endpointsGen counts the edits made here, so that a reload that read the store before an
+	// edit does not undo it.
+	endpointsGen int
 	// endpointsChanged is set by a notification of notify.Endpoints; reloading allows one
 	// reload at a time (freshEndpoints).
 	endpointsChanged *notify.Flag
@@ -228,7 +231,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.loadEndpoints(ctx); err != nil {
 		return err
 	}
-	if err := e.sealLegacyS3Configs(ctx); err != nil {
+	if err := e.upgradeStoredJobs(ctx); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

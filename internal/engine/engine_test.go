@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -708,4 +710,28 @@ func TestEndpointLifecycle(t *testing.T) {
 	require.NoError(t, f.eng.DeleteEndpoint(f.ctx, "e2"))
 	_, err = f.eng.Endpoint("e2")
 	requireCode(t, err, spool.CodeNotFound)
+}
+
+// TestConcurrentStopPollsDeliverOnce: of job-stop polls that look at once (a worker reconnecting,
+// two replicas), one delivers each stop signal.
+func TestConcurrentStopPollsDeliverOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for range 20 {
+		j := f.submit(t, engine.SubmitParams{})
+		f.takeOne(t, "w")
+		_, err := f.eng.Cancel(f.ctx, "ep", j.ID)
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		var delivered atomic.Int32
+		for range 8 {
+			wg.Go(func() {
+				ids, err := f.eng.AckStops(f.ctx, "ep", "w")
+				require.NoError(t, err)
+				delivered.Add(int32(len(ids)))
+			})
+		}
+		wg.Wait()
+		require.Equal(t, int32(1), delivered.Load())
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/spooltest"
+	"github.com/spool-run/spool/store"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
 
@@ -129,4 +131,48 @@ func TestOnlyTheLeaderSweeps(t *testing.T) {
 	<-lead.Asked
 	f.waitTimers(t, 1)
 	require.Equal(t, spool.StateTimedOut, f.job(t, j.ID).State)
+}
+
+// hookedStore runs a hook inside ListEndpoints, between reading the endpoints and returning them.
+type hookedStore struct {
+	store.Store
+	hook atomic.Pointer[func()]
+}
+
+func (s *hookedStore) ListEndpoints(ctx context.Context) ([]spool.Endpoint, error) {
+	eps, err := s.Store.ListEndpoints(ctx)
+	if h := s.hook.Swap(nil); h != nil {
+		(*h)()
+	}
+	return eps, err
+}
+
+// TestEndpointEditsSurviveAConcurrentReload: a reload of the endpoint cache that read the store
+// before an edit committed here does not undo the edit, and a lookup made during that reload
+// leaves the edit's notification to be reloaded for.
+func TestEndpointEditsSurviveAConcurrentReload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
+	require.NoError(t, err)
+	hooked := &hookedStore{Store: st}
+	hub := notify.NewHub()
+	eng, err := engine.New(engine.Config{Store: hooked, Clock: clock.NewFake(t0), SweepInterval: time.Hour, Notifier: hub})
+	require.NoError(t, err)
+	require.NoError(t, eng.Start(ctx))
+	defer func() { eng.Stop(); require.NoError(t, st.Close()) }()
+
+	var lookupDuringReload error
+	edit := func() {
+		_, _, err := eng.PutEndpoint(ctx, spool.NewEndpoint("new"))
+		require.NoError(t, err)
+		_, lookupDuringReload = eng.Endpoint("new")
+	}
+	hooked.hook.Store(&edit)
+	hub.Notify(notify.Endpoints) // as another replica's edit would
+	_, err = eng.Endpoint("anything")
+	requireCode(t, err, spool.CodeNotFound) // this lookup reloaded, and ran the edit in between
+	require.NoError(t, lookupDuringReload)
+	_, err = eng.Endpoint("new")
+	require.NoError(t, err, "the edit survived the reload that read the store before it")
 }

@@ -1,13 +1,10 @@
 package engine
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 
 	"github.com/spool-run/spool"
-	"github.com/spool-run/spool/internal/secret"
-	"github.com/spool-run/spool/store"
 )
 
 // Sealer encrypts a job's s3Config for the store and decrypts it for the job-take answer.
@@ -49,36 +46,3 @@ func (e *Engine) openS3Config(j *spool.Job) (json.RawMessage, error) {
 // undecryptableS3Config is the error of a job whose s3Config this server's key cannot open.
 const undecryptableS3Config = "the job's s3Config cannot be decrypted with this server's secret key " +
 	"(was the key replaced since the job was submitted?); submit the job again"
-
-// sealLegacyS3Configs seals, once at start, the s3Configs that a version of Spool from before
-// encryption at rest left in plaintext on jobs still queued or running.
-func (e *Engine) sealLegacyS3Configs(ctx context.Context) error {
-	jobs, err := e.store.FindJobs(ctx, store.JobFilter{
-		States: []spool.State{spool.StateInQueue, spool.StateInProgress}, With: store.PayloadS3Config,
-	})
-	if err != nil {
-		return fmt.Errorf("seal stored s3Configs: %w", err)
-	}
-	var updates []store.JobUpdate
-	for _, j := range jobs {
-		if len(j.S3ConfigSealed) == 0 || secret.IsSealed(j.S3ConfigSealed) || !json.Valid(j.S3ConfigSealed) {
-			continue
-		}
-		sealed, err := e.sealS3Config(j.ID, j.S3ConfigSealed)
-		if err != nil {
-			return err
-		}
-		updates = append(updates, store.JobUpdate{ID: j.ID, Expect: store.Exactly(j), Change: store.JobChange{
-			Set: store.SetS3Config | store.SetHadS3Config, S3ConfigSealed: sealed, HadS3Config: true,
-		}})
-	}
-	if len(updates) == 0 {
-		return nil
-	}
-	// Before the engine serves anything: no effects to derive, nobody waits yet.
-	if _, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{Updates: updates, Now: e.now()}); err != nil {
-		return fmt.Errorf("seal stored s3Configs: %w", err)
-	}
-	e.log.Info("sealed the plaintext s3Configs of jobs stored by an older version", "jobs", len(updates))
-	return nil
-}

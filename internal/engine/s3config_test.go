@@ -181,9 +181,10 @@ func TestTakeFailsAJobWhoseS3ConfigCannotBeDecrypted(t *testing.T) {
 	require.False(t, got.StopPending, "the worker never got it")
 }
 
-// TestStartSealsLegacyPlaintext: a queued job that an older version stored with a plaintext
-// s3Config is sealed when the engine starts, and still reaches its worker.
-func TestStartSealsLegacyPlaintext(t *testing.T) {
+// TestStartUpgradesLegacyJobs: a queued job that an older version stored with a plaintext
+// s3Config, and without a retention, is sealed when the engine starts, gets the configured
+// retention, and still reaches its worker.
+func TestStartUpgradesLegacyJobs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "spool.db")
@@ -193,9 +194,10 @@ func TestStartSealsLegacyPlaintext(t *testing.T) {
 		ID: "legacy", Endpoint: "ep", State: spool.StateInQueue, Input: json.RawMessage(`1`),
 		S3ConfigSealed: []byte(s3Canary), // what an older version stored
 		Policy:         spool.Policy{ExecutionTimeoutMs: spool.DefaultExecutionTimeoutMs, TTLMs: spool.DefaultTTLMs},
-		CreatedAt:      t0, QueuedAt: t0, ExpiresAt: t0.Add(time.Hour), RetentionMs: 60_000,
+		CreatedAt:      t0, QueuedAt: t0, ExpiresAt: t0.Add(time.Hour),
 	}}))
-	eng, err := engine.New(engine.Config{Store: st, Clock: clock.NewFake(t0), SweepInterval: time.Hour})
+	eng, err := engine.New(engine.Config{Store: st, Clock: clock.NewFake(t0), SweepInterval: time.Hour,
+		Retention: spool.Retention{Run: 7 * time.Minute}})
 	require.NoError(t, err)
 	require.NoError(t, eng.Start(ctx))
 	defer func() { eng.Stop(); require.NoError(t, st.Close()) }()
@@ -207,6 +209,7 @@ func TestStartSealsLegacyPlaintext(t *testing.T) {
 	require.True(t, secret.IsSealed(j.S3ConfigSealed))
 	require.True(t, j.HadS3Config)
 	require.False(t, bytes.Contains(j.S3ConfigSealed, []byte("CANARY")))
+	require.Equal(t, (7 * time.Minute).Milliseconds(), j.RetentionMs)
 	handouts, err := eng.Take(ctx, "ep", "w", 1, 0)
 	require.NoError(t, err)
 	require.Len(t, handouts, 1)

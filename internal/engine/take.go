@@ -65,7 +65,12 @@ func (e *Engine) takeOpenable(ctx context.Context, endpoint, worker string, n in
 			handouts = append(handouts, Handout{Job: j, S3Config: s3})
 		}
 		if _, err := e.write(ctx, CauseUndecryptable, now, unopenable...); err != nil {
-			return handouts, translate(err, "fail undecryptable jobs")
+			if len(handouts) == 0 {
+				return nil, translate(err, "fail undecryptable jobs")
+			}
+			// The jobs that open go out; those that do not stay with this worker, which never
+			// gets them, until its pings (which do not list them) or their timeout end them.
+			e.log.Error("fail undecryptable jobs", "err", err)
 		}
 		if len(handouts) > 0 {
 			return handouts, nil

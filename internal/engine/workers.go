@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/spool-run/spool"
@@ -16,7 +17,10 @@ import (
 func (e *Engine) AckStops(ctx context.Context, endpoint, worker string) ([]string, error) {
 	told, err := e.each(ctx, store.JobFilter{Endpoint: endpoint, WorkerID: worker, StopPending: true}, CauseStopsDelivered,
 		func(j *spool.Job, _ time.Time) store.JobUpdate {
-			return store.JobUpdate{ID: j.ID, Expect: store.Exactly(j), Change: store.JobChange{Set: store.SetStopPending}}
+			// Still pending: of two polls at once, one delivers the signal.
+			expect := store.Exactly(j)
+			expect.StopPending = store.FlagSet
+			return store.JobUpdate{ID: j.ID, Expect: expect, Change: store.JobChange{Set: store.SetStopPending}}
 		})
 	if err != nil {
 		return nil, translate(err, "stop signals of worker "+worker)
@@ -76,7 +80,9 @@ func (e *Engine) Reconcile(ctx context.Context, p ReconcileParams) (movedOn []st
 			// Held, or just finished by this worker (the heartbeat predates the result).
 		case j.WorkerID == p.WorkerID && j.State.Terminal():
 			if !j.StopPending {
-				resend = append(resend, store.JobUpdate{ID: id, Expect: store.Exactly(j),
+				expect := store.Exactly(j)
+				expect.StopPending = store.FlagClear
+				resend = append(resend, store.JobUpdate{ID: id, Expect: expect,
 					Change: store.JobChange{Set: store.SetStopPending, StopPending: true}})
 			}
 		default:
@@ -90,38 +96,68 @@ func (e *Engine) Reconcile(ctx context.Context, p ReconcileParams) (movedOn []st
 	if p.ForgottenBefore.IsZero() {
 		return movedOn, nil
 	}
-	held, err := e.store.FindJobs(ctx, store.JobFilter{Endpoint: p.Endpoint, WorkerID: p.WorkerID, States: []spool.State{spool.StateInProgress}})
+	held, err := e.store.HeldJobs(ctx, store.HeldJobsParams{Endpoint: p.Endpoint, WorkerID: p.WorkerID})
 	if err != nil {
 		return movedOn, translate(err, "jobs of worker "+p.WorkerID)
 	}
-	var forgotten []store.JobUpdate
-	for _, j := range held {
-		if !listed[j.ID] && !j.TakenAt.After(p.ForgottenBefore) {
-			forgotten = append(forgotten, e.loseWorker(j, "its pings stopped listing the job", now))
+	var forgotten []store.HeldJob
+	for _, h := range held {
+		if !listed[h.JobID] && !h.TakenAt.After(p.ForgottenBefore) {
+			forgotten = append(forgotten, h)
 		}
 	}
-	_, err = e.write(ctx, CauseLostWorker, now, forgotten...)
-	return movedOn, translate(err, "requeue the jobs worker "+p.WorkerID+" forgot")
+	_, err = e.LoseJobs(ctx, forgotten, "its pings stopped listing the job", time.Time{})
+	return movedOn, err
 }
 
-// LostJobs counts what became of a lost worker's jobs.
+// LostJobs counts what became of the jobs of lost workers.
 type LostJobs struct {
+	// Workers counts the workers that lost jobs.
+	Workers          int
 	Requeued, Failed int
 }
 
-// LoseWorkerJobs handles a worker known to be gone (its process exited or was killed, or it was
-// not seen for too long) at once: every job it holds goes back to the queue, or fails once its
-// retries are used up, with why in the error.
+// LoseWorkerJobs handles a worker known to be gone (its process exited or was killed) at once:
+// every job it holds goes back to the queue, or fails once its retries are used up, with why in
+// the error.
 func (e *Engine) LoseWorkerJobs(ctx context.Context, worker, why string) (LostJobs, error) {
-	lost, err := e.each(ctx, store.JobFilter{WorkerID: worker, States: []spool.State{spool.StateInProgress}}, CauseLostWorker,
-		func(j *spool.Job, now time.Time) store.JobUpdate { return e.loseWorker(j, why, now) })
+	if worker == "" {
+		return LostJobs{}, errors.New("engine: lose the jobs of which worker?")
+	}
+	held, err := e.store.HeldJobs(ctx, store.HeldJobsParams{WorkerID: worker})
+	if err != nil {
+		return LostJobs{}, translate(err, "jobs of worker "+worker)
+	}
+	return e.LoseJobs(ctx, held, why, time.Time{})
+}
+
+// LoseJobs handles jobs whose worker is gone, each as it was held (the same worker and attempt):
+// back to the queue, or FAILED past its retries, with why in the error. A job its worker has
+// since finished, or that moved on, is left alone; with seenBefore set, so is every job of a
+// worker seen after it (the lost-worker sweep: a worker that came back is not lost).
+func (e *Engine) LoseJobs(ctx context.Context, held []store.HeldJob, why string, seenBefore time.Time) (LostJobs, error) {
+	now := e.now()
+	updates := make([]store.JobUpdate, len(held))
+	for i, h := range held {
+		u := e.loseWorker(&spool.Job{ID: h.JobID, State: spool.StateInProgress, WorkerID: h.WorkerID, Attempt: h.Attempt, Retries: h.Retries}, why, now)
+		u.Expect.WorkerSeenBefore = seenBefore
+		updates[i] = u
+	}
+	lost, err := e.write(ctx, CauseLostWorker, now, updates...)
 	var n LostJobs
+	workerOf := make(map[string]string, len(held))
+	for _, h := range held {
+		workerOf[h.JobID] = h.WorkerID
+	}
+	workers := map[string]bool{}
 	for _, j := range lost {
+		workers[workerOf[j.ID]] = true
 		if j.State == spool.StateInQueue {
 			n.Requeued++
 		} else {
 			n.Failed++
 		}
 	}
-	return n, translate(err, "jobs of worker "+worker)
+	n.Workers = len(workers)
+	return n, translate(err, "lose jobs")
 }

@@ -182,26 +182,19 @@ type SweepResult struct {
 // call it directly after moving a fake clock.
 func (f *Fleet) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
-	now := f.clock.Now()
+	now := f.now()
 	if now.Sub(f.startedAt) >= f.cfg.LostAfter {
-		held, err := f.store.HeldJobs(ctx, store.HeldJobsParams{SeenBefore: now.Add(-f.cfg.LostAfter)})
+		seenBefore := now.Add(-f.cfg.LostAfter)
+		held, err := f.store.HeldJobs(ctx, store.HeldJobsParams{SeenBefore: seenBefore})
 		if err != nil {
 			return res, fmt.Errorf("find lost workers: %w", err)
 		}
-		var lost []string
-		for _, h := range held {
-			if !slices.Contains(lost, h.WorkerID) {
-				lost = append(lost, h.WorkerID)
-			}
-		}
-		for _, w := range lost {
-			n, err := f.eng.LoseWorkerJobs(ctx, w, "no ping for "+f.cfg.LostAfter.String())
-			if err != nil {
-				return res, err
-			}
-			res.Lost++
-			res.Requeued += n.Requeued
-			res.Failed += n.Failed
+		// Each job as it was held, and only while its worker is still unseen: a worker that
+		// came back since the read keeps its jobs.
+		n, err := f.eng.LoseJobs(ctx, held, "no ping for "+f.cfg.LostAfter.String(), seenBefore)
+		res.Lost, res.Requeued, res.Failed = n.Workers, n.Requeued, n.Failed
+		if err != nil {
+			return res, err
 		}
 	}
 	// Forget workers long gone, so the worker list does not grow without bound.
@@ -210,7 +203,6 @@ func (f *Fleet) Sweep(ctx context.Context) (SweepResult, error) {
 		return res, fmt.Errorf("forget old workers: %w", err)
 	}
 	res.Forgotten = n
-	f.sighted.forget(now.Add(-time.Hour))
 	if res.Lost > 0 {
 		f.log.Info("workers lost", "workers", res.Lost, "requeued", res.Requeued, "failed", res.Failed)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/spooltest"
+	"github.com/spool-run/spool/store"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
 
@@ -395,4 +397,38 @@ func TestOnlyTheLeaderSweepsWorkers(t *testing.T) {
 	<-lead.Asked
 	spooltest.WaitTimers(t, f.clock, 2)
 	require.Equal(t, spool.StateInQueue, f.job(t, j.ID).State)
+}
+
+// afterHeldJobs runs a hook once HeldJobs has read, before its caller writes.
+type afterHeldJobs struct {
+	store.Store
+	hook atomic.Pointer[func()]
+}
+
+func (s *afterHeldJobs) HeldJobs(ctx context.Context, p store.HeldJobsParams) ([]store.HeldJob, error) {
+	held, err := s.Store.HeldJobs(ctx, p)
+	if h := s.hook.Swap(nil); h != nil {
+		(*h)()
+	}
+	return held, err
+}
+
+// TestAWorkerBackBeforeTheSweepWritesKeepsItsJobs: a worker the sweep found lost that shows up
+// again before the sweep writes keeps the job it held, and the job it took since.
+func TestAWorkerBackBeforeTheSweepWritesKeepsItsJobs(t *testing.T) {
+	t.Parallel()
+	var hooked *afterHeldJobs
+	f := newFixture(t, func(c *fleet.Config) {
+		hooked = &afterHeldJobs{Store: c.Store}
+		c.Store = hooked
+	})
+	old := f.submit(t, engine.SubmitParams{})
+	f.takeOne(t, "w")
+	f.clock.Advance(31 * time.Second)
+	fresh := f.submit(t, engine.SubmitParams{})
+	back := func() { f.takeOne(t, "w") } // a sighting, then a take
+	hooked.hook.Store(&back)
+	require.Equal(t, fleet.SweepResult{}, f.sweep(t))
+	require.Equal(t, spool.StateInProgress, f.job(t, old.ID).State)
+	require.Equal(t, spool.StateInProgress, f.job(t, fresh.ID).State)
 }

@@ -48,11 +48,16 @@ func (s *stopSet) take(worker string) []string {
 	return ids
 }
 
-// sightings rate-limits the writes of worker sightings (Seen).
+// sightings rate-limits the writes of worker sightings (Seen). It forgets the workers not seen for
+// an hour as it goes, so that it does not grow with every worker ever seen, on every replica.
 type sightings struct {
-	mu   sync.Mutex
-	last map[string]time.Time
+	mu     sync.Mutex
+	last   map[string]time.Time
+	pruned time.Time
 }
+
+// forgetAfter is how long sightings keeps a worker it has not seen.
+const forgetAfter = time.Hour
 
 func (s *sightings) due(worker string, now time.Time, every time.Duration) bool {
 	s.mu.Lock()
@@ -60,20 +65,17 @@ func (s *sightings) due(worker string, now time.Time, every time.Duration) bool 
 	if s.last == nil {
 		s.last = make(map[string]time.Time)
 	}
+	if now.Sub(s.pruned) >= forgetAfter {
+		for w, t := range s.last {
+			if now.Sub(t) >= forgetAfter {
+				delete(s.last, w)
+			}
+		}
+		s.pruned = now
+	}
 	if t, ok := s.last[worker]; ok && now.Sub(t) < every {
 		return false
 	}
 	s.last[worker] = now
 	return true
-}
-
-// forget drops sightings older than before, so the map does not grow with every worker ever seen.
-func (s *sightings) forget(before time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for w, t := range s.last {
-		if t.Before(before) {
-			delete(s.last, w)
-		}
-	}
 }

@@ -145,18 +145,22 @@ func WaitTimers(t testing.TB, fake *clock.Fake, n int) {
 	}
 }
 
-// Leader is a leader.Leader a test turns on and off. Each question waits until the test takes it
-// from Asked, so the test knows where the loop that asked stands.
+// Leader is a leader.Leader a test turns on and off. Each question is signalled on Asked (which
+// holds one unread question at most; Leading never blocks), so that a test knows a loop has
+// asked.
 type Leader struct {
 	On    atomic.Bool
 	Asked chan struct{}
 }
 
 // NewLeader returns a Leader that does not lead.
-func NewLeader() *Leader { return &Leader{Asked: make(chan struct{})} }
+func NewLeader() *Leader { return &Leader{Asked: make(chan struct{}, 1)} }
 
 // Leading implements leader.Leader.
 func (l *Leader) Leading() bool {
-	l.Asked <- struct{}{}
+	select {
+	case l.Asked <- struct{}{}:
+	default:
+	}
 	return l.On.Load()
 }

@@ -385,6 +385,20 @@ func (w *where) expect(e store.Expect) {
 	} else if e.Attempt > 0 {
 		w.add("jobs.attempt = ?", e.Attempt)
 	}
+	switch e.StopPending {
+	case store.FlagSet:
+		w.add("jobs.stop_pending = 1")
+	case store.FlagClear:
+		w.add("jobs.stop_pending = 0")
+	}
+	if !e.WorkerSeenBefore.IsZero() {
+		w.seenBefore(e.WorkerSeenBefore)
+	}
+}
+
+// seenBefore adds that the job's worker was last seen at or before t, or never.
+func (w *where) seenBefore(t time.Time) {
+	w.add(`NOT EXISTS (SELECT 1 FROM workers WHERE workers.id = jobs.worker_id AND workers.last_seen > ?)`, millis(t))
 }
 
 var errEmptyChange = errors.New("sqlitestore: a change that sets nothing")
@@ -645,22 +659,26 @@ func (s *Store) QueuePosition(ctx context.Context, p store.QueuePositionParams) 
 func (s *Store) HeldJobs(ctx context.Context, p store.HeldJobsParams) ([]store.HeldJob, error) {
 	var w where
 	w.add("jobs.state = 'IN_PROGRESS'")
-	if p.Endpoint != "" {
+	switch {
+	case p.Endpoint != "" && p.WorkerID != "":
+		w.add("+jobs.endpoint = ?", p.Endpoint) // the worker's jobs, not the endpoint's (see findJobsQuery)
+	case p.Endpoint != "":
 		w.add("jobs.endpoint = ?", p.Endpoint)
 	}
 	if p.WorkerID != "" {
 		w.add("jobs.worker_id = ?", p.WorkerID)
 	}
 	if !p.SeenBefore.IsZero() {
-		w.add(`NOT EXISTS (SELECT 1 FROM workers WHERE workers.id = jobs.worker_id AND workers.last_seen > ?)`, millis(p.SeenBefore))
+		w.seenBefore(p.SeenBefore)
 	}
 	held, err := readAll(ctx, s, func(row scanner) (store.HeldJob, error) {
 		var h store.HeldJob
 		var taken int64
-		err := row.Scan(&h.WorkerID, &h.JobID, &h.Attempt, &taken)
+		err := row.Scan(&h.WorkerID, &h.JobID, &h.Attempt, &h.Retries, &taken)
 		h.TakenAt = fromMillis(taken)
 		return h, err
-	}, "SELECT jobs.worker_id, jobs.id, jobs.attempt, jobs.taken_at FROM jobs"+w.String()+" ORDER BY jobs.worker_id, jobs.taken_at, jobs.seq", w.args...)
+	}, "SELECT jobs.worker_id, jobs.id, jobs.attempt, jobs.retries, jobs.taken_at FROM jobs"+w.String()+
+		" ORDER BY jobs.worker_id, jobs.taken_at, jobs.seq", w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("held jobs: %w", err)
 	}

@@ -140,7 +140,8 @@ UPDATE jobs SET had_s3_config = 1 WHERE s3_config IS NOT NULL;
 	// 4: the one deadline column that meant three things becomes expires_at (IN_QUEUE),
 	// timeout_at (IN_PROGRESS) and delete_at (terminal), each with a partial index for its sweep;
 	// a running job's progress gets a column of its own instead of output; every job carries its
-	// retention (jobs from before get the default retention of their kind); the payloads that
+	// retention (0 for jobs from before: the engine gives queued and running ones the configured
+	// retention at its start; terminal ones have their delete_at already); the payloads that
 	// change (s3_config, progress, output) become the last columns, so that reading a job's head
 	// stops before them; and inputs, which never change, move to job_inputs, so that no write of a
 	// job rewrites its input. The table is rebuilt, as SQLite does such changes.
@@ -179,9 +180,7 @@ CREATE TABLE jobs_v4 (
 ) STRICT;
 
 INSERT INTO jobs_v4 SELECT seq, id, endpoint, state, webhook,
-	execution_timeout_ms, ttl_ms,
-	CASE WHEN retention_ms > 0 THEN retention_ms WHEN sync <> 0 THEN 60000 ELSE 1800000 END,
-	low_priority, sync,
+	execution_timeout_ms, ttl_ms, retention_ms, low_priority, sync,
 	created_at, queued_at, taken_at, finished_at,
 	CASE WHEN state = 'IN_QUEUE' THEN deadline ELSE 0 END,
 	CASE WHEN state = 'IN_PROGRESS' THEN deadline ELSE 0 END,

@@ -157,7 +157,7 @@ func TestMigrationHadS3Config(t *testing.T) {
 
 // TestMigrationDeadlinesAndPayloads: a file from before migration 4 keeps every job, chunk and
 // delivery; the one deadline becomes the one of the job's state, a running job's output becomes
-// its progress, inputs move to their own table, and jobs without a retention get their kind's.
+// its progress, and inputs move to their own table.
 func TestMigrationDeadlinesAndPayloads(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -199,7 +199,7 @@ func TestMigrationDeadlinesAndPayloads(t *testing.T) {
 	require.Equal(t, `"done"`, string(c.Output))
 	require.Nil(t, c.Progress)
 	require.Nil(t, c.Input)
-	require.Equal(t, []int64{1_800_000, 60_000, 5_000}, []int64{q.RetentionMs, r.RetentionMs, c.RetentionMs})
+	require.Equal(t, []int64{0, 0, 5_000}, []int64{q.RetentionMs, r.RetentionMs, c.RetentionMs}, "left to the engine")
 	_, chunks, err := s.ReadChunks(ctx, store.ReadChunksParams{ID: "c"})
 	require.NoError(t, err)
 	require.Len(t, chunks, 2)

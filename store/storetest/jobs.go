@@ -407,8 +407,9 @@ func testUpdateJobsDeadlines(t *testing.T, open opener) {
 // nothing otherwise.
 func testUpdateJobsExpect(t *testing.T, open opener) {
 	running := with(queued("j", "ep"), func(j *spool.Job) {
-		j.State, j.WorkerID, j.Attempt, j.Retries = spool.StateInProgress, "w1", 2, 1
+		j.State, j.WorkerID, j.Attempt, j.Retries, j.StopPending = spool.StateInProgress, "w1", 2, 1, true
 	})
+	running2 := store.Expect{State: spool.StateInProgress}
 	for _, tc := range []struct {
 		name   string
 		expect store.Expect
@@ -425,11 +426,17 @@ func testUpdateJobsExpect(t *testing.T, open opener) {
 		{"exactly", store.Exactly(running), true},
 		{"other retries", with2(store.Exactly(running), func(e *store.Expect) { e.Retries = 0 }), false},
 		{"exactly attempt 0", with2(store.Exactly(running), func(e *store.Expect) { e.Attempt = 0 }), false},
+		{"stop pending", with2(running2, func(e *store.Expect) { e.StopPending = store.FlagSet }), true},
+		{"no stop pending", with2(running2, func(e *store.Expect) { e.StopPending = store.FlagClear }), false},
+		{"worker seen long ago", with2(running2, func(e *store.Expect) { e.WorkerSeenBefore = at(10 * time.Second) }), true},
+		{"worker seen since", with2(running2, func(e *store.Expect) { e.WorkerSeenBefore = at(4 * time.Second) }), false},
+		{"worker seen at the cutoff", with2(running2, func(e *store.Expect) { e.WorkerSeenBefore = at(5 * time.Second) }), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := open(t)
 			create(t, s, running.Clone())
+			require.NoError(t, s.TouchWorker(t.Context(), store.TouchWorkerParams{ID: "w1", Endpoint: "ep", Now: at(5 * time.Second)}))
 			got := update(t, s, "j", tc.expect, store.JobChange{Set: store.SetError, Error: "marked"})
 			if !tc.ok {
 				require.Nil(t, got)
@@ -748,15 +755,14 @@ func testQueuePosition(t *testing.T, open opener) {
 	}
 }
 
-// testHeldJobs: the running jobs as (worker, job, attempt, taken at), by endpoint, by worker, and
-// those of workers not seen since a time (or never).
+// testHeldJobs: the running jobs as (worker, job, attempt, retries, taken at), by endpoint, by
+// worker, and those of workers not seen since a time (or never).
 func testHeldJobs(t *testing.T, open opener) {
 	s := open(t)
 	ctx := t.Context()
 	mk := func(id, ep string, st spool.State, worker string, attempt int, taken time.Duration) *spool.Job {
 		return with(queued(id, ep), func(j *spool.Job) {
-			j.State, j.WorkerID, j.Attempt, j.TakenAt = st, worker, attempt, at(taken)
-			j.Input = json.RawMessage(`"a large input the query must not read"`)
+			j.State, j.WorkerID, j.Attempt, j.Retries, j.TakenAt = st, worker, attempt, attempt-1, at(taken)
 		})
 	}
 	create(t, s,
@@ -770,7 +776,7 @@ func testHeldJobs(t *testing.T, open opener) {
 	require.NoError(t, s.TouchWorker(ctx, store.TouchWorkerParams{ID: "w1", Endpoint: "e1", Now: at(5 * time.Second)}))
 	require.NoError(t, s.TouchWorker(ctx, store.TouchWorkerParams{ID: "w2", Endpoint: "e1", Now: at(15 * time.Second)}))
 	h := func(worker, job string, attempt int, taken time.Duration) store.HeldJob {
-		return store.HeldJob{WorkerID: worker, JobID: job, Attempt: attempt, TakenAt: at(taken).UTC()}
+		return store.HeldJob{WorkerID: worker, JobID: job, Attempt: attempt, Retries: attempt - 1, TakenAt: at(taken).UTC()}
 	}
 	b1, b2, c, d := h("w1", "b1", 3, time.Second), h("w1", "b2", 1, 2*time.Second), h("w2", "c", 1, 0), h("w3", "d", 2, 0)
 	for _, tc := range []struct {
@@ -781,6 +787,7 @@ func testHeldJobs(t *testing.T, open opener) {
 		{"all", store.HeldJobsParams{}, []store.HeldJob{b1, b2, c, d}},
 		{"endpoint", store.HeldJobsParams{Endpoint: "e1"}, []store.HeldJob{b1, b2, c}},
 		{"worker", store.HeldJobsParams{WorkerID: "w1"}, []store.HeldJob{b1, b2}},
+		{"worker of an endpoint", store.HeldJobsParams{Endpoint: "e2", WorkerID: "w1"}, nil},
 		{"seen before", store.HeldJobsParams{SeenBefore: at(10 * time.Second)}, []store.HeldJob{b1, b2, d}},
 		{"seen before, inclusive", store.HeldJobsParams{SeenBefore: at(15 * time.Second)}, []store.HeldJob{b1, b2, c, d}},
 		{"lost on an endpoint", store.HeldJobsParams{Endpoint: "e2", SeenBefore: at(10 * time.Second)}, []store.HeldJob{d}},
