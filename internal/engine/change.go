@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/failpoint"
 	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/store"
 )
@@ -195,6 +196,12 @@ func (e *Engine) write(ctx context.Context, cause Cause, now time.Time, updates 
 	changed, err := e.store.UpdateJobs(ctx, store.UpdateJobsParams{Updates: updates, Now: now, Outbox: e.outbox})
 	if err != nil {
 		return nil, err
+	}
+	for _, j := range changed {
+		if j.State.Terminal() && !before[j.ID].State.Terminal() && j.Webhook != "" {
+			failpoint.Hit(failpoint.AfterTerminalCommit)
+			break
+		}
 	}
 	cs := make([]Change, len(changed))
 	for i, j := range changed {

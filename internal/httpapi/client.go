@@ -8,6 +8,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
+	"github.com/spool-run/spool/internal/failpoint"
 	"github.com/spool-run/spool/internal/wire"
 )
 
@@ -81,6 +82,7 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request, ep string, sync 
 	if err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.AfterSubmitCommit)
 	if !sync {
 		wire.WriteJSON(w, http.StatusOK, wire.JobStatus(j))
 		return nil

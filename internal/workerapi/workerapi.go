@@ -18,6 +18,7 @@ import (
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/failpoint"
 	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/wire"
 )
@@ -179,6 +180,7 @@ func (a *api) take(batch bool) http.HandlerFunc {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
+		failpoint.Hit(failpoint.AfterTakeCommit)
 		jobs := make([]*spool.Job, len(handouts))
 		for i, h := range handouts {
 			jobs[i] = h.Job
@@ -398,6 +400,9 @@ func (a *api) done(w http.ResponseWriter, r *http.Request) {
 	if _, err := a.eng.Done(r.Context(), p); err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if !p.InProgress {
+		failpoint.Hit(failpoint.AfterResultCommit)
 	}
 	wire.WriteJSON(w, http.StatusOK, ok)
 }
