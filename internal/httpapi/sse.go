@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/wire"
@@ -43,10 +44,13 @@ func (s *server) streamEvents(w http.ResponseWriter, r *http.Request, ep string)
 	rc := http.NewResponseController(w)
 	started := false
 	var buf bytes.Buffer
+	// The first read answers at once, so that the headers go out at once: an EventSource (or a
+	// proxy) waiting for them would otherwise wait for the first chunk or keep-alive.
+	var wait time.Duration
 	for {
 		wire.ExtendWriteDeadline(w, s.cfg.SSEKeepAlive)
 		t0 := s.cfg.Clock.Now()
-		j, chunks, err := s.eng.StreamFrom(ctx, ep, id, after, s.cfg.SSEKeepAlive)
+		j, chunks, err := s.eng.StreamFrom(ctx, ep, id, after, wait)
 		if err != nil {
 			if !started {
 				return err
@@ -76,7 +80,7 @@ func (s *server) streamEvents(w http.ResponseWriter, r *http.Request, ep string)
 		switch {
 		case terminal:
 			writeEvent(&buf, "done", "", wire.Job(j))
-		case len(chunks) == 0:
+		case len(chunks) == 0 && wait > 0:
 			buf.WriteString(": keep-alive\n\n")
 		}
 		if _, err := w.Write(buf.Bytes()); err != nil {
@@ -87,9 +91,10 @@ func (s *server) streamEvents(w http.ResponseWriter, r *http.Request, ep string)
 		}
 		// StreamFrom comes back empty-handed before its wait only when the engine drains for a
 		// shutdown; end the stream then (the client reconnects with Last-Event-ID elsewhere).
-		if len(chunks) == 0 && s.cfg.Clock.Now().Sub(t0) < s.cfg.SSEKeepAlive {
+		if wait > 0 && len(chunks) == 0 && s.cfg.Clock.Now().Sub(t0) < wait {
 			return nil
 		}
+		wait = s.cfg.SSEKeepAlive
 	}
 }
 

@@ -108,3 +108,22 @@ func TestStreamEvents(t *testing.T) {
 	res = e.openEvents("/v2/ep/stream/"+id, "x")
 	require.Equal(t, 400, res.StatusCode)
 }
+
+// TestStreamEventsHeadersAtOnce: with no chunk yet, the 200 and its headers arrive before the
+// first keep-alive (the fake clock never moves here: openEvents would time out if they waited).
+func TestStreamEventsHeadersAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.run("ep", `{"input":1}`)
+	res := e.openEvents("/v2/ep/stream/"+id, "")
+	require.Equal(t, 200, res.StatusCode)
+	require.Equal(t, "text/event-stream", res.Header.Get("Content-Type"))
+	// And the stream goes on as before: the keep-alive after SSEKeepAlive, then a chunk.
+	br := bufio.NewReader(res.Body)
+	spooltest.WaitTimers(t, e.fake, 2)
+	e.fake.Advance(15 * time.Second)
+	require.Equal(t, event{comment: "keep-alive"}, readEvent(t, br))
+	require.Equal(t, id, sval(t, e.take("w1")["id"]))
+	require.Equal(t, 200, e.post("job-stream", "w1", id, `{"output": "one"}`).status)
+	require.Equal(t, event{id: "1", data: `{"output":"one"}`}, readEvent(t, br))
+}
