@@ -100,6 +100,11 @@ func NewEndpoint(name string) Endpoint {
 	}
 }
 
+// MaxWorkers bounds workersMax: far above what one machine or a cluster runs for one endpoint,
+// low enough that the autoscaler's arithmetic and per-worker bookkeeping never overflow or
+// allocate for an absurd count.
+const MaxWorkers = 10000
+
 var endpointName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // ValidEndpointName reports whether name can be an endpoint name: it appears in URLs, so only
@@ -115,6 +120,8 @@ func (e *Endpoint) Validate() error {
 		return Errorf(CodeInvalid, "workersMin must be at least 0")
 	case e.WorkersMax < 0:
 		return Errorf(CodeInvalid, "workersMax must be at least 0")
+	case e.WorkersMax > MaxWorkers:
+		return Errorf(CodeInvalid, "workersMax must be at most %d", MaxWorkers)
 	case e.WorkersMin > e.WorkersMax:
 		return Errorf(CodeInvalid, "workersMin (%d) must not exceed workersMax (%d)", e.WorkersMin, e.WorkersMax)
 	case e.IdleTimeout < 1 || e.IdleTimeout > 3600:

@@ -26,7 +26,7 @@ const (
 type Error struct {
 	Code    Code
 	Message string
-	// RetryAfter, in seconds, is sent as Retry-After with CodeTooMany.
+	// RetryAfter, in seconds, is sent as Retry-After (with CodeTooMany or CodeUnavailable).
 	RetryAfter int
 }
 

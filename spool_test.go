@@ -93,23 +93,27 @@ func TestEndpointValidation(t *testing.T) {
 	t.Parallel()
 	ok := spool.NewEndpoint("my-endpoint_1")
 	require.NoError(t, ok.Validate())
-	for field, mutate := range map[string]func(*spool.Endpoint){
-		"name":               func(e *spool.Endpoint) { e.Name = "a/b" },
-		"workersMin":         func(e *spool.Endpoint) { e.WorkersMin = 4 },
-		"workersMax":         func(e *spool.Endpoint) { e.WorkersMax = -1 },
-		"idleTimeout":        func(e *spool.Endpoint) { e.IdleTimeout = 0 },
-		"scalerType":         func(e *spool.Endpoint) { e.ScalerType = "CPU" },
-		"scalerValue":        func(e *spool.Endpoint) { e.ScalerValue = 0 },
-		"gpuCount":           func(e *spool.Endpoint) { e.GPUCount = -1 },
-		"maxQueue":           func(e *spool.Endpoint) { e.MaxQueue = -1 },
-		"worker.command":     func(e *spool.Endpoint) { e.Worker = &spool.WorkerSpec{} },
-		"executionTimeoutMs": func(e *spool.Endpoint) { e.ExecutionTimeoutMs = 5000 },
-		"ttlMs":              func(e *spool.Endpoint) { e.TTLMs = 1 },
+	for _, tc := range []struct {
+		field  string
+		mutate func(*spool.Endpoint)
+	}{
+		{"name", func(e *spool.Endpoint) { e.Name = "a/b" }},
+		{"workersMin", func(e *spool.Endpoint) { e.WorkersMin = 4 }},
+		{"workersMax", func(e *spool.Endpoint) { e.WorkersMax = -1 }},
+		{"workersMax", func(e *spool.Endpoint) { e.WorkersMax = 9223372036854775807 }},
+		{"idleTimeout", func(e *spool.Endpoint) { e.IdleTimeout = 0 }},
+		{"scalerType", func(e *spool.Endpoint) { e.ScalerType = "CPU" }},
+		{"scalerValue", func(e *spool.Endpoint) { e.ScalerValue = 0 }},
+		{"gpuCount", func(e *spool.Endpoint) { e.GPUCount = -1 }},
+		{"maxQueue", func(e *spool.Endpoint) { e.MaxQueue = -1 }},
+		{"worker.command", func(e *spool.Endpoint) { e.Worker = &spool.WorkerSpec{} }},
+		{"executionTimeoutMs", func(e *spool.Endpoint) { e.ExecutionTimeoutMs = 5000 }},
+		{"ttlMs", func(e *spool.Endpoint) { e.TTLMs = 1 }},
 	} {
 		e := spool.NewEndpoint("ep")
-		mutate(&e)
+		tc.mutate(&e)
 		err := e.Validate()
-		require.Error(t, err, field)
-		require.Contains(t, err.Error(), field)
+		require.Error(t, err, tc.field)
+		require.Contains(t, err.Error(), tc.field)
 	}
 }

@@ -81,7 +81,8 @@ func WriteError(w http.ResponseWriter, err error) { WriteErrorLog(w, slog.Defaul
 
 // WriteErrorLog renders err as {"error": "<message>"} with the status of its code. An error
 // without a code is a real fault: the client sees only "internal error" with a 500, and the error
-// itself is logged to log at error level. A CodeTooMany error carries Retry-After.
+// itself is logged to log at error level. An error with RetryAfter (a 429, a 503) carries
+// Retry-After.
 func WriteErrorLog(w http.ResponseWriter, log *slog.Logger, err error) {
 	var coded *spool.Error
 	if !errors.As(err, &coded) || coded.Code == spool.CodeInternal || Status(coded.Code) == http.StatusInternalServerError {
@@ -91,7 +92,7 @@ func WriteErrorLog(w http.ResponseWriter, log *slog.Logger, err error) {
 		WriteJSON(w, http.StatusInternalServerError, errorBody{Error: "internal error"})
 		return
 	}
-	if coded.Code == spool.CodeTooMany && coded.RetryAfter > 0 {
+	if coded.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(coded.RetryAfter))
 	}
 	WriteJSON(w, Status(coded.Code), errorBody{Error: coded.Message})

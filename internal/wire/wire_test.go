@@ -34,6 +34,7 @@ func TestWriteError(t *testing.T) {
 		{spool.Errorf(spool.CodeTooLarge, "big"), 413, `{"error":"big"}`, ""},
 		{&spool.Error{Code: spool.CodeTooMany, Message: "slow", RetryAfter: 5}, 429, `{"error":"slow"}`, "5"},
 		{spool.Errorf(spool.CodeUnavailable, "bye"), 503, `{"error":"bye"}`, ""},
+		{&spool.Error{Code: spool.CodeUnavailable, Message: "busy", RetryAfter: 1}, 503, `{"error":"busy"}`, "1"},
 		{spool.Errorf(spool.CodeInternal, "db password=hunter2"), 500, `{"error":"internal error"}`, ""},
 		{errors.New("sql: secret table"), 500, `{"error":"internal error"}`, ""},
 		{&spool.Error{Code: "weird", Message: "x"}, 500, `{"error":"internal error"}`, ""},
