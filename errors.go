@@ -15,6 +15,7 @@ const (
 	CodeForbidden    Code = "forbidden"    // 403: known key without the scope
 	CodeNotFound     Code = "not_found"    // 404: unknown endpoint or job
 	CodeConflict     Code = "conflict"     // 409: a worker that does not hold the job's lease
+	CodeTimeout      Code = "timeout"      // 408: the request body arrived too slowly
 	CodeTooLarge     Code = "too_large"    // 413: body over the limit
 	CodeTooMany      Code = "too_many"     // 429: rate or queue limit
 	CodeUnavailable  Code = "unavailable"  // 503: shutting down

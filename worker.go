@@ -19,3 +19,24 @@ const (
 	// (listed by /api/workers, not counted by /health).
 	WorkerLost WorkerState = "lost"
 )
+
+// MaxWorkerIDLen bounds a worker id: RunPod's pod ids are 14 characters, runpod-python's default
+// is a 36-character UUID, Spool's own are the endpoint name and 12 hex digits, and Kubernetes pod
+// names stay within 63 in practice.
+const MaxWorkerIDLen = 128
+
+// CheckWorkerID reports whether id can name a worker: 1 to MaxWorkerIDLen ASCII letters, digits,
+// '.', '_', ':' or '-'. Ids appear in URLs (runpod-python substitutes them without escaping), logs
+// and the store, so nothing else gets in.
+func CheckWorkerID(id string) error {
+	if id == "" || len(id) > MaxWorkerIDLen {
+		return Errorf(CodeInvalid, "a worker id must be 1 to %d characters, got %d", MaxWorkerIDLen, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return Errorf(CodeInvalid, "a worker id may hold only letters, digits, '.', '_', ':' and '-' (byte %d is not one)", i)
+		}
+	}
+	return nil
+}

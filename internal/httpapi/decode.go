@@ -7,18 +7,21 @@ import (
 	"io"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/engine"
+	"github.com/spool-run/spool/internal/wire"
 )
 
 // submitBody is the top level of a /run or /runsync body. Every member is kept raw and checked by
-// hand, so errors name the field and never echo a value; unknown members are dropped.
+// hand, so errors name the field and never echo a value; unknown members are dropped. The members
+// are slices of the body (wire.Raw): the input is stored from the buffer it arrived in.
 type submitBody struct {
-	Input    json.RawMessage `json:"input"`
-	Webhook  json.RawMessage `json:"webhook"`
-	Policy   json.RawMessage `json:"policy"`
-	S3Config json.RawMessage `json:"s3Config"`
+	Input    wire.Raw `json:"input"`
+	Webhook  wire.Raw `json:"webhook"`
+	Policy   wire.Raw `json:"policy"`
+	S3Config wire.Raw `json:"s3Config"`
 }
 
 // decodeSubmit decodes a /run or /runsync body into SubmitParams (without Endpoint and Sync).
@@ -28,33 +31,29 @@ func decodeSubmit(body []byte) (engine.SubmitParams, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return p, invalid(`"input" is required: send a JSON object such as {"input": {...}}`)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
 	var b submitBody
-	if err := dec.Decode(&b); err != nil {
+	if err := json.Unmarshal(body, &b); err != nil {
 		return p, jsonError(err, "request body")
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return p, invalid("malformed JSON: unexpected data after the top-level object")
-	}
-	if len(b.Input) == 0 || isNull(b.Input) {
+	if len(b.Input) == 0 || b.Input.Null() {
 		return p, invalid(`"input" is required and must not be null`)
 	}
-	p.Input = b.Input
-	if len(b.Webhook) > 0 && !isNull(b.Webhook) {
+	p.Input = b.Input.RawMessage()
+	if len(b.Webhook) > 0 && !b.Webhook.Null() {
 		if err := json.Unmarshal(b.Webhook, &p.Webhook); err != nil {
 			return p, invalid(`"webhook" must be a string`)
 		}
 	}
-	if len(b.Policy) > 0 && !isNull(b.Policy) {
-		if err := decodePolicy(b.Policy, &p); err != nil {
+	if len(b.Policy) > 0 && !b.Policy.Null() {
+		if err := decodePolicy(b.Policy.RawMessage(), &p); err != nil {
 			return p, err
 		}
 	}
-	if len(b.S3Config) > 0 && !isNull(b.S3Config) {
-		if err := checkS3Config(b.S3Config); err != nil {
+	if len(b.S3Config) > 0 && !b.S3Config.Null() {
+		if err := checkS3Config(b.S3Config.RawMessage()); err != nil {
 			return p, err
 		}
-		p.S3Config = b.S3Config
+		p.S3Config = b.S3Config.RawMessage()
 	}
 	return p, nil
 }
@@ -124,6 +123,8 @@ func jsonError(err error, what string) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value"):
+		return invalid("malformed JSON: unexpected data after the top-level object")
 	case errors.As(err, &syn):
 		// The decoder quotes the offending character, which may be one of an s3Config secret.
 		msg := quotedChar.ReplaceAllString(syn.Error(), "invalid character")

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spool-run/spool"
 )
@@ -65,6 +66,8 @@ func Status(code spool.Code) int {
 		return http.StatusNotFound
 	case spool.CodeConflict:
 		return http.StatusConflict
+	case spool.CodeTimeout:
+		return http.StatusRequestTimeout
 	case spool.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	case spool.CodeTooMany:
@@ -102,22 +105,70 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// ReadBody reads the whole request body, at most limit bytes. A longer body gives a CodeTooLarge
-// error naming the limit ("request body exceeds the 10 MB limit"); a body that cannot be read (the
-// client went away) gives CodeInvalid.
+// ReadBody reads the whole request body, at most limit bytes, into one buffer of its declared
+// length (so that a body costs its size once, not the doublings of a growing buffer). A longer
+// body gives a CodeTooLarge error naming the limit ("request body exceeds the 10 MB limit"); a
+// body that is not UTF-8 (every body here is JSON) gives CodeInvalid naming the offset, before
+// anything stores it and hands it to a worker whose JSON parser would refuse it; a coded error
+// from the body's reader (httplimit's timeout or memory bound) is returned as is; a body that
+// cannot be read otherwise (the client went away) gives CodeInvalid.
 func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, TooLarge(limit)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	size := r.ContentLength
+	if size < 0 {
+		size = min(limit, 64<<10) // chunked: grown as it arrives
+	}
+	b, err := readAll(http.MaxBytesReader(w, r.Body, limit), make([]byte, 0, size+1))
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var coded *spool.Error
+		switch {
+		case errors.As(err, &mbe):
 			return nil, TooLarge(limit)
+		case errors.As(err, &coded):
+			return nil, coded
 		}
 		return nil, spool.Errorf(spool.CodeInvalid, "could not read the request body")
 	}
+	if i := invalidUTF8(b); i >= 0 {
+		return nil, spool.Errorf(spool.CodeInvalid, "request body is not valid UTF-8 (byte %d); JSON text must be UTF-8", i)
+	}
 	return b, nil
+}
+
+// readAll reads r to its end into buf, which has room for the whole body when its length is
+// known: the extra byte of capacity lets the final read see EOF without growing it.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// invalidUTF8 returns the offset of the first byte of b that is not part of valid UTF-8, or -1.
+func invalidUTF8(b []byte) int {
+	if utf8.Valid(b) {
+		return -1
+	}
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 // TooLarge is the error of a body over limit bytes.

@@ -31,6 +31,7 @@ func TestWriteError(t *testing.T) {
 		{spool.Errorf(spool.CodeForbidden, "no"), 403, `{"error":"no"}`, ""},
 		{spool.Errorf(spool.CodeNotFound, "gone"), 404, `{"error":"gone"}`, ""},
 		{spool.Errorf(spool.CodeConflict, "held"), 409, `{"error":"held"}`, ""},
+		{spool.Errorf(spool.CodeTimeout, "slow"), 408, `{"error":"slow"}`, ""},
 		{spool.Errorf(spool.CodeTooLarge, "big"), 413, `{"error":"big"}`, ""},
 		{&spool.Error{Code: spool.CodeTooMany, Message: "slow", RetryAfter: 5}, 429, `{"error":"slow"}`, "5"},
 		{spool.Errorf(spool.CodeUnavailable, "bye"), 503, `{"error":"bye"}`, ""},
@@ -210,4 +211,20 @@ func TestAppendStringKeepsURLsReadable(t *testing.T) {
 	t.Parallel()
 	got := string(wire.AppendString(nil, `https://x.example/h?a=1&b=<2>"q"`))
 	require.Equal(t, `"https://x.example/h?a=1&b=<2>\"q\""`, got)
+}
+
+// TestRawAliasesTheBuffer: a decoded Raw is the decoded buffer itself, so a body's payload is
+// never copied on its way to the store.
+func TestRawAliasesTheBuffer(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"input": {"big": "value"}, "n": null}`)
+	var v struct {
+		Input wire.Raw `json:"input"`
+		N     wire.Raw `json:"n"`
+	}
+	require.NoError(t, json.Unmarshal(body, &v))
+	require.Equal(t, `{"big": "value"}`, string(v.Input))
+	require.True(t, v.N.Null())
+	body[10] = '['
+	require.Equal(t, `[`, string(v.Input[:1]), "Input shares the body's bytes")
 }

@@ -113,10 +113,14 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	wire.WriteErrorLog(w, a.log.With("method", r.Method, "path", r.URL.Path), err)
 }
 
-// authorize checks the worker key; it writes the error and returns false when the request may
-// not go on.
+// authorize checks the worker key and the worker id; it writes the error and returns false when
+// the request may not go on.
 func (a *api) authorize(w http.ResponseWriter, r *http.Request) bool {
 	if _, err := a.cfg.Keys.Check(r, auth.Worker, r.PathValue("endpoint"), true); err != nil {
+		a.fail(w, r, err)
+		return false
+	}
+	if err := spool.CheckWorkerID(r.PathValue("worker")); err != nil {
 		a.fail(w, r, err)
 		return false
 	}
@@ -332,7 +336,7 @@ type DoneBody struct {
 // counts as absent, any other value gives its JSON text; "stopPod": true asks for a restart. {}
 // is a completion with no output.
 func DecodeDone(body []byte) (DoneBody, error) {
-	var m map[string]json.RawMessage
+	var m map[string]wire.Raw // slices of body: the output is stored from the buffer it came in
 	if err := json.Unmarshal(body, &m); err != nil || m == nil {
 		return DoneBody{}, spool.Errorf(spool.CodeInvalid, "job-done body must be a JSON object")
 	}
@@ -344,7 +348,7 @@ func DecodeDone(body []byte) (DoneBody, error) {
 		}
 	}
 	if out, ok := m["output"]; ok {
-		d.Output = out
+		d.Output = out.RawMessage()
 	}
 	if e, ok := m["error"]; ok && string(e) != "null" {
 		var s string
@@ -431,7 +435,7 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	var m map[string]json.RawMessage
+	var m map[string]wire.Raw
 	if err := json.Unmarshal(body, &m); err != nil || m == nil {
 		a.fail(w, r, spool.Errorf(spool.CodeInvalid, `job-stream body must be a JSON object {"output": <chunk>}`))
 		return
@@ -441,7 +445,7 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, spool.Errorf(spool.CodeInvalid, `job-stream body must have an "output"`))
 		return
 	}
-	err = a.eng.AppendChunk(r.Context(), r.PathValue("endpoint"), r.PathValue("worker"), r.PathValue("job"), att, chunk)
+	err = a.eng.AppendChunk(r.Context(), r.PathValue("endpoint"), r.PathValue("worker"), r.PathValue("job"), att, chunk.RawMessage())
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -684,3 +684,55 @@ func obj(t *testing.T, body string) map[string]json.RawMessage {
 	require.NoError(t, json.Unmarshal([]byte(body), &m), body)
 	return m
 }
+
+// TestWorkerIDsAreChecked: every worker route refuses a worker id that is too long or holds a
+// byte outside the id alphabet (NUL, newline, space, non-ASCII), before anything records it.
+func TestWorkerIDsAreChecked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	j := e.submit(engine.SubmitParams{})
+	for _, id := range []string{strings.Repeat("w", spool.MaxWorkerIDLen+1), "w%00", "w%0A1", "w%20x", "w%C3%A9", "w%2Fx"} {
+		for _, route := range []struct{ method, path, body string }{
+			{"GET", "/v2/ep/job-take/" + id, ""},
+			{"GET", "/v2/ep/job-take-batch/" + id + "?batch_size=2", ""},
+			{"GET", "/v2/ep/job-stop/" + id, ""},
+			{"GET", "/v2/ep/ping/" + id + "?job_id=" + j.ID, ""},
+			{"POST", "/v2/ep/job-done/" + id + "/" + j.ID, `{"output":1}`},
+			{"POST", "/v2/ep/job-stream/" + id + "/" + j.ID, `{"output":1}`},
+		} {
+			r := e.do(route.method, route.path, e.worker, "application/json", route.body)
+			require.Equal(t, 400, r.status, "%s %.60s: %s", route.method, route.path, r.body)
+			require.Contains(t, r.body, "worker id")
+		}
+	}
+	workers, err := e.fleet.Workers(e.ctx, "ep")
+	require.NoError(t, err)
+	require.Empty(t, workers, "no refused id was recorded")
+	got, err := e.eng.Job(e.ctx, "ep", j.ID)
+	require.NoError(t, err)
+	require.Equal(t, spool.StateInQueue, got.State, "no refused id took the job")
+
+	// The longest id and every allowed byte are fine.
+	for _, id := range []string{strings.Repeat("w", spool.MaxWorkerIDLen), "ep-1_a.b:c-0f3a9b"} {
+		r := e.do("GET", "/v2/ep/ping/"+id, e.worker, "", "")
+		require.Equal(t, 200, r.status, r.body)
+	}
+}
+
+// TestInvalidUTF8ResultIsRefused: a result or chunk that is not UTF-8 gets 400 and changes
+// nothing; a RunPod client's JSON parser would refuse it later.
+func TestInvalidUTF8ResultIsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	j := e.submit(engine.SubmitParams{})
+	e.take("w1")
+	for _, route := range []string{"job-stream", "job-done"} {
+		r := e.do("POST", "/v2/ep/"+route+"/w1/"+j.ID, e.worker, "application/json", "{\"output\":\"\xff\"}")
+		require.Equal(t, 400, r.status, r.body)
+		require.Contains(t, r.body, "not valid UTF-8 (byte 11)")
+	}
+	got, err := e.eng.Job(e.ctx, "ep", j.ID)
+	require.NoError(t, err)
+	require.Equal(t, spool.StateInProgress, got.State)
+	require.Zero(t, got.StreamCount)
+}
