@@ -47,20 +47,29 @@ type ReconcileParams struct {
 
 // Reconcile compares the jobs a worker says it holds with the jobs it does. A listed job the
 // server ended while the worker ran it is signalled to stop again (its first signal may have been
-// lost with its connection); a listed job that moved on without the worker (retried, requeued,
-// taken by another, deleted) is returned, for the fleet to tell the worker to stop it; a held job
-// the worker no longer lists is requeued (see ForgottenBefore).
+// lost with its connection); a listed job of the endpoint that moved on without the worker
+// (retried, requeued, taken by another) is returned, for the fleet to tell the worker to stop it;
+// a held job the worker no longer lists is requeued (see ForgottenBefore).
+//
+// Listed ids the server does not know are ignored, and ids that cannot be job ids are not even
+// looked up: anyone with a worker key may list anything, and every id returned becomes memory the
+// fleet keeps for the worker. A job deleted (past its retention) had ended long before, so its
+// worker was told to stop it then.
 func (e *Engine) Reconcile(ctx context.Context, p ReconcileParams) (movedOn []string, err error) {
 	if _, err := e.Endpoint(p.Endpoint); err != nil {
 		return nil, err
 	}
 	listed := make(map[string]bool, len(p.JobIDs))
+	ids := make([]string, 0, len(p.JobIDs))
 	for _, id := range p.JobIDs {
-		listed[id] = true
+		if !listed[id] && plausibleJobID(id) {
+			listed[id] = true
+			ids = append(ids, id)
+		}
 	}
 	var jobs []*spool.Job
-	if len(p.JobIDs) > 0 {
-		if jobs, err = e.store.FindJobs(ctx, store.JobFilter{IDs: p.JobIDs}); err != nil {
+	if len(ids) > 0 {
+		if jobs, err = e.store.FindJobs(ctx, store.JobFilter{IDs: ids}); err != nil {
 			return nil, translate(err, "jobs of worker "+p.WorkerID)
 		}
 	}
@@ -73,7 +82,7 @@ func (e *Engine) Reconcile(ctx context.Context, p ReconcileParams) (movedOn []st
 		j, ok := known[id]
 		switch {
 		case !ok:
-			movedOn = append(movedOn, id)
+			// Unknown: nothing the server handed out, so nothing to stop.
 		case j.Endpoint != p.Endpoint:
 			// Not this worker's business; never reveal other endpoints' jobs.
 		case j.WorkerID == p.WorkerID && (j.State == spool.StateInProgress || j.EndedByWorker):
@@ -108,6 +117,26 @@ func (e *Engine) Reconcile(ctx context.Context, p ReconcileParams) (movedOn []st
 	}
 	_, err = e.LoseJobs(ctx, forgotten, "its pings stopped listing the job", time.Time{})
 	return movedOn, err
+}
+
+// maxJobIDLen bounds the listed ids Reconcile looks up. spool.NewJobID makes 36 bytes (41 with
+// "sync-"); the slack keeps ids of another shape, should it change, from being ignored, while a
+// ping of 1,024 ids still makes a small query.
+const maxJobIDLen = 128
+
+// plausibleJobID reports whether id could be a job id the server made: short, and of the URL-safe
+// alphabet that spool.NewJobID uses (hex digits and '-', with letters to spare).
+func plausibleJobID(id string) bool {
+	if id == "" || len(id) > maxJobIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // LostJobs counts what became of the jobs of lost workers.

@@ -133,6 +133,11 @@ func New(cfg Config) (*Fleet, error) {
 		cfg: cfg, eng: cfg.Engine, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger,
 		acts: map[string]*activity{}, cold: map[string]coldStarts{}, ticks: map[string]tickView{},
 		startedAt: cfg.Clock.Now(),
+		// Pings re-derive a pending signal every interval (10 s for runpod-python), and a worker
+		// is lost after LostAfter without one: a signal no ping listed for twice that long
+		// belongs to a worker that is gone or that stopped the job. Never longer than the
+		// sightings are kept, so a forgotten worker's signals are gone too.
+		stops: newStopSet(min(2*cfg.LostAfter, forgetAfter)),
 	}
 	cfg.Engine.ObserveWorkers(f)
 	return f, nil
@@ -169,6 +174,10 @@ func (f *Fleet) sweepLoop(ctx context.Context) {
 	})
 }
 
+// forgetAfter is how long a worker's sighting is kept after it was last seen: the worker list
+// shows lost workers for that long, then forgets them.
+const forgetAfter = time.Hour
+
 // SweepResult counts what one sweep did.
 type SweepResult struct {
 	// Lost counts the workers found lost; Requeued and Failed their jobs.
@@ -178,11 +187,12 @@ type SweepResult struct {
 }
 
 // Sweep runs one pass of the lost-worker sweep: the jobs of workers unseen for LostAfter go back
-// to the queue (or fail past their retries), and workers gone for an hour are forgotten. Tests
-// call it directly after moving a fake clock.
+// to the queue (or fail past their retries), with the stop signals those workers' pings left, and
+// workers gone for an hour are forgotten. Tests call it directly after moving a fake clock.
 func (f *Fleet) Sweep(ctx context.Context) (SweepResult, error) {
 	var res SweepResult
 	now := f.now()
+	f.stops.prune(now)
 	if now.Sub(f.startedAt) >= f.cfg.LostAfter {
 		seenBefore := now.Add(-f.cfg.LostAfter)
 		held, err := f.store.HeldJobs(ctx, store.HeldJobsParams{SeenBefore: seenBefore})
@@ -193,12 +203,16 @@ func (f *Fleet) Sweep(ctx context.Context) (SweepResult, error) {
 		// came back since the read keeps its jobs.
 		n, err := f.eng.LoseJobs(ctx, held, "no ping for "+f.cfg.LostAfter.String(), seenBefore)
 		res.Lost, res.Requeued, res.Failed = n.Workers, n.Requeued, n.Failed
+		// Their pings' signals go with them; a worker that came back since has newer ones.
+		for _, h := range held {
+			f.stops.forget(h.WorkerID, seenBefore)
+		}
 		if err != nil {
 			return res, err
 		}
 	}
 	// Forget workers long gone, so the worker list does not grow without bound.
-	n, err := f.store.DeleteWorkers(ctx, store.DeleteWorkersParams{SeenBefore: now.Add(-time.Hour)})
+	n, err := f.store.DeleteWorkers(ctx, store.DeleteWorkersParams{SeenBefore: now.Add(-forgetAfter)})
 	if err != nil {
 		return res, fmt.Errorf("forget old workers: %w", err)
 	}
@@ -211,9 +225,13 @@ func (f *Fleet) Sweep(ctx context.Context) (SweepResult, error) {
 
 // Seen records that a worker of endpoint made a request, at most once per LostAfter/6: every
 // request proves it alive, but writing each one (a busy worker posts many chunks a second) would
-// only load the store. CodeNotFound for an unknown endpoint, and nothing is recorded then.
+// only load the store. CodeNotFound for an unknown endpoint, CodeInvalid for a worker id
+// spool.CheckWorkerID refuses, and nothing is recorded then.
 func (f *Fleet) Seen(ctx context.Context, endpoint, worker string) error {
 	if _, err := f.eng.Endpoint(endpoint); err != nil {
+		return err
+	}
+	if err := spool.CheckWorkerID(worker); err != nil {
 		return err
 	}
 	now := f.now()
@@ -269,11 +287,15 @@ type HeartbeatParams struct {
 }
 
 // Heartbeat records a ping and compares the jobs the worker lists with what it holds: a listed job
-// that moved on without it (or that the server ended) is signalled on its job-stop channel, and,
-// when the ping names its SDK version (runpod-python and Spool's SDK list the jobs they hold), a
-// held job it no longer lists goes back to the queue.
+// of the endpoint that moved on without it (or that the server ended) is signalled on its job-stop
+// channel, and, when the ping names its SDK version (runpod-python and Spool's SDK list the jobs
+// they hold), a held job it no longer lists goes back to the queue. Listed ids the server does not
+// know are ignored (engine.Reconcile).
 func (f *Fleet) Heartbeat(ctx context.Context, p HeartbeatParams) error {
 	if _, err := f.eng.Endpoint(p.Endpoint); err != nil {
+		return err
+	}
+	if err := spool.CheckWorkerID(p.WorkerID); err != nil {
 		return err
 	}
 	if len(p.JobIDs) > MaxPingedJobs {
@@ -302,7 +324,7 @@ func (f *Fleet) Heartbeat(ctx context.Context, p HeartbeatParams) error {
 	movedOn, err := f.eng.Reconcile(ctx, rp)
 	signalled := false
 	for _, id := range movedOn {
-		signalled = f.stops.add(p.WorkerID, id) || signalled
+		signalled = f.stops.add(p.WorkerID, id, now) || signalled
 	}
 	if signalled {
 		f.cfg.Notifier.Notify(notify.Stop(p.WorkerID))
@@ -328,7 +350,7 @@ func (f *Fleet) StopSignals(ctx context.Context, endpoint, worker string, wait t
 			if err != nil {
 				return nil, false, err
 			}
-			for _, id := range f.stops.take(worker) {
+			for _, id := range f.stops.take(worker, f.now()) {
 				if !slices.Contains(ids, id) {
 					ids = append(ids, id)
 				}
