@@ -11,7 +11,7 @@ import (
 // secretKeyFile is the key file's name in the data directory when secrets.keyFile is not set.
 const secretKeyFile = "secret.key"
 
-// openSealer returns the sealer of job s3Configs, under the key from SPOOL_SECRET_KEY, else from
+// openSealer returns the sealer of job s3Configs and endpoint webhook secrets, under the key from SPOOL_SECRET_KEY, else from
 // secrets.keyFile, else from <data>/secret.key, which is created (mode 0600) on the first start.
 // A key file that group or others may read is refused. The key is never logged.
 func openSealer(cfg *config, log *slog.Logger) (*secret.Sealer, error) {
@@ -36,7 +36,7 @@ func openSealer(cfg *config, log *slog.Logger) (*secret.Sealer, error) {
 			return nil, err
 		}
 		if created {
-			log.Info("created the key that encrypts s3Configs at rest; back it up with the data directory", "file", path)
+			log.Info("created the key that encrypts s3Configs and webhook secrets at rest; back it up with the data directory", "file", path)
 		}
 	}
 	return secret.New(key)

@@ -114,6 +114,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	checkDataDir(cfg.Data, s.log)
 	sealer, err := openSealer(cfg, s.log)
 	if err != nil {
 		return nil, err

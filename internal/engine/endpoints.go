@@ -2,8 +2,11 @@ package engine
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spool-run/spool"
@@ -14,17 +17,33 @@ import (
 // that must not cost a store read. The cache reloads on its next use after a notification of
 // notify.Endpoints (an edit here or on another replica) or after Config.Recheck without one.
 
+// loadEndpoints reads every endpoint and opens its webhookSecret. At Start (the first load), an
+// endpoint whose secret this server's key cannot open fails the load, and so the start: it almost
+// always means the wrong key was configured, and a server that starts anyway could only send that
+// endpoint's webhooks unsigned or not at all. On a later reload, such an endpoint (another replica
+// sealed it under another key) keeps the version already cached, or stays out of the cache.
 func (e *Engine) loadEndpoints(ctx context.Context) error {
 	e.mu.RLock()
 	gen := e.endpointsGen
+	first := e.endpointsAt.IsZero() // Start's load: nothing was loaded before it
 	e.mu.RUnlock()
 	eps, err := e.store.ListEndpoints(ctx)
 	if err != nil {
 		return fmt.Errorf("load endpoints: %w", err)
 	}
 	m := make(map[string]spool.Endpoint, len(eps))
+	var unopened []string
 	for _, ep := range eps {
-		m[ep.Name] = ep
+		opened, err := e.openEndpoint(ep)
+		if err != nil {
+			if first {
+				return fmt.Errorf("load endpoints: %w; %s", err, unopenedSecretHelp)
+			}
+			e.log.Error("endpoint not reloaded: it keeps the version cached, if any", "endpoint", ep.Name, "err", err)
+			unopened = append(unopened, ep.Name)
+			continue
+		}
+		m[ep.Name] = opened
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -33,9 +52,64 @@ func (e *Engine) loadEndpoints(ctx context.Context) error {
 		// The edit's notification makes the next use reload.
 		return nil
 	}
+	for _, name := range unopened {
+		if old, ok := e.endpoints[name]; ok {
+			m[name] = old
+		}
+	}
 	e.endpoints = m
 	e.endpointsAt = e.clock.Now()
 	return nil
+}
+
+// sealedSecretPrefix starts a webhookSecret as the engine stores it: the base64 of the sealed
+// secret follows. A secret as an endpoint is given one starts with "whsec_" (Validate), so a stored
+// value without the prefix is a plaintext one an older version left.
+const sealedSecretPrefix = "sealed:"
+
+// webhookSecretAD binds a sealed webhookSecret to its endpoint: copied onto another endpoint's row,
+// it does not open. The prefix keeps it apart from the job ids s3Configs are bound to.
+func webhookSecretAD(endpoint string) []byte { return []byte("webhookSecret\x00" + endpoint) }
+
+// sealEndpoint returns ep as the store keeps it: with its webhookSecret sealed.
+func (e *Engine) sealEndpoint(ep spool.Endpoint) (spool.Endpoint, error) {
+	if ep.WebhookSecret == "" {
+		return ep, nil
+	}
+	sealed, err := e.cfg.Sealer.Seal([]byte(ep.WebhookSecret), webhookSecretAD(ep.Name))
+	if err != nil {
+		return spool.Endpoint{}, fmt.Errorf("seal the webhookSecret of endpoint %s: %w", ep.Name, err)
+	}
+	ep.WebhookSecret = sealedSecretPrefix + base64.RawStdEncoding.EncodeToString(sealed)
+	return ep, nil
+}
+
+// errUnopenedSecret is the error of an endpoint whose stored webhookSecret does not open.
+var errUnopenedSecret = errors.New("its webhookSecret cannot be decrypted with this server's secret key")
+
+// unopenedSecretHelp is what to do about errUnopenedSecret at start.
+const unopenedSecretHelp = "start with the key that sealed it (SPOOL_SECRET_KEY, secrets.keyFile or " +
+	"secret.key in the data directory); if that key is lost, delete the endpoint's webhookSecret " +
+	"from the store and set a new one"
+
+// openEndpoint returns a stored endpoint with its webhookSecret opened. A plaintext one that an
+// older version stored is returned as it is (Start seals it in the store). Its errors name the
+// endpoint and never quote the secret.
+func (e *Engine) openEndpoint(ep spool.Endpoint) (spool.Endpoint, error) {
+	enc, ok := strings.CutPrefix(ep.WebhookSecret, sealedSecretPrefix)
+	if !ok {
+		return ep, nil
+	}
+	sealed, err := base64.RawStdEncoding.DecodeString(enc)
+	if err != nil {
+		return spool.Endpoint{}, fmt.Errorf("endpoint %s: %w: the stored value is not base64", ep.Name, errUnopenedSecret)
+	}
+	plain, err := e.cfg.Sealer.Open(sealed, webhookSecretAD(ep.Name))
+	if err != nil {
+		return spool.Endpoint{}, fmt.Errorf("endpoint %s: %w: %w", ep.Name, errUnopenedSecret, err)
+	}
+	ep.WebhookSecret = string(plain)
+	return ep, nil
 }
 
 // freshEndpoints reloads the endpoint cache when it was notified of a change or is older than
@@ -102,7 +176,12 @@ func (e *Engine) PutEndpoint(ctx context.Context, ep spool.Endpoint) (spool.Endp
 		ep.CreatedAt = old.CreatedAt
 	}
 	ep.UpdatedAt = now
-	if err := e.store.PutEndpoint(ctx, ep); err != nil {
+	// The store gets the secret sealed; the cache (and the caller) keep it open.
+	stored, err := e.sealEndpoint(ep)
+	if err != nil {
+		return spool.Endpoint{}, false, err
+	}
+	if err := e.store.PutEndpoint(ctx, stored); err != nil {
 		return spool.Endpoint{}, false, translate(err, "endpoint "+ep.Name)
 	}
 	e.mu.Lock()

@@ -231,7 +231,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.loadEndpoints(ctx); err != nil {
 		return err
 	}
-	if err := e.upgradeStoredJobs(ctx); err != nil {
+	if err := e.upgradeStored(ctx); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -7,8 +7,10 @@ import (
 	"github.com/spool-run/spool"
 )
 
-// Sealer encrypts a job's s3Config for the store and decrypts it for the job-take answer.
-// *secret.Sealer implements it (AES-256-GCM, the job id as associated data).
+// Sealer encrypts what the store must not hold in plaintext and decrypts it when needed: a job's
+// s3Config (the job id as associated data), opened for the job-take answer, and an endpoint's
+// webhookSecret (bound to the endpoint's name), opened into the endpoint cache. *secret.Sealer
+// implements it (AES-256-GCM).
 type Sealer interface {
 	Seal(plaintext, ad []byte) ([]byte, error)
 	Open(sealed, ad []byte) ([]byte, error)

@@ -4,16 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/secret"
 	"github.com/spool-run/spool/store"
 )
 
-// upgradeStoredJobs brings the jobs an older version left queued or running up to date, once at
-// start: it seals the s3Configs stored in plaintext (before encryption at rest) and gives the
-// jobs stored without a retention (before it was fixed at submission) the configured one.
-func (e *Engine) upgradeStoredJobs(ctx context.Context) error {
+// upgradeStored brings what an older version stored up to date, once at start: it seals the
+// endpoints' webhook secrets (upgradeStoredEndpoints), seals the s3Configs of queued and running
+// jobs stored in plaintext (before encryption at rest) and gives the jobs stored without a
+// retention (before it was fixed at submission) the configured one.
+func (e *Engine) upgradeStored(ctx context.Context) error {
+	if err := e.upgradeStoredEndpoints(ctx); err != nil {
+		return err
+	}
 	jobs, err := e.store.FindJobs(ctx, store.JobFilter{
 		States: []spool.State{spool.StateInQueue, spool.StateInProgress}, With: store.PayloadS3Config,
 	})
@@ -47,6 +52,35 @@ func (e *Engine) upgradeStoredJobs(ctx context.Context) error {
 	}
 	if sealed > 0 {
 		e.log.Info("sealed the plaintext s3Configs of jobs stored by an older version", "jobs", sealed)
+	}
+	return nil
+}
+
+// upgradeStoredEndpoints seals the webhook secrets that an older version stored in plaintext. The
+// cache already holds them open (loadEndpoints passes a plaintext secret through), so only the
+// store changes. Sealed secrets are left alone: running it again changes nothing.
+func (e *Engine) upgradeStoredEndpoints(ctx context.Context) error {
+	eps, err := e.store.ListEndpoints(ctx)
+	if err != nil {
+		return fmt.Errorf("upgrade stored endpoints: %w", err)
+	}
+	var sealed []string
+	for _, ep := range eps {
+		if ep.WebhookSecret == "" || strings.HasPrefix(ep.WebhookSecret, sealedSecretPrefix) {
+			continue
+		}
+		// The stored timestamps go back unchanged: sealing is no edit of the endpoint.
+		s, err := e.sealEndpoint(ep)
+		if err != nil {
+			return fmt.Errorf("upgrade stored endpoints: %w", err)
+		}
+		if err := e.store.PutEndpoint(ctx, s); err != nil {
+			return fmt.Errorf("upgrade stored endpoints: seal the webhookSecret of endpoint %s: %w", ep.Name, err)
+		}
+		sealed = append(sealed, ep.Name)
+	}
+	if len(sealed) > 0 {
+		e.log.Info("sealed the plaintext webhook secrets of endpoints stored by an older version", "endpoints", sealed)
 	}
 	return nil
 }

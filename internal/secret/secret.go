@@ -1,9 +1,9 @@
-// Package secret seals small values at rest (a job's s3Config) with AES-256-GCM under the server's
-// key, and loads or creates that key.
+// Package secret seals small values at rest (a job's s3Config, an endpoint's webhook secret) with
+// AES-256-GCM under the server's key, and loads or creates that key.
 //
 // A sealed value is: one version byte (1), a random 12-byte nonce, then the GCM ciphertext with its
-// 16-byte tag. The caller's associated data (the job id) is authenticated but not stored, so a
-// sealed value copied onto another job's row does not open there.
+// 16-byte tag. The caller's associated data (the job id, the endpoint's name) is authenticated but
+// not stored, so a sealed value copied onto another row does not open there.
 package secret
 
 import (

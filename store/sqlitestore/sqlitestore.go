@@ -14,6 +14,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"sync"
 
@@ -49,7 +51,8 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the SQLite database at path, applies pending schema migrations
-// and starts the writer. The parent directory must exist.
+// and starts the writer. The parent directory must exist. The database and its -wal and -shm files
+// are made readable and writable by their owner only (see restrictFiles).
 func Open(ctx context.Context, path string) (*Store, error) {
 	s := &Store{ops: make(chan *op, maxBatch), done: make(chan struct{})}
 	if err := s.open(ctx, path); err != nil {
@@ -61,9 +64,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 }
 
 func (s *Store) open(ctx context.Context, path string) error {
+	if err := restrictFiles(path); err != nil {
+		return err
+	}
 	var err error
+	// secure_delete(FAST) zeroes what a write frees on the pages it writes anyway, at no extra
+	// I/O: a value replaced in place (a plaintext secret sealed by an upgrade) does not linger in
+	// the file's free space.
 	s.writeDB, err = sql.Open("sqlite", dsn(path,
-		"busy_timeout(5000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(FULL)"))
+		"busy_timeout(5000)", "foreign_keys(1)", "journal_mode(WAL)", "synchronous(FULL)", "secure_delete(FAST)"))
 	if err != nil {
 		return err
 	}
@@ -88,6 +97,64 @@ func (s *Store) open(ctx context.Context, path string) error {
 	s.readDB.SetMaxOpenConns(readConns)
 	s.readDB.SetMaxIdleConns(readConns)
 	return s.readDB.PingContext(ctx)
+}
+
+// fileMode is the mode of the database files: they hold every job's input and output, so nobody
+// but the server's user may read them, whatever the umask and the directory's mode.
+const fileMode fs.FileMode = 0o600
+
+// restrictFiles creates the database file with fileMode before SQLite opens it, and takes group
+// and other access away from the files a previous run (or an older version) left looser. SQLite
+// creates the main file 0644 but gives -wal, -shm and -journal the mode of the main file, so
+// creating that one first is enough for new files; the others are fixed too when a crash left
+// them behind.
+func restrictFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		return err
+	}
+	err = restrictFile(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		f, err := os.OpenFile(path+suffix, os.O_RDWR, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = restrictFile(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restrictFile sets fileMode on f when group or others have any access to it.
+func restrictFile(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", f.Name())
+	}
+	if st.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	if err := f.Chmod(fileMode); err != nil {
+		return fmt.Errorf("restrict %s to its owner: %w", f.Name(), err)
+	}
+	return nil
 }
 
 // checkDurability makes sure the pragmas that the durability promise rests on took effect: an
