@@ -186,6 +186,8 @@ type DeleteDeliveriesParams struct {
 
 // CreateJobParams holds a job to insert.
 type CreateJobParams struct {
+	// Job is written as it is; the store uses its Input without a copy, so the caller must not
+	// change it afterwards (even after a cancelled ctx, the write may still be under way).
 	Job *spool.Job
 }
 

@@ -16,6 +16,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/httpapi"
+	"github.com/spool-run/spool/internal/httplimit"
 	"github.com/spool-run/spool/internal/secret"
 	"github.com/spool-run/spool/internal/webhook"
 )
@@ -61,6 +63,17 @@ type fileConfig struct {
 		Runsync int64 `yaml:"runsync"`
 		Result  int64 `yaml:"result"`
 		Chunk   int64 `yaml:"chunk"`
+		// Connections caps the client connections open at once; at the cap, connections that
+		// have not sent a whole request are closed first. Defaults to 3/4 of the file
+		// descriptor limit.
+		Connections int `yaml:"connections"`
+		// BodyMemory bounds the bytes of request bodies being received at once (503 beyond).
+		// Defaults to 256 MiB; at least the largest body limit.
+		BodyMemory int64 `yaml:"bodyMemory"`
+		// BodyTimeout plus the body's size at BodyMinRate (bytes per second) is how long a body
+		// may take to arrive (408 beyond). Defaults: 10s and 65536 (64 KiB/s).
+		BodyTimeout time.Duration `yaml:"bodyTimeout"`
+		BodyMinRate int64         `yaml:"bodyMinRate"`
 	} `yaml:"limits"`
 	// ShutdownGrace is how long in-flight requests get to finish on SIGTERM. Defaults to 10s.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
@@ -220,6 +233,21 @@ func (c *config) withDefaults() {
 	if c.Workers.LostAfter == 0 {
 		c.Workers.LostAfter = 30 * time.Second
 	}
+	for _, l := range []struct {
+		v   *int64
+		def int64
+	}{
+		{&c.Limits.Run, httpapi.DefaultRunLimit}, {&c.Limits.Runsync, httpapi.DefaultRunSyncLimit},
+		{&c.Limits.Result, httpapi.DefaultResultLimit}, {&c.Limits.Chunk, httpapi.DefaultChunkLimit},
+		{&c.Limits.BodyMemory, httplimit.DefaultBodyMemory}, {&c.Limits.BodyMinRate, httplimit.DefaultBodyMinRate},
+	} {
+		if *l.v == 0 {
+			*l.v = l.def
+		}
+	}
+	if c.Limits.BodyTimeout == 0 {
+		c.Limits.BodyTimeout = httplimit.DefaultBodyTimeout
+	}
 	for i := range c.Endpoints {
 		c.Endpoints[i].Source = "config"
 	}
@@ -291,10 +319,19 @@ func (c *config) validate() error {
 	for _, l := range []struct {
 		name string
 		v    int64
-	}{{"limits.run", c.Limits.Run}, {"limits.runsync", c.Limits.Runsync}, {"limits.result", c.Limits.Result}, {"limits.chunk", c.Limits.Chunk}} {
+	}{
+		{"limits.run", c.Limits.Run}, {"limits.runsync", c.Limits.Runsync}, {"limits.result", c.Limits.Result},
+		{"limits.chunk", c.Limits.Chunk}, {"limits.connections", int64(c.Limits.Connections)},
+		{"limits.bodyMemory", c.Limits.BodyMemory}, {"limits.bodyTimeout", int64(c.Limits.BodyTimeout)},
+		{"limits.bodyMinRate", c.Limits.BodyMinRate},
+	} {
 		if l.v < 0 {
 			return fmt.Errorf("config: %s must not be negative", l.name)
 		}
+	}
+	if c.Limits.BodyMemory < c.maxBody() {
+		return fmt.Errorf("config: limits.bodyMemory (%d) must be at least the largest body limit (%d), or no such body could ever be received",
+			c.Limits.BodyMemory, c.maxBody())
 	}
 	seen := map[string]bool{}
 	for i, ep := range c.Endpoints {
@@ -329,4 +366,9 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("config: logLevel must be debug, info, warn or error, got %q", s)
 	}
 	return l, nil
+}
+
+// maxBody is the largest body any route accepts.
+func (c *config) maxBody() int64 {
+	return max(c.Limits.Run, c.Limits.Runsync, c.Limits.Result, c.Limits.Chunk, httpapi.DefaultAdminLimit)
 }

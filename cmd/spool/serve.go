@@ -22,6 +22,7 @@ import (
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/httpapi"
+	"github.com/spool-run/spool/internal/httplimit"
 	"github.com/spool-run/spool/internal/metrics"
 	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/webhook"
@@ -205,14 +206,35 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	if err != nil {
 		return nil, err
 	}
-	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+	// What a client can hold before it is authenticated is bounded: connections (the cap closes
+	// those that have not sent a whole request first), the time to send headers and body, and
+	// the memory of bodies being received.
+	bodies, err := httplimit.NewBodies(httplimit.BodiesConfig{
+		MaxBody: cfg.maxBody(), Memory: cfg.Limits.BodyMemory, Timeout: cfg.Limits.BodyTimeout, MinRate: cfg.Limits.BodyMinRate,
+	})
+	if err != nil {
 		return nil, err
 	}
+	conns := httplimit.NewConns(cfg.Limits.Connections, s.log)
+	m.ObserveLimits(func() metrics.LimitStats {
+		c, b := conns.Stats(), bodies.Stats()
+		return metrics.LimitStats{Conns: c.Open, MaxConns: conns.Max(), ConnsEvicted: c.Evicted, ConnsRefused: c.Refused,
+			BodyBytes: b.InFlight, BodyMemory: b.Memory, BodiesRefused: b.Refused, BodiesSlow: b.TimedOut}
+	})
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s.ln = conns.Listener(ln)
 	s.http = &http.Server{
-		Handler:           handler,
+		Handler:           bodies.Handler(handler),
+		ConnState:         conns.ConnState,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// A ping listing fleet.MaxPingedJobs ids fits; the default (1 MB) per connection does
+		// not need to.
+		MaxHeaderBytes: 128 << 10,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	if err := s.openAutoscaler(ctx); err != nil {
 		return nil, err

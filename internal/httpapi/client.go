@@ -43,8 +43,10 @@ func (s *server) clientWriteIf(write func(*http.Request) bool, h func(http.Respo
 			return
 		}
 		if err := h(w, r, ep); err != nil {
-			if r.Context().Err() != nil {
-				return // the client went away while we waited; nobody to answer
+			// The client went away while we waited: nobody to answer. A body that arrived too
+			// slowly ends the request's context too, but its client is still there to be told.
+			if r.Context().Err() != nil && spool.ErrorCode(err) != spool.CodeTimeout {
+				return
 			}
 			s.fail(w, r, err)
 		}

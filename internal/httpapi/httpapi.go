@@ -34,7 +34,7 @@ type Config struct {
 	// Clock defaults to the engine's clock.
 	Clock clock.Clock
 
-	// RunLimit bounds a /run body. Defaults to 10 MB.
+	// RunLimit bounds a /run body. Defaults to DefaultRunLimit.
 	RunLimit int64
 	// RunSyncLimit bounds a /runsync body. Defaults to 20 MB.
 	RunSyncLimit int64
@@ -64,6 +64,15 @@ type Config struct {
 	Mounts map[string]http.Handler
 }
 
+// Default body limits (CONTRACT.md §2).
+const (
+	DefaultRunLimit     = 10 << 20
+	DefaultRunSyncLimit = 20 << 20
+	DefaultResultLimit  = 20 << 20
+	DefaultChunkLimit   = 1 << 20
+	DefaultAdminLimit   = 1 << 20
+)
+
 // Wait bounds, in milliseconds (CONTRACT.md §2).
 const (
 	MinRunSyncWaitMs = 1000
@@ -78,19 +87,19 @@ func (c Config) withDefaults() Config {
 		c.Clock = c.Engine.Config().Clock
 	}
 	if c.RunLimit == 0 {
-		c.RunLimit = 10 << 20
+		c.RunLimit = DefaultRunLimit
 	}
 	if c.RunSyncLimit == 0 {
-		c.RunSyncLimit = 20 << 20
+		c.RunSyncLimit = DefaultRunSyncLimit
 	}
 	if c.ResultLimit == 0 {
-		c.ResultLimit = 20 << 20
+		c.ResultLimit = DefaultResultLimit
 	}
 	if c.ChunkLimit == 0 {
-		c.ChunkLimit = 1 << 20
+		c.ChunkLimit = DefaultChunkLimit
 	}
 	if c.AdminLimit == 0 {
-		c.AdminLimit = 1 << 20
+		c.AdminLimit = DefaultAdminLimit
 	}
 	if c.TakeWait == 0 {
 		c.TakeWait = 30 * time.Second
