@@ -36,10 +36,16 @@ const (
 	DefaultBodyMinRate = 64 << 10
 )
 
-// refusalDrain bounds how long an answer given without reading the body waits for the rest of
-// it: enough for a client that is sending it to finish (so that closing does not reset the
-// connection under the answer), too short for one that never will to hold the connection.
-const refusalDrain = time.Second
+// refusalDrain and refusalDrainBytes bound how much of the rest of a body an answer given
+// without reading it (a 401, a 413) reads into nothing after it is sent: enough for a client that
+// is still sending to finish, so that closing does not reset the connection under the answer it
+// has not read yet (the kernel discards it on a reset; a client that writes its whole body first,
+// as most do, sees only "connection reset"), too little for one that never finishes to hold the
+// connection.
+const (
+	refusalDrain      = time.Second
+	refusalDrainBytes = 64 << 20
+)
 
 // Bodies bounds the request bodies of a handler: the time to receive one, the memory of all being
 // received, and the connection of an answer that did not read its body (closed, not drained).
@@ -143,14 +149,27 @@ func (b *Bodies) Handler(next http.Handler) http.Handler {
 		}
 		if !body.eof {
 			// The server would read the rest to reuse the connection, for as long as the
-			// client takes; the answer said Connection: close instead.
-			drain := time.Now().Add(refusalDrain)
-			if deadline.Before(drain) {
-				drain = deadline
-			}
-			_ = rc.SetReadDeadline(drain)
+			// client takes; the answer said Connection: close instead, and lingers briefly.
+			linger(rc, body.src, deadline, r.Header.Get("Expect") != "")
 		}
 	})
+}
+
+// linger sends the answer, then reads what is left of the body into nothing until it ends, for at
+// most refusalDrain (within the body's own deadline) and refusalDrainBytes; the connection then
+// closes (the answer said so). A client that asked to continue first sends nothing more after a
+// final answer, so there is nothing to wait for.
+func linger(rc *http.ResponseController, src io.Reader, deadline time.Time, expectContinue bool) {
+	if expectContinue {
+		return
+	}
+	_ = rc.Flush()
+	drain := time.Now().Add(refusalDrain)
+	if deadline.Before(drain) {
+		drain = deadline
+	}
+	_ = rc.SetReadDeadline(drain)
+	_, _ = io.Copy(io.Discard, io.LimitReader(src, refusalDrainBytes))
 }
 
 // body reads a request body, charging an unknown length to the budget as it arrives, clearing

@@ -171,6 +171,30 @@ func TestRefusalClosesInsteadOfDraining(t *testing.T) {
 	require.Contains(t, answer, "no key")
 }
 
+// TestRefusalReachesAClientStillSending: a client that writes its whole (too large) body before it
+// reads, as most HTTP clients do, gets the 413 that was sent before the body was read, not a
+// reset connection: the server reads the rest into nothing before it closes.
+func TestRefusalReachesAClientStillSending(t *testing.T) {
+	t.Parallel()
+	const size = 24 << 20 // more than the loopback socket buffers hold
+	b := newBodies(t, httplimit.BodiesConfig{MaxBody: 1 << 20, Memory: 1 << 20})
+	addr := serve(t, b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := wire.ReadBody(w, r, 1<<20)
+		wire.WriteError(w, err)
+	})), nil)
+	for range 3 {
+		c := dial(t, addr, fmt.Sprintf("POST /v2/y/run HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size))
+		require.NoError(t, c.SetWriteDeadline(time.Now().Add(10*time.Second)))
+		_, err := c.Write(make([]byte, size))
+		require.NoError(t, err, "the server reset the connection under a client still sending its body")
+		answer, closed := closedByServer(t, c)
+		require.True(t, closed)
+		require.Contains(t, answer, "413")
+		require.Contains(t, answer, "exceeds")
+	}
+	require.Zero(t, b.Stats().InFlight)
+}
+
 // TestSlowBodyTimesOut: a body that trickles in slower than the minimum rate ends with 408 at its
 // deadline, and its connection closes.
 func TestSlowBodyTimesOut(t *testing.T) {
