@@ -27,12 +27,15 @@ func (s Scope) Valid() bool { return s == ScopeAdmin || s == ScopeClient || s ==
 
 // Key is an API key. Only the hash of its secret is ever stored.
 type Key struct {
-	ID        string    `json:"id" yaml:"id"`
-	Name      string    `json:"name" yaml:"name"`
-	Scope     Scope     `json:"scope" yaml:"scope"`
-	Endpoints []string  `json:"endpoints,omitempty" yaml:"endpoints,omitempty"`
-	ReadOnly  bool      `json:"readOnly,omitempty" yaml:"readOnly,omitempty"`
-	Hash      string    `json:"-" yaml:"hash"`
+	ID        string   `json:"id" yaml:"id"`
+	Name      string   `json:"name" yaml:"name"`
+	Scope     Scope    `json:"scope" yaml:"scope"`
+	Endpoints []string `json:"endpoints,omitempty" yaml:"endpoints,omitempty"`
+	ReadOnly  bool     `json:"readOnly,omitempty" yaml:"readOnly,omitempty"`
+	Hash      string   `json:"-" yaml:"hash"`
+	// WorkerID, set on the per-worker token of a worker Spool started, is the one worker the
+	// key speaks for; other worker keys speak for any worker id of their endpoints.
+	WorkerID  string    `json:"workerId,omitempty" yaml:"-"`
 	Source    string    `json:"source,omitempty" yaml:"-"`
 	CreatedAt time.Time `json:"createdAt" yaml:"-"`
 }

@@ -6,14 +6,13 @@ import (
 	"os/exec"
 	"regexp"
 
-	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/autoscale"
 	"github.com/spool-run/spool/internal/autoscale/process"
 )
 
-// autoscalerKeyName names the worker key Spool makes for the workers it starts. A new one is
-// made at every start (only its hash is stored; the secret lives in memory) and the old ones go.
+// autoscalerKeyName named the stored worker key that versions before per-worker tokens made for
+// the workers Spool starts; such keys are deleted at start.
 const autoscalerKeyName = "spool-autoscaler"
 
 // openAutoscaler makes the autoscaler that runs the workers of endpoints with a worker spec.
@@ -30,10 +29,6 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 			}
 		}
 	}
-	secret, _, err := s.keys.Create(ctx, spool.Key{Name: autoscalerKeyName, Scope: spool.ScopeWorker})
-	if err != nil {
-		return fmt.Errorf("create the autoscaler's worker key: %w", err)
-	}
 	prov, err := process.New(process.Config{})
 	if err != nil {
 		return err
@@ -48,7 +43,7 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 		Store:       s.store,
 		Provider:    prov,
 		ServerURL:   s.URL(),
-		APIKey:      secret,
+		WorkerKey:   s.tokens.Mint, // each worker speaks for itself only
 		GPUs:        gpus,
 		Logger:      s.log,
 		InitTimeout: s.cfg.Workers.InitTimeout,

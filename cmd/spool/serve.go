@@ -100,6 +100,7 @@ type server struct {
 	webhooks *webhook.Dispatcher
 	draining atomic.Bool
 	scaler   *autoscale.Autoscaler // runs the workers of endpoints with a worker spec
+	tokens   *auth.WorkerTokens    // the keys of the workers the autoscaler starts
 }
 
 // openServer opens the store, starts the engine, applies the config's endpoints, starts the
@@ -183,7 +184,8 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 			return nil, fmt.Errorf("endpoint %s from config: %w", ep.Name, err)
 		}
 	}
-	if s.keys, err = newKeyring(ctx, cfg, s.store, hub); err != nil {
+	s.tokens = auth.NewWorkerTokens()
+	if s.keys, err = newKeyring(ctx, cfg, s.store, hub, s.tokens); err != nil {
 		return nil, err
 	}
 	// Deliveries left pending by the previous run (a crash, a restart) go out from here on.
@@ -317,12 +319,12 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 }
 
 // newKeyring combines the config file's keys, SPOOL_ADMIN_KEY and the stored keys.
-func newKeyring(ctx context.Context, cfg *config, st *sqlitestore.Store, n notify.Notifier) (*auth.Keyring, error) {
+func newKeyring(ctx context.Context, cfg *config, st *sqlitestore.Store, n notify.Notifier, tokens *auth.WorkerTokens) (*auth.Keyring, error) {
 	static := append([]spool.Key(nil), cfg.Keys...)
 	if cfg.AdminKey != "" {
 		static = append(static, auth.EnvAdminKey(cfg.AdminKey))
 	}
-	return auth.NewKeyring(ctx, auth.Config{Store: st, Static: static, Clock: clock.Real{}, Notifier: n})
+	return auth.NewKeyring(ctx, auth.Config{Store: st, Static: static, Clock: clock.Real{}, Notifier: n, Tokens: tokens})
 }
 
 // firstStartKeys creates an admin and a worker key when no admin key exists anywhere (config,

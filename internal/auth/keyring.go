@@ -43,6 +43,8 @@ type Config struct {
 	// bounds how long a key deleted on another replica keeps working here when a notification of
 	// the deletion is lost. Defaults to 30 s.
 	MaxAge time.Duration
+	// Tokens, when set, authenticates the per-worker tokens it mints (without the store).
+	Tokens *WorkerTokens
 	// Notifier, when set, carries key changes between keyrings (replicas): Create and Delete
 	// notify notify.Keys, and a keyring notified of a change reloads at its next request. Nil
 	// leaves other replicas to ReloadInterval and MaxAge.
@@ -209,6 +211,12 @@ func (k *Keyring) Authenticate(ctx context.Context, header string) (*spool.Key, 
 	secret := ParseHeader(header)
 	if secret == "" {
 		return nil, spool.Errorf(spool.CodeUnauthorized, "missing API key: send the header Authorization: Bearer <key>")
+	}
+	if strings.HasPrefix(secret, tokenPrefix) && k.cfg.Tokens != nil {
+		if key, ok := k.cfg.Tokens.lookup(secret); ok {
+			return key, nil
+		}
+		return nil, spool.Errorf(spool.CodeUnauthorized, "unknown API key")
 	}
 	hash := spool.HashKey(secret)
 	if k.changed != nil && k.changed.Take() {

@@ -41,8 +41,9 @@ type Config struct {
 	// ServerURL is the base URL workers reach the server at, e.g. http://127.0.0.1:8080.
 	// Required.
 	ServerURL string
-	// APIKey is the worker-scoped key handed to workers as RUNPOD_AI_API_KEY. Required.
-	APIKey string
+	// WorkerKey returns the key handed to a worker as RUNPOD_AI_API_KEY: a token that speaks for
+	// that worker of that endpoint only (auth.WorkerTokens). Required.
+	WorkerKey func(endpoint, worker string) string
 	// GPUs is the node's GPU pool (device ids for CUDA_VISIBLE_DEVICES). Defaults to none.
 	GPUs []string
 	// Clock is the time source. Defaults to the wall clock.
@@ -106,8 +107,8 @@ func (c Config) validate() error {
 		return errors.New("autoscale: Provider is required")
 	case c.ServerURL == "":
 		return errors.New("autoscale: ServerURL is required")
-	case c.APIKey == "":
-		return errors.New("autoscale: APIKey is required")
+	case c.WorkerKey == nil:
+		return errors.New("autoscale: WorkerKey is required")
 	case c.Interval < 0 || c.InitTimeout < 0 || c.StopGrace < 0 || c.CancelGrace < 0 ||
 		c.BackoffBase < 0 || c.BackoffMax < c.BackoffBase || c.PingInterval < 0:
 		return errors.New("autoscale: durations must not be negative, BackoffMax not under BackoffBase")
@@ -463,7 +464,7 @@ func (a *Autoscaler) env(ep spool.Endpoint, id string, gpus []string) map[string
 		"RUNPOD_PING_INTERVAL":           strconv.FormatInt(a.cfg.PingInterval.Milliseconds(), 10),
 		"RUNPOD_POD_ID":                  id,
 		"RUNPOD_POD_HOSTNAME":            id,
-		"RUNPOD_AI_API_KEY":              a.cfg.APIKey,
+		"RUNPOD_AI_API_KEY":              a.cfg.WorkerKey(ep.Name, id),
 		"RUNPOD_ENDPOINT_ID":             ep.Name,
 		"RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
 	}

@@ -95,9 +95,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	require.NoError(t, eng.Start(ctx))
 	fl, err := fleet.New(fleet.Config{Engine: eng, Store: st, Logger: quiet})
 	require.NoError(t, err)
-	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Static: []spool.Key{auth.EnvAdminKey(adminSecret)}})
-	require.NoError(t, err)
-	workerKey, _, err := keys.Create(ctx, spool.Key{Name: "autoscaler", Scope: spool.ScopeWorker})
+	// The workers get per-worker tokens, as with spool serve.
+	tokens := auth.NewWorkerTokens()
+	keys, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Static: []spool.Key{auth.EnvAdminKey(adminSecret)}, Tokens: tokens})
 	require.NoError(t, err)
 	h, err := httpapi.New(httpapi.Config{Engine: eng, Fleet: fl, Keys: keys, Logger: quiet})
 	require.NoError(t, err)
@@ -109,7 +109,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		p = o.provider(prov)
 	}
 	acfg := autoscale.Config{
-		Engine: eng, Fleet: fl, Store: st, Provider: p, ServerURL: srv.URL, APIKey: workerKey, Clock: fake, Logger: quiet,
+		Engine: eng, Fleet: fl, Store: st, Provider: p, ServerURL: srv.URL, WorkerKey: tokens.Mint, Clock: fake, Logger: quiet,
 		PingInterval: time.Second,
 	}
 	if o.scaler != nil {

@@ -58,7 +58,8 @@ type Server struct {
 	Engine   *engine.Engine
 	Fleet    *fleet.Fleet
 	Keys     *auth.Keyring
-	Clock    *clock.Fake // nil on the wall clock
+	Tokens   *auth.WorkerTokens // the keyring's per-worker tokens
+	Clock    *clock.Fake        // nil on the wall clock
 	HTTP     *httptest.Server
 	URL      string
 	AdminKey string            // the admin key's raw secret
@@ -105,7 +106,8 @@ func NewServer(t testing.TB, o Options) *Server {
 		_, _, err := s.Engine.PutEndpoint(ctx, ep)
 		require.NoError(t, err)
 	}
-	s.Keys, err = auth.NewKeyring(ctx, auth.Config{Store: st, Clock: clk, Static: []spool.Key{auth.EnvAdminKey(s.AdminKey)}})
+	s.Tokens = auth.NewWorkerTokens()
+	s.Keys, err = auth.NewKeyring(ctx, auth.Config{Store: st, Clock: clk, Static: []spool.Key{auth.EnvAdminKey(s.AdminKey)}, Tokens: s.Tokens})
 	require.NoError(t, err)
 	for _, k := range o.Keys {
 		secret, _, err := s.Keys.Create(ctx, k)

@@ -116,12 +116,18 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 // authorize checks the worker key and the worker id; it writes the error and returns false when
 // the request may not go on.
 func (a *api) authorize(w http.ResponseWriter, r *http.Request) bool {
-	if _, err := a.cfg.Keys.Check(r, auth.Worker, r.PathValue("endpoint"), true); err != nil {
+	key, err := a.cfg.Keys.Check(r, auth.Worker, r.PathValue("endpoint"), true)
+	if err != nil {
 		a.fail(w, r, err)
 		return false
 	}
-	if err := spool.CheckWorkerID(r.PathValue("worker")); err != nil {
+	worker := r.PathValue("worker")
+	if err := spool.CheckWorkerID(worker); err != nil {
 		a.fail(w, r, err)
+		return false
+	}
+	if key.WorkerID != "" && key.WorkerID != worker {
+		a.fail(w, r, spool.Errorf(spool.CodeForbidden, "this key is the token of worker %s; it cannot speak for another worker", key.WorkerID))
 		return false
 	}
 	return true

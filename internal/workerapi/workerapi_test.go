@@ -35,6 +35,7 @@ type env struct {
 	eng    *engine.Engine
 	fleet  *fleet.Fleet
 	keys   *auth.Keyring
+	tokens *auth.WorkerTokens
 	mux    *http.ServeMux
 	srv    *httptest.Server
 	worker string // worker key of "ep"
@@ -66,7 +67,7 @@ func newEnv(t *testing.T, o opts) *env {
 			})
 		},
 	})
-	return &env{t: t, ctx: context.Background(), fake: fake, eng: s.Engine, fleet: s.Fleet, keys: s.Keys, mux: mux, srv: s.HTTP,
+	return &env{t: t, ctx: context.Background(), fake: fake, eng: s.Engine, fleet: s.Fleet, keys: s.Keys, tokens: s.Tokens, mux: mux, srv: s.HTTP,
 		worker: s.Secrets["w"], other: s.Secrets["o"], client: s.Secrets["c"]}
 }
 
@@ -735,4 +736,42 @@ func TestInvalidUTF8ResultIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, spool.StateInProgress, got.State)
 	require.Zero(t, got.StreamCount)
+}
+
+// TestWorkerTokenSpeaksForItsWorkerOnly: the token of a worker Spool started works on every route
+// for that worker of that endpoint, and gets 403 for any other worker id or endpoint, changing
+// nothing; a plain worker key still speaks for any worker id.
+func TestWorkerTokenSpeaksForItsWorkerOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, opts{})
+	tok := e.tokens.Mint("ep", "w1")
+	j := e.submit(engine.SubmitParams{})
+	r := e.do("GET", "/v2/ep/job-take/w1", tok, "", "")
+	require.Equal(t, 200, r.status, r.body)
+	require.Contains(t, r.body, j.ID)
+
+	for _, route := range []struct{ method, path, body string }{
+		{"GET", "/v2/ep/job-take/w2", ""},
+		{"GET", "/v2/ep/job-take-batch/w2?batch_size=2", ""},
+		{"GET", "/v2/ep/job-stop/w2", ""},
+		{"GET", "/v2/ep/ping/w2?job_id=" + j.ID, ""},
+		{"POST", "/v2/ep/job-done/w2/" + j.ID, `{"output":"stolen"}`},
+		{"POST", "/v2/ep/job-stream/w2/" + j.ID, `{"output":"stolen"}`},
+		{"GET", "/v2/other/job-take/w1", ""},
+	} {
+		r := e.do(route.method, route.path, tok, "application/json", route.body)
+		require.Equal(t, 403, r.status, "%s %s: %s", route.method, route.path, r.body)
+	}
+	workers, err := e.fleet.Workers(e.ctx, "ep")
+	require.NoError(t, err)
+	require.Len(t, workers, 1, "only w1 was recorded")
+
+	// The worker itself finishes its job; a shared worker key may speak for anyone.
+	require.Equal(t, 200, e.do("POST", "/v2/ep/job-stream/w1/"+j.ID, tok, "application/json", `{"output":1}`).status)
+	require.Equal(t, 200, e.do("POST", "/v2/ep/job-done/w1/"+j.ID, tok, "application/json", `{"output":"mine"}`).status)
+	got, err := e.eng.Job(e.ctx, "ep", j.ID)
+	require.NoError(t, err)
+	require.Equal(t, spool.StateCompleted, got.State)
+	require.Equal(t, `"mine"`, string(got.Output))
+	require.Equal(t, 200, e.do("GET", "/v2/ep/ping/w2", e.worker, "", "").status)
 }
