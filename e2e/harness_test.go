@@ -107,6 +107,12 @@ type serverOpts struct {
 	Keys testKeys
 	// NoKeys starts the server with no SPOOL_ADMIN_KEY and no configured keys (first start).
 	NoKeys bool
+	// Bin is the binary to run; "" runs spoolBin.
+	Bin string
+	// Env is added to the server's environment.
+	Env []string
+	// Addr is the listen address; "" picks a free loopback port.
+	Addr string
 }
 
 // server is one running `spool serve` process.
@@ -127,7 +133,8 @@ type server struct {
 
 var listeningLine = regexp.MustCompile(`msg="spool listening" url=(http://127\.0\.0\.1:\d+)`)
 
-// startServer starts `spool serve --addr 127.0.0.1:0 --data DIR [--config FILE]` and waits for its
+// startServer starts `spool serve --addr 127.0.0.1:0 --data DIR [--config FILE]` (opts.Bin,
+// opts.Addr and opts.Env change the binary, the address and the environment) and waits for its
 // "spool listening" line. The process is killed when the test ends; its output is shown if the
 // test failed.
 func startServer(t *testing.T, opts serverOpts) *server {
@@ -139,7 +146,11 @@ func startServer(t *testing.T, opts serverOpts) *server {
 		opts.DataDir = filepath.Join(t.TempDir(), "data")
 	}
 	work := t.TempDir() // the working directory: no stray ./spool.yaml is picked up
-	args := []string{"serve", "--addr", "127.0.0.1:0", "--data", opts.DataDir}
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	args := []string{"serve", "--addr", addr, "--data", opts.DataDir}
 	cfg := opts.Config
 	if !opts.NoKeys {
 		cfg += fmt.Sprintf("\nkeys:\n  - name: e2e-worker\n    scope: worker\n    hash: %s\n  - name: e2e-client\n    scope: client\n    hash: %s\n",
@@ -154,6 +165,11 @@ func startServer(t *testing.T, opts serverOpts) *server {
 	if !opts.NoKeys {
 		env = append(env, "SPOOL_ADMIN_KEY="+opts.Keys.Admin)
 	}
+	env = append(env, opts.Env...)
+	bin := opts.Bin
+	if bin == "" {
+		bin = spoolBin
+	}
 
 	s := &server{
 		t: t, Keys: opts.Keys, Opts: opts,
@@ -161,7 +177,7 @@ func startServer(t *testing.T, opts serverOpts) *server {
 		exited: make(chan struct{}),
 		client: newHTTPClient(),
 	}
-	s.cmd = exec.Command(spoolBin, args...)
+	s.cmd = exec.Command(bin, args...)
 	s.cmd.Dir = work
 	s.cmd.Env = env
 	s.cmd.Stdout = s.stdout
