@@ -192,8 +192,60 @@ func TestAbuseBodyMemoryIsBounded(t *testing.T) {
 	require.Positive(t, codes[200], "%v", codes)
 	require.Zero(t, srv.metric(t, "spool_http_body_bytes"))
 	// HeapSys only grows, so it holds the peak: the bound, the stored jobs' way through the
-	// store, and the runtime's own, far from 60 bodies' worth (~2 GiB before the bound).
+	// store, the collector's headroom and the runtime's own (150-300 MiB under -race on a busy
+	// machine), well under the 600 MiB that 60 bodies held at once would take at the very least
+	// (~2 GiB before the bound).
 	peak := srv.metric(t, "go_memstats_heap_sys_bytes")
 	t.Logf("heap peak %.0f MiB with a body bound of %d MiB; responses %v", peak/(1<<20), bound>>20, codes)
-	require.Less(t, peak, float64(bound+192<<20), "the heap grew far past the body bound")
+	require.Less(t, peak, float64(bound+384<<20), "the heap grew past the body bound towards 60 bodies' worth")
+}
+
+// TestAbusePingsPinNothing: 120 invented worker ids, each pinging with lists of long job ids the
+// server never made (the attack took the heap from 0.6 MB to 138 MB, for good), leave no stop
+// signal behind, at most one sighting per worker under the cap, and a heap that does not keep
+// what they sent.
+func TestAbusePingsPinNothing(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, serverOpts{Config: "endpoints:\n  - name: y\n"})
+	heapBefore := srv.metric(t, "go_memstats_heap_inuse_bytes")
+	const workers, pings, ids = 120, 3, 120 // 43,200 ids of 900 bytes: ~39 MB sent
+	var wg sync.WaitGroup
+	codes := make(chan int, workers*pings)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range pings {
+				list := make([]string, ids)
+				for i := range list {
+					list[i] = fmt.Sprintf("%d-%d-%d-", w, p, i) + strings.Repeat("a", 890)
+				}
+				path := fmt.Sprintf("/v2/y/ping/fake-worker-%d?gpu=x&job_id=%s&runpod_version=1.12.0", w, strings.Join(list, ","))
+				r, err := srv.try("GET", path, pingHeader(srv.Keys.Worker), nil, time.Minute)
+				if err != nil {
+					codes <- -1
+					continue
+				}
+				codes <- r.Code
+			}
+		}()
+		if w%8 == 7 {
+			wg.Wait() // 8 workers at a time
+		}
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		require.Equal(t, http.StatusOK, c)
+	}
+	require.Zero(t, srv.metric(t, "spool_worker_stop_signals"), "ids the server never made are not remembered")
+	sightings := srv.metric(t, "spool_worker_sightings")
+	require.LessOrEqual(t, sightings, float64(workers))
+	require.LessOrEqual(t, sightings, srv.metric(t, "spool_worker_sightings_max"))
+	heapAfter := srv.metric(t, "go_memstats_heap_inuse_bytes")
+	t.Logf("heap in use %.1f MB before, %.1f MB after %d pings listing %d ids (%.0f MB sent); %v sightings",
+		heapBefore/1e6, heapAfter/1e6, workers*pings, workers*pings*ids, float64(workers*pings*ids*900)/1e6, sightings)
+	// What the attack sent would stay in the heap if anything kept it; garbage awaiting the
+	// collector stays well under it (the heap of a fresh server is a few MB).
+	require.Less(t, heapAfter-heapBefore, float64(20<<20), "the heap kept what the pings sent")
 }

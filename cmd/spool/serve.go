@@ -219,9 +219,10 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	}
 	conns := httplimit.NewConns(cfg.Limits.Connections, s.log)
 	m.ObserveLimits(func() metrics.LimitStats {
-		c, b := conns.Stats(), bodies.Stats()
+		c, b, f := conns.Stats(), bodies.Stats(), s.fleet.Bounds()
 		return metrics.LimitStats{Conns: c.Open, MaxConns: conns.Max(), ConnsEvicted: c.Evicted, ConnsRefused: c.Refused,
-			BodyBytes: b.InFlight, BodyMemory: b.Memory, BodiesRefused: b.Refused, BodiesSlow: b.TimedOut}
+			BodyBytes: b.InFlight, BodyMemory: b.Memory, BodiesRefused: b.Refused, BodiesSlow: b.TimedOut,
+			StopSignals: f.StopSignals, MaxStopSignals: f.MaxStopSignals, Sightings: f.Sightings, MaxSightings: f.MaxSightings}
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -193,3 +193,28 @@ func (s *sightings) len() int {
 	defer s.mu.Unlock()
 	return len(s.last)
 }
+
+func (s *sightings) max() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limit == 0 {
+		return maxSightings
+	}
+	return s.limit
+}
+
+// Bounds is what the fleet remembers of workers' requests, against its caps: stop signals (jobs
+// a worker's pings list that it must stop) and sightings (the last time each worker was seen).
+type Bounds struct {
+	StopSignals, MaxStopSignals int
+	Sightings, MaxSightings     int
+}
+
+// Bounds reports what the fleet remembers now, for /metrics: whatever ids workers' requests
+// carry, these stay under their caps.
+func (f *Fleet) Bounds() Bounds {
+	f.stops.mu.Lock()
+	stops, maxStops := f.stops.n, f.stops.limit
+	f.stops.mu.Unlock()
+	return Bounds{StopSignals: stops, MaxStopSignals: maxStops, Sightings: f.sighted.len(), MaxSightings: f.sighted.max()}
+}

@@ -36,14 +36,15 @@ const (
 	DefaultBodyMinRate = 64 << 10
 )
 
-// refusalDrain and refusalDrainBytes bound how much of the rest of a body an answer given
-// without reading it (a 401, a 413) reads into nothing after it is sent: enough for a client that
-// is still sending to finish, so that closing does not reset the connection under the answer it
-// has not read yet (the kernel discards it on a reset; a client that writes its whole body first,
-// as most do, sees only "connection reset"), too little for one that never finishes to hold the
-// connection.
+// An answer given without reading the body (a 401, a 413) reads the rest of it into nothing
+// after it is sent, for as long as the client keeps sending (each read may wait refusalDrainIdle),
+// at most refusalDrainTime and refusalDrainBytes in all: so that closing does not reset the
+// connection under an answer the client has not read yet (the kernel discards it on a reset, and
+// a client that writes its whole body before it reads, as most do, sees only "connection reset"),
+// while a client that stops sending cannot hold the connection.
 const (
-	refusalDrain      = time.Second
+	refusalDrainIdle  = time.Second
+	refusalDrainTime  = 10 * time.Second
 	refusalDrainBytes = 64 << 20
 )
 
@@ -155,21 +156,32 @@ func (b *Bodies) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// linger sends the answer, then reads what is left of the body into nothing until it ends, for at
-// most refusalDrain (within the body's own deadline) and refusalDrainBytes; the connection then
-// closes (the answer said so). A client that asked to continue first sends nothing more after a
-// final answer, so there is nothing to wait for.
+// linger sends the answer, then reads what is left of the body into nothing (see
+// refusalDrainIdle), never past the body's own deadline; the connection then closes (the answer
+// said so). A client that asked to continue first sends nothing after a final answer, so there is
+// nothing to wait for.
 func linger(rc *http.ResponseController, src io.Reader, deadline time.Time, expectContinue bool) {
 	if expectContinue {
 		return
 	}
 	_ = rc.Flush()
-	drain := time.Now().Add(refusalDrain)
-	if deadline.Before(drain) {
-		drain = deadline
+	end := time.Now().Add(refusalDrainTime)
+	if deadline.Before(end) {
+		end = deadline
 	}
-	_ = rc.SetReadDeadline(drain)
-	_, _ = io.Copy(io.Discard, io.LimitReader(src, refusalDrainBytes))
+	buf := make([]byte, 32<<10)
+	for read := 0; read < refusalDrainBytes; {
+		next := time.Now().Add(refusalDrainIdle)
+		if end.Before(next) {
+			next = end
+		}
+		_ = rc.SetReadDeadline(next)
+		n, err := src.Read(buf)
+		read += n
+		if err != nil {
+			return
+		}
+	}
 }
 
 // body reads a request body, charging an unknown length to the budget as it arrives, clearing
