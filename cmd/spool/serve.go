@@ -211,13 +211,14 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	// What a client can hold before it is authenticated is bounded: connections (the cap closes
 	// those that have not sent a whole request first), the time to send headers and body, and
 	// the memory of bodies being received.
+	conns := httplimit.NewConns(cfg.Limits.Connections, s.log)
 	bodies, err := httplimit.NewBodies(httplimit.BodiesConfig{
 		MaxBody: cfg.maxBody(), Memory: cfg.Limits.BodyMemory, Timeout: cfg.Limits.BodyTimeout, MinRate: cfg.Limits.BodyMinRate,
+		Crowded: conns.Crowded,
 	})
 	if err != nil {
 		return nil, err
 	}
-	conns := httplimit.NewConns(cfg.Limits.Connections, s.log)
 	m.ObserveLimits(func() metrics.LimitStats {
 		c, b, f := conns.Stats(), bodies.Stats(), s.fleet.Bounds()
 		return metrics.LimitStats{Conns: c.Open, MaxConns: conns.Max(), ConnsEvicted: c.Evicted, ConnsRefused: c.Refused,

@@ -27,6 +27,10 @@ type BodiesConfig struct {
 	// MinRate, in bytes per second, is the slowest a body may arrive. Defaults to 64 KiB/s: a
 	// 10 MB body then has 10 s + 160 s.
 	MinRate int64
+	// Crowded, when set, reports whether connections are scarce (Conns.Crowded): a refusal then
+	// closes at once instead of reading what its client is still sending, so that refused
+	// requests (those of clients without a key, say) cannot keep connections others need.
+	Crowded func() bool
 }
 
 // Defaults of BodiesConfig.
@@ -41,7 +45,8 @@ const (
 // at most refusalDrainTime and refusalDrainBytes in all: so that closing does not reset the
 // connection under an answer the client has not read yet (the kernel discards it on a reset, and
 // a client that writes its whole body before it reads, as most do, sees only "connection reset"),
-// while a client that stops sending cannot hold the connection.
+// while a client that stops sending cannot hold the connection. When connections are scarce
+// (BodiesConfig.Crowded) it closes at once.
 const (
 	refusalDrainIdle  = time.Second
 	refusalDrainTime  = 10 * time.Second
@@ -151,19 +156,21 @@ func (b *Bodies) Handler(next http.Handler) http.Handler {
 		if !body.eof {
 			// The server would read the rest to reuse the connection, for as long as the
 			// client takes; the answer said Connection: close instead, and lingers briefly.
-			linger(rc, body.src, deadline, r.Header.Get("Expect") != "")
+			crowded := b.cfg.Crowded != nil && b.cfg.Crowded()
+			if !crowded && r.Header.Get("Expect") == "" {
+				linger(rc, body.src, deadline)
+			}
+			// The server itself would read up to 256 KiB of the rest, waiting for it.
+			_ = rc.SetReadDeadline(time.Unix(1, 0))
 		}
 	})
 }
 
 // linger sends the answer, then reads what is left of the body into nothing (see
 // refusalDrainIdle), never past the body's own deadline; the connection then closes (the answer
-// said so). A client that asked to continue first sends nothing after a final answer, so there is
-// nothing to wait for.
-func linger(rc *http.ResponseController, src io.Reader, deadline time.Time, expectContinue bool) {
-	if expectContinue {
-		return
-	}
+// said so). It is not called for a client that asked to continue first: it sends nothing after a
+// final answer.
+func linger(rc *http.ResponseController, src io.Reader, deadline time.Time) {
 	_ = rc.Flush()
 	end := time.Now().Add(refusalDrainTime)
 	if deadline.Before(end) {

@@ -67,6 +67,14 @@ func DefaultMaxConns() int {
 // Max is the cap.
 func (c *Conns) Max() int { return c.max }
 
+// Crowded reports whether at least half the cap is open: connections are then too scarce for a
+// refused request to keep one while its client finishes sending (Bodies' linger).
+func (c *Conns) Crowded() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.max > 0 && 2*c.open >= c.max
+}
+
 // ConnStats are the counters of a Conns.
 type ConnStats struct {
 	Open             int

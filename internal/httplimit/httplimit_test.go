@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,6 +170,25 @@ func TestRefusalClosesInsteadOfDraining(t *testing.T) {
 	answer, closed = closedByServer(t, c)
 	require.True(t, closed)
 	require.Contains(t, answer, "no key")
+}
+
+// TestCrowdedRefusalClosesAtOnce: while connections are scarce a refusal does not wait for the
+// body at all (it would otherwise wait up to a second for bytes that never come), so refused
+// clients cannot hold the connections others need.
+func TestCrowdedRefusalClosesAtOnce(t *testing.T) {
+	t.Parallel()
+	var asked atomic.Int64
+	b := newBodies(t, httplimit.BodiesConfig{MaxBody: 1 << 20, Crowded: func() bool { asked.Add(1); return true }})
+	addr := serve(t, b.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no key", http.StatusUnauthorized)
+	})), nil)
+	c := dial(t, addr, "POST /v2/y/run HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+	// Half the idle wait of a linger: closed by then only if it never lingered.
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(500*time.Millisecond)))
+	answer, err := io.ReadAll(c)
+	require.NoError(t, err, "the connection was kept open to wait for the body")
+	require.Contains(t, string(answer), "401")
+	require.EqualValues(t, 1, asked.Load())
 }
 
 // TestRefusalReachesAClientStillSending: a client that writes its whole (too large) body before it
