@@ -49,7 +49,7 @@ func newRootCmd(getenv func(string) string) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newServeCmd(getenv), newDevCmd(getenv), newHashKeyCmd())
+	root.AddCommand(newServeCmd(getenv), newDevCmd(getenv), newHashKeyCmd(), newBenchCmd(getenv), newBaselineCmd())
 	root.AddCommand(newClientCmds(getenv)...)
 	return root
 }
