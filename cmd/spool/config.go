@@ -77,6 +77,12 @@ type fileConfig struct {
 	} `yaml:"limits"`
 	// ShutdownGrace is how long in-flight requests get to finish on SIGTERM. Defaults to 10s.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// Debug holds what operators turn on to look inside a running server.
+	Debug struct {
+		// PprofAddr, when set, serves Go's /debug/pprof/ on its own listener, to admin keys
+		// only (profiles show code paths and timings, not data). SPOOL_PPROF_ADDR overrides it.
+		PprofAddr string `yaml:"pprofAddr"`
+	} `yaml:"debug"`
 	// Webhooks configures webhook delivery (per-endpoint schedules and secrets are endpoint
 	// settings).
 	Webhooks struct {
@@ -197,7 +203,7 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 	for _, o := range []struct {
 		env string
 		dst *string
-	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_LOG_LEVEL", &c.LogLevel}} {
+	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_LOG_LEVEL", &c.LogLevel}, {"SPOOL_PPROF_ADDR", &c.Debug.PprofAddr}} {
 		if v := getenv(o.env); v != "" {
 			*o.dst = v
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -26,6 +27,7 @@ import (
 	"github.com/spool-run/spool/internal/metrics"
 	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/webhook"
+	"github.com/spool-run/spool/internal/wire"
 	"github.com/spool-run/spool/store/sqlitestore"
 )
 
@@ -279,6 +281,14 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
 	s.log.Info("spool listening", "url", s.URL(), "data", s.cfg.Data, "endpoints", len(s.eng.Endpoints()))
+	if s.cfg.Debug.PprofAddr != "" {
+		stopPprof, err := s.servePprof(s.cfg.Debug.PprofAddr)
+		if err != nil {
+			s.abort()
+			return err
+		}
+		defer stopPprof()
+	}
 	if err := s.scaler.Start(ctx); err != nil {
 		s.log.Error("the autoscaler did not start; endpoints with a worker spec get no workers", "err", err)
 	}
@@ -318,6 +328,34 @@ func (s *server) run(ctx context.Context, beforeStop func()) error {
 	}
 	s.log.Info("stopped cleanly")
 	return nil
+}
+
+// servePprof serves Go's profiles on their own listener, to admin keys only, until the returned
+// stop is called.
+func (s *server) servePprof(addr string) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug.pprofAddr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := s.keys.Check(r, auth.Admin, "", false); err != nil {
+				wire.WriteError(w, err)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	s.log.Info("pprof listening (admin keys only)", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { _ = srv.Close() }, nil
 }
 
 // newKeyring combines the config file's keys, SPOOL_ADMIN_KEY and the stored keys.
