@@ -210,6 +210,7 @@ func (s *Store) CreateJob(ctx context.Context, p store.CreateJobParams) error {
 		return errors.New("sqlitestore: create job: nil job")
 	}
 	id, args := p.Job.ID, jobArgs(p.Job) // encoded here, off the writer goroutine
+	slot := slotOf(p.Job)
 	// Not copied: a 10 MB input would cost 10 MB more per submission. The caller does not change
 	// a job's input once it hands it over (CreateJobParams).
 	input := p.Job.Input
@@ -221,6 +222,7 @@ func (s *Store) CreateJob(ctx context.Context, p store.CreateJobParams) error {
 		case err != nil:
 			return fmt.Errorf("create job %s: %w", id, err)
 		}
+		s.counts.moved(nil, &slot)
 		if input == nil {
 			return nil
 		}
@@ -487,10 +489,26 @@ func (s *Store) UpdateJobs(ctx context.Context, p store.UpdateJobsParams) ([]*sp
 					return nil, err
 				}
 			}
+			s.counts.moved(slotBefore(j, u.Expect.State, u.Change), new(slotOf(j)))
 			changed = append(changed, j)
 		}
 		return changed, nil
 	})
+}
+
+// slotBefore is the slot of a job that a change has just moved out of state, from the job as
+// written: no change sets the endpoint or the priority, and the retries and queued_at it changes
+// are those it names.
+func slotBefore(j *spool.Job, state spool.State, c store.JobChange) *jobSlot {
+	slot := slotOf(j)
+	slot.state = state
+	if c.Set&store.IncRetries != 0 {
+		slot.retried = j.Retries > 1
+	}
+	if c.Set&store.SetQueuedAt != 0 {
+		slot.queuedAt, slot.unknownQueuedAt = 0, true
+	}
+	return &slot
 }
 
 // enqueueWebhook builds the delivery of a job just written, from the whole job, and inserts it
@@ -564,6 +582,7 @@ func (s *Store) ClaimJobs(ctx context.Context, p store.ClaimJobsParams) ([]*spoo
 			if err := tx.QueryRowContext(ctx, "SELECT input FROM job_inputs WHERE seq = ?", seq).Scan(rawDest{&j.Input}); err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return nil, fmt.Errorf("claim job %s: input: %w", j.ID, err)
 			}
+			s.counts.moved(slotBefore(j, spool.StateInQueue, p.Change), new(slotOf(j)))
 			claimed = append(claimed, j)
 		}
 		return claimed, nil
@@ -578,55 +597,58 @@ func (s *Store) DeleteJobs(ctx context.Context, p store.DeleteJobsParams) (int, 
 		limit = -1
 	}
 	return doResult(ctx, s, func(ctx context.Context, tx queryer) (int, error) {
-		res, err := tx.ExecContext(ctx, `DELETE FROM jobs WHERE seq IN (
-			SELECT seq FROM jobs WHERE state IN (`+terminalStates+`) AND delete_at <= ? LIMIT ?)`, millis(p.Before), limit)
+		// RETURNING tells the counts what went; the rows are read to the end by queryAll.
+		gone, err := queryAll(ctx, tx, func(row scanner) (jobSlot, error) {
+			var slot jobSlot
+			var state string
+			err := row.Scan(&slot.endpoint, &state, &slot.low, &slot.retried, &slot.queuedAt)
+			slot.state = spool.State(state)
+			return slot, err
+		}, `DELETE FROM jobs WHERE seq IN (
+			SELECT seq FROM jobs WHERE state IN (`+terminalStates+`) AND delete_at <= ? LIMIT ?)
+			RETURNING endpoint, state, low_priority <> 0, retries > 0, queued_at`, millis(p.Before), limit)
 		if err != nil {
 			return 0, fmt.Errorf("delete jobs: %w", err)
 		}
-		n, err := res.RowsAffected()
-		return int(n), err
+		for i := range gone {
+			s.counts.moved(&gone[i], nil)
+		}
+		return len(gone), nil
 	})
 }
 
-// CountJobs implements store.Store.
+// CountJobs implements store.Store, from the counts the writer keeps (counts.go).
 func (s *Store) CountJobs(ctx context.Context, endpoint string) (spool.JobCounts, error) {
 	counts := spool.JobCounts{ByState: make(map[spool.State]int, len(spool.States))}
 	for _, st := range spool.States {
 		counts.ByState[st] = 0
 	}
-	type row struct {
-		state      string
-		n, retried int
-	}
-	rows, err := readAll(ctx, s, func(sc scanner) (row, error) {
-		var r row
-		return r, sc.Scan(&r.state, &r.n, &r.retried)
-	}, `SELECT state, COUNT(*), SUM(retries > 0) FROM jobs WHERE endpoint = ? GROUP BY state`, endpoint)
+	err := s.read(func(*sql.DB) error {
+		if c := s.counts.get(endpoint); c != nil {
+			for st, n := range c.byState {
+				counts.ByState[st] = n
+			}
+			counts.Retried = c.retried
+		}
+		return nil
+	})
 	if err != nil {
 		return spool.JobCounts{}, fmt.Errorf("count jobs of %s: %w", endpoint, err)
-	}
-	for _, r := range rows {
-		counts.ByState[spool.State(r.state)] = r.n
-		counts.Retried += r.retried
 	}
 	return counts, nil
 }
 
-// QueueDepth implements store.Store. The query is served by the jobs_take index alone.
+// QueueDepth implements store.Store, from the counts the writer keeps (counts.go).
 func (s *Store) QueueDepth(ctx context.Context, endpoint string) (spool.QueueDepth, error) {
 	var d spool.QueueDepth
-	err := s.read(func(db *sql.DB) error {
-		var oldest sql.NullInt64
-		err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(state = 'IN_QUEUE' AND low_priority = 0), 0),
-			COALESCE(SUM(state = 'IN_QUEUE' AND low_priority <> 0), 0),
-			COALESCE(SUM(state = 'IN_PROGRESS' AND low_priority = 0), 0),
-			MIN(CASE WHEN state = 'IN_QUEUE' AND low_priority = 0 THEN queued_at END)
-			FROM jobs WHERE endpoint = ? AND state IN ('IN_QUEUE', 'IN_PROGRESS')`,
-			endpoint).Scan(&d.Normal, &d.Low, &d.Running, &oldest)
-		if oldest.Valid {
-			d.OldestNormal = fromMillis(oldest.Int64)
+	err := s.read(func(*sql.DB) error {
+		if c := s.counts.get(endpoint); c != nil {
+			d = spool.QueueDepth{Normal: c.normal, Low: c.low, Running: c.running}
+			if c.normal > 0 {
+				d.OldestNormal = fromMillis(c.oldest)
+			}
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return spool.QueueDepth{}, fmt.Errorf("queue depth of %s: %w", endpoint, err)

@@ -44,6 +44,7 @@ type Store struct {
 	done   chan struct{} // closed when the writer goroutine has exited
 
 	stats     counters
+	counts    *counts
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -54,7 +55,7 @@ var _ store.Store = (*Store)(nil)
 // and starts the writer. The parent directory must exist. The database and its -wal and -shm files
 // are made readable and writable by their owner only (see restrictFiles).
 func Open(ctx context.Context, path string) (*Store, error) {
-	s := &Store{ops: make(chan *op, maxBatch), done: make(chan struct{})}
+	s := &Store{ops: make(chan *op, maxBatch), done: make(chan struct{}), counts: newCounts()}
 	if err := s.open(ctx, path); err != nil {
 		s.release()
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
@@ -85,6 +86,9 @@ func (s *Store) open(ctx context.Context, path string) error {
 		return err
 	}
 	if err := migrate(ctx, s.conn); err != nil {
+		return err
+	}
+	if err := s.counts.load(ctx, s.conn); err != nil {
 		return err
 	}
 	s.w = newWriteConn(s.conn)

@@ -169,21 +169,32 @@ func (s *Store) runTx(ops []*op) ([]error, error) {
 	errs := make([]error, len(ops))
 	for i, o := range ops {
 		var err error
+		s.counts.beginOp()
 		if errs[i], err = runOp(ctx, s.w, o.fn); err != nil {
 			s.rollback(ctx)
 			return nil, fmt.Errorf("sqlitestore: %w", err)
 		}
+		if errs[i] == nil {
+			s.counts.keepOp()
+		}
+	}
+	if err := s.counts.settle(ctx, s.w); err != nil {
+		s.rollback(ctx)
+		return nil, fmt.Errorf("sqlitestore: %w", err)
 	}
 	if _, err := s.w.ExecContext(ctx, "COMMIT"); err != nil {
 		s.rollback(ctx)
 		return nil, fmt.Errorf("sqlitestore: commit: %w", err)
 	}
+	s.counts.publish()
 	return errs, nil
 }
 
-// rollback abandons the current transaction. Its error is not interesting: SQLite may already have
-// rolled back on its own (that is why we are here), and the batch error is what callers need.
+// rollback abandons the current transaction, and the counts its writes recorded. Its error is not
+// interesting: SQLite may already have rolled back on its own (that is why we are here), and the
+// batch error is what callers need.
 func (s *Store) rollback(ctx context.Context) {
+	s.counts.discard()
 	_, _ = s.w.ExecContext(ctx, "ROLLBACK")
 }
 
