@@ -198,6 +198,9 @@ type Engine struct {
 	draining  chan struct{}
 	drainOnce sync.Once
 
+	// gates holds a *takeGate per endpoint (see Take).
+	gates sync.Map
+
 	stopOnce sync.Once
 	cancel   context.CancelFunc
 	done     chan struct{}
