@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -13,7 +14,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "spool bench: %d CPUs, %s, %s; %d run(s) per cell (medians), %d jobs per cell, batch %d; %.0f s\n\n",
 		r.Machine.CPUs, r.Machine.OS, r.Machine.GoVersion, r.Runs, r.Jobs, r.Batch, r.Seconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "figure\tunit\tspool\tbaseline\tratio\t")
+	fmt.Fprintln(tw, "figure\tunit\tspool\tbaseline\tratio\tspool's runs\t")
 	for _, row := range r.Rows {
 		base, ratio := "-", "-"
 		if row.Baseline != nil {
@@ -22,7 +23,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if row.Ratio != nil {
 			ratio = strconv.FormatFloat(*row.Ratio, 'f', 2, 64)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", row.Name, row.Unit, num(row.Spool), base, ratio)
+		runs := make([]string, len(row.Runs))
+		for i, v := range row.Runs {
+			runs[i] = num(v)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", row.Name, row.Unit, num(row.Spool), base, ratio, strings.Join(runs, " "))
 	}
 	return tw.Flush()
 }
