@@ -38,8 +38,11 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, n int, wait 
 			return nil, false, nil // as many jobs as are queued are being claimed: wait
 		}
 		h, err := e.takeOpenable(ctx, endpoint, worker, n)
-		if gate.leave(n) {
-			// Takers turned away meanwhile look again, in case this claim left jobs behind.
+		if gate.leave(n) && (len(h) > 0 || err != nil) {
+			// Takers turned away meanwhile look again, in case this claim left jobs behind. A
+			// claim that found nothing (the queued jobs expired, or another replica took them)
+			// wakes nobody: the turned-away takers would find nothing either, and waking them
+			// would go round for as long as an expired job is counted as queued.
 			e.notifier.Notify(notify.Work(endpoint))
 		}
 		return h, len(h) > 0, err
