@@ -82,10 +82,10 @@ func (c *crashTarget) setUp(base string) {
 
 // awaitUp waits until the server is up and returns its URL; "" once ctx ends.
 func (c *crashTarget) awaitUp(ctx context.Context) string {
-	base, up := c.current()
+	_, up := c.current()
 	select {
 	case <-up:
-		base, _ = c.current()
+		base, _ := c.current()
 		return base
 	case <-ctx.Done():
 		return ""

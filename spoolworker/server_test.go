@@ -355,11 +355,6 @@ func (p *proxy) notifyLocked() {
 	p.changed = make(chan struct{})
 }
 
-// inject makes the proxy answer the next times requests matching match itself.
-func (p *proxy) inject(match func(record) bool, status, times int) {
-	p.injectFault(fault{match: match, status: status, times: times})
-}
-
 func (p *proxy) injectFault(f fault) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

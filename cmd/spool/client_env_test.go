@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +40,7 @@ func TestMain(m *testing.M) {
 	spoolBin = filepath.Join(dir, "spool")
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go" // where the README says Go is, when it is not on PATH
 	}
 	build := exec.Command(goBin, "build", "-o", spoolBin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
