@@ -159,9 +159,9 @@ func (c *counts) entry(endpoint string) *endpointCounts {
 	return e
 }
 
-// oldestQueued finds the oldest queued normal-priority job of an endpoint in jobs_take order: one
+// oldestQueued finds the oldest queued normal-priority job of an endpoint in jobs_queue order: one
 // seek, wherever the queue is long.
-const oldestQueued = `SELECT queued_at FROM jobs INDEXED BY jobs_take
+const oldestQueued = `SELECT queued_at FROM jobs INDEXED BY jobs_queue
 	WHERE endpoint = ? AND state = 'IN_QUEUE' AND low_priority = 0 ORDER BY queued_at LIMIT 1`
 
 // settle looks up the oldest queued job of each endpoint whose oldest the batch made stale, in
@@ -211,10 +211,10 @@ func (c *counts) get(endpoint string) *endpointCounts {
 	return c.endpoints[endpoint]
 }
 
-// countAll is the one aggregate Open runs to load the counts. Grouped as jobs_take is ordered, it
-// walks that index without sorting; only retries comes from the table.
+// countAll is the one aggregate Open runs to load the counts: a scan of the table (no index
+// holds every job's state: keeping one would cost two index writes per job for this one query).
 const countAll = `SELECT endpoint, state, low_priority, COUNT(*), SUM(retries > 0), MIN(queued_at)
-	FROM jobs INDEXED BY jobs_take GROUP BY endpoint, state, low_priority`
+	FROM jobs GROUP BY endpoint, state, low_priority`
 
 // load replaces the counts with a count of the jobs table, before the writer starts.
 func (c *counts) load(ctx context.Context, q queryer) error {

@@ -461,13 +461,13 @@ func TestCountsSurviveReopen(t *testing.T) {
 }
 
 // TestOldestQueuedUsesIndex: the lookup of an endpoint's oldest queued job, made when that job
-// leaves the queue, is one seek in jobs_take, never a scan or a sort of the queue.
+// leaves the queue, is one seek in jobs_queue, never a scan or a sort of the queue.
 func TestOldestQueuedUsesIndex(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
 	plan, err := s.OldestQueuedPlan(t.Context())
 	require.NoError(t, err)
-	require.Contains(t, plan, "USING COVERING INDEX jobs_take (endpoint=? AND state=? AND low_priority=?)")
+	require.Contains(t, plan, "USING COVERING INDEX jobs_queue (endpoint=? AND low_priority=?)")
 	require.NotContains(t, plan, "TEMP B-TREE")
 }
 

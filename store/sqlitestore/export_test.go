@@ -238,3 +238,22 @@ func BulkQueue(ctx context.Context, path, endpoint, prefix string, n int, queued
 		FROM n`, n, prefix, endpoint, q, q, q)
 	return err
 }
+
+// ClaimPlan and PositionPlan are SQLite's plans for the claim's selection and for a queue
+// position.
+func (s *Store) ClaimPlan(ctx context.Context) (string, error) {
+	return s.plan(ctx, "SELECT seq"+claimable+" ORDER BY low_priority, queued_at, seq LIMIT ?", "ep", 0, 1)
+}
+
+func (s *Store) PositionPlan(ctx context.Context) (string, error) {
+	return s.plan(ctx, positionQuery, "j", "ep")
+}
+
+func (s *Store) plan(ctx context.Context, query string, args ...any) (string, error) {
+	steps, err := readAll(ctx, s, func(row scanner) (string, error) {
+		var id, parent, unused int
+		var detail string
+		return detail, row.Scan(&id, &parent, &unused, &detail)
+	}, "EXPLAIN QUERY PLAN "+query, args...)
+	return strings.Join(steps, "\n"), err
+}

@@ -304,7 +304,7 @@ func findJobsQuery(f store.JobFilter) (string, []any, error) {
 	switch {
 	case f.Endpoint != "" && f.WorkerID != "":
 		// A worker holds few jobs: the unary + keeps the planner, which has no statistics, from
-		// walking an endpoint's jobs (jobs_list, jobs_take) instead of the worker's (jobs_worker).
+		// walking an endpoint's jobs (jobs_list, jobs_queue) instead of the worker's (jobs_worker).
 		w.add("+jobs.endpoint = ?", f.Endpoint)
 	case f.Endpoint != "":
 		w.add("jobs.endpoint = ?", f.Endpoint)
@@ -533,8 +533,9 @@ func enqueueWebhook(ctx context.Context, tx queryer, id string, build func(*spoo
 
 // claimable selects the next jobs to hand out. The index is forced: without statistics the
 // planner may prefer another, which matches nearly every queued job of every endpoint and then
-// needs a sort, where jobs_take yields the rows already in dispatch order and stops at the limit.
-const claimable = ` FROM jobs INDEXED BY jobs_take
+// needs a sort, where jobs_queue yields the rows already in dispatch order and stops at the limit.
+// The literal state is what lets SQLite use that partial index.
+const claimable = ` FROM jobs INDEXED BY jobs_queue
 	WHERE endpoint = ? AND state = 'IN_QUEUE' AND expires_at > ?`
 
 // ClaimJobs implements store.Store.
@@ -649,14 +650,18 @@ func (s *Store) QueueDepth(ctx context.Context, endpoint string) (spool.QueueDep
 	return d, nil
 }
 
+// positionQuery counts the queued jobs of the endpoint ahead of the job, in dispatch order: a
+// range of jobs_queue.
+const positionQuery = `SELECT 1 + (SELECT COUNT(*) FROM jobs j
+		WHERE j.endpoint = me.endpoint AND j.state = 'IN_QUEUE'
+		AND (j.low_priority, j.queued_at, j.seq) < (me.low_priority, me.queued_at, me.seq))
+	FROM jobs me WHERE me.id = ? AND me.endpoint = ? AND me.state = 'IN_QUEUE'`
+
 // QueuePosition implements store.Store.
 func (s *Store) QueuePosition(ctx context.Context, p store.QueuePositionParams) (int, error) {
 	var pos int
 	err := s.read(func(db *sql.DB) error {
-		err := db.QueryRowContext(ctx, `SELECT 1 + (SELECT COUNT(*) FROM jobs j
-				WHERE j.endpoint = me.endpoint AND j.state = me.state
-				AND (j.low_priority, j.queued_at, j.seq) < (me.low_priority, me.queued_at, me.seq))
-			FROM jobs me WHERE me.id = ? AND me.endpoint = ? AND me.state = 'IN_QUEUE'`,
+		err := db.QueryRowContext(ctx, positionQuery,
 			p.JobID, p.Endpoint).Scan(&pos)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil

@@ -279,7 +279,7 @@ func TestFindJobsUsesIndexes(t *testing.T) {
 		"jobs_timeout": {States: []spool.State{spool.StateInProgress}, TimesOutBy: t0, Limit: 500},
 		"jobs_worker":  {Endpoint: "ep", WorkerID: "w", StopPending: true},
 		"jobs_worker ": {Endpoint: "ep", WorkerID: "w", States: []spool.State{spool.StateInProgress}},
-		"jobs_take":    {Endpoint: "ep", States: []spool.State{spool.StateInQueue}, Limit: 500},
+		"jobs_queue":   {Endpoint: "ep", States: []spool.State{spool.StateInQueue}, Limit: 500},
 	} {
 		plan, err := s.FindJobsPlan(t.Context(), f)
 		require.NoError(t, err)
@@ -543,4 +543,20 @@ func BenchmarkCreateJobParallel(b *testing.B) {
 	})
 	st := s.Stats()
 	b.ReportMetric(float64(st.Ops)/float64(st.Batches), "ops/batch")
+}
+
+// TestQueueQueriesUseTheQueueIndex: the claim walks jobs_queue in dispatch order (no sort, it
+// stops at its limit) and a queue position counts a range of it.
+func TestQueueQueriesUseTheQueueIndex(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	plan, err := s.ClaimPlan(t.Context())
+	require.NoError(t, err)
+	require.Contains(t, plan, "USING INDEX jobs_queue (endpoint=?)")
+	require.NotContains(t, plan, "TEMP B-TREE")
+	plan, err = s.PositionPlan(t.Context())
+	require.NoError(t, err)
+	require.Contains(t, plan, "jobs_queue")
+	require.NotContains(t, plan, "SCAN j")
+	t.Logf("queue position: %s", plan)
 }
