@@ -48,8 +48,9 @@ func (s *Store) ReadChunks(ctx context.Context, p store.ReadChunksParams) (*spoo
 		j      *spool.Job
 		chunks []spool.Chunk
 	)
-	err := s.read(func(db *sql.DB) error {
-		tx, err := db.BeginTx(ctx, nil)
+	err := s.read(func(queryer) error {
+		// A transaction: one snapshot for every query (the prepared statements are for single ones).
+		tx, err := s.readDB.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package sqlitestore
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 
@@ -57,7 +56,7 @@ func scanEndpoint(row scanner) (spool.Endpoint, error) {
 // GetEndpoint implements store.Store.
 func (s *Store) GetEndpoint(ctx context.Context, name string) (spool.Endpoint, error) {
 	var e spool.Endpoint
-	err := s.read(func(db *sql.DB) error {
+	err := s.read(func(db queryer) error {
 		var err error
 		e, err = scanEndpoint(db.QueryRowContext(ctx, selectEndpoints+" WHERE name = ?", name))
 		return notFound(err)

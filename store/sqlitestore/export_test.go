@@ -119,7 +119,7 @@ func (s *Store) RecountJobs(ctx context.Context, endpoint string) (spool.JobCoun
 // RecountQueue is the aggregate QueueDepth ran before the counts were kept in memory.
 func (s *Store) RecountQueue(ctx context.Context, endpoint string) (spool.QueueDepth, error) {
 	var d spool.QueueDepth
-	err := s.read(func(db *sql.DB) error {
+	err := s.read(func(db queryer) error {
 		var oldest sql.NullInt64
 		err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(state = 'IN_QUEUE' AND low_priority = 0), 0),
 			COALESCE(SUM(state = 'IN_QUEUE' AND low_priority <> 0), 0),
@@ -140,8 +140,9 @@ func (s *Store) RecountQueue(ctx context.Context, endpoint string) (spool.QueueD
 func (s *Store) RecountAll(ctx context.Context) (map[string]spool.JobCounts, map[string]spool.QueueDepth, error) {
 	counts := make(map[string]spool.JobCounts)
 	depths := make(map[string]spool.QueueDepth)
-	err := s.read(func(db *sql.DB) error {
-		tx, err := db.BeginTx(ctx, nil)
+	err := s.read(func(queryer) error {
+		// A transaction: one snapshot for every query (the prepared statements are for single ones).
+		tx, err := s.readDB.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}

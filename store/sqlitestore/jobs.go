@@ -112,7 +112,7 @@ func scanJob(row scanner, with store.Payloads) (*spool.Job, error) {
 // readAll runs a query on the read pool and scans every row of its answer with scan.
 func readAll[T any](ctx context.Context, s *Store, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
 	var out []T
-	err := s.read(func(db *sql.DB) error {
+	err := s.read(func(db queryer) error {
 		var err error
 		out, err = queryAll(ctx, db, scan, query, args...)
 		return err
@@ -240,7 +240,7 @@ func (s *Store) CreateJob(ctx context.Context, p store.CreateJobParams) error {
 // GetJob implements store.Store.
 func (s *Store) GetJob(ctx context.Context, p store.GetJobParams) (*spool.Job, error) {
 	var j *spool.Job
-	err := s.read(func(db *sql.DB) error {
+	err := s.read(func(db queryer) error {
 		var err error
 		j, err = loadJob(ctx, db, p.ID, p.With)
 		return err
@@ -617,7 +617,7 @@ func (s *Store) CountJobs(ctx context.Context, endpoint string) (spool.JobCounts
 	for _, st := range spool.States {
 		counts.ByState[st] = 0
 	}
-	err := s.read(func(*sql.DB) error {
+	err := s.read(func(queryer) error {
 		if c := s.counts.get(endpoint); c != nil {
 			for st, n := range c.byState {
 				counts.ByState[st] = n
@@ -635,7 +635,7 @@ func (s *Store) CountJobs(ctx context.Context, endpoint string) (spool.JobCounts
 // QueueDepth implements store.Store, from the counts the writer keeps (counts.go).
 func (s *Store) QueueDepth(ctx context.Context, endpoint string) (spool.QueueDepth, error) {
 	var d spool.QueueDepth
-	err := s.read(func(*sql.DB) error {
+	err := s.read(func(queryer) error {
 		if c := s.counts.get(endpoint); c != nil {
 			d = spool.QueueDepth{Normal: c.normal, Low: c.low, Running: c.running}
 			if c.normal > 0 {
@@ -660,7 +660,7 @@ const positionQuery = `SELECT 1 + (SELECT COUNT(*) FROM jobs j
 // QueuePosition implements store.Store.
 func (s *Store) QueuePosition(ctx context.Context, p store.QueuePositionParams) (int, error) {
 	var pos int
-	err := s.read(func(db *sql.DB) error {
+	err := s.read(func(db queryer) error {
 		err := db.QueryRowContext(ctx, positionQuery,
 			p.JobID, p.Endpoint).Scan(&pos)
 		if errors.Is(err, sql.ErrNoRows) {

@@ -177,8 +177,9 @@ func (s *Store) RecordAttempt(ctx context.Context, p store.RecordAttemptParams) 
 // attempts match the deliveries.
 func (s *Store) ListDeliveries(ctx context.Context, jobID string) ([]spool.WebhookDelivery, error) {
 	var out []spool.WebhookDelivery
-	err := s.read(func(db *sql.DB) error {
-		tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	err := s.read(func(queryer) error {
+		// A transaction: one snapshot for every query (the prepared statements are for single ones).
+		tx, err := s.readDB.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 		if err != nil {
 			return err
 		}
@@ -222,7 +223,7 @@ func (s *Store) ListDeliveries(ctx context.Context, jobID string) ([]spool.Webho
 // NextDeliveryDue implements store.Store.
 func (s *Store) NextDeliveryDue(ctx context.Context, after time.Time) (time.Time, bool, error) {
 	var next sql.NullInt64
-	err := s.read(func(db *sql.DB) error {
+	err := s.read(func(db queryer) error {
 		return db.QueryRowContext(ctx, "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = ? AND next_attempt_at > ?",
 			string(spool.DeliveryPending), millis(after)).Scan(&next)
 	})

@@ -35,6 +35,7 @@ type Store struct {
 	conn    *sql.Conn // the write connection, used only by the writer goroutine after Open
 	w       *writeConn
 	readDB  *sql.DB
+	reads   *readPool // readDB with prepared statements
 
 	// mu guards closed and the send side of ops: Close takes it exclusively, so no caller can be
 	// sending (or reading) while the store shuts down.
@@ -100,6 +101,7 @@ func (s *Store) open(ctx context.Context, path string) error {
 	}
 	s.readDB.SetMaxOpenConns(readConns)
 	s.readDB.SetMaxIdleConns(readConns)
+	s.reads = newReadPool(s.readDB)
 	return s.readDB.PingContext(ctx)
 }
 
@@ -216,7 +218,10 @@ func (s *Store) Close() error {
 // into the main file, so a closed store is a single self-contained file.
 func (s *Store) release() error {
 	var errs []error
-	if s.readDB != nil {
+	switch {
+	case s.reads != nil:
+		errs = append(errs, s.reads.Close())
+	case s.readDB != nil:
 		errs = append(errs, s.readDB.Close())
 	}
 	if s.w != nil {
@@ -236,16 +241,16 @@ func (s *Store) release() error {
 
 // read runs fn on the read pool unless the store is closed. Holding the read lock for the whole
 // call lets Close wait for in-flight reads instead of pulling the pool from under them.
-func (s *Store) read(fn func(db *sql.DB) error) error {
+func (s *Store) read(fn func(db queryer) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return store.ErrClosed
 	}
-	return fn(s.readDB)
+	return fn(s.reads)
 }
 
-// queryer is what the job and chunk loaders need; *sql.DB, *sql.Tx and the writer's *writeConn all
+// queryer is what the job and chunk loaders need; *sql.DB, *sql.Tx, the read pool and the writer's *writeConn all
 // satisfy it, so the same code serves the read pool and the writer's transaction.
 type queryer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
