@@ -258,3 +258,9 @@ func (s *Store) plan(ctx context.Context, query string, args ...any) (string, er
 	}, "EXPLAIN QUERY PLAN "+query, args...)
 	return strings.Join(steps, "\n"), err
 }
+
+// HeldJobsPlan is SQLite's plan for HeldJobs with p.
+func (s *Store) HeldJobsPlan(ctx context.Context, p store.HeldJobsParams) (string, error) {
+	query, args := heldJobsQuery(p)
+	return s.plan(ctx, query, args...)
+}

@@ -676,6 +676,24 @@ func (s *Store) QueuePosition(ctx context.Context, p store.QueuePositionParams) 
 
 // HeldJobs implements store.Store.
 func (s *Store) HeldJobs(ctx context.Context, p store.HeldJobsParams) ([]store.HeldJob, error) {
+	query, args := heldJobsQuery(p)
+	held, err := readAll(ctx, s, func(row scanner) (store.HeldJob, error) {
+		var h store.HeldJob
+		var taken int64
+		err := row.Scan(&h.WorkerID, &h.JobID, &h.Attempt, &h.Retries, &taken)
+		h.TakenAt = fromMillis(taken)
+		return h, err
+	}, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("held jobs: %w", err)
+	}
+	return held, nil
+}
+
+// heldJobsQuery selects the running jobs HeldJobs asks for: of an endpoint, through jobs_running
+// (/health and the autoscaler ask every tick, however many jobs the endpoint keeps); of a worker,
+// through jobs_worker.
+func heldJobsQuery(p store.HeldJobsParams) (string, []any) {
 	var w where
 	w.add("jobs.state = 'IN_PROGRESS'")
 	switch {
@@ -690,16 +708,6 @@ func (s *Store) HeldJobs(ctx context.Context, p store.HeldJobsParams) ([]store.H
 	if !p.SeenBefore.IsZero() {
 		w.seenBefore(p.SeenBefore)
 	}
-	held, err := readAll(ctx, s, func(row scanner) (store.HeldJob, error) {
-		var h store.HeldJob
-		var taken int64
-		err := row.Scan(&h.WorkerID, &h.JobID, &h.Attempt, &h.Retries, &taken)
-		h.TakenAt = fromMillis(taken)
-		return h, err
-	}, "SELECT jobs.worker_id, jobs.id, jobs.attempt, jobs.retries, jobs.taken_at FROM jobs"+w.String()+
-		" ORDER BY jobs.worker_id, jobs.taken_at, jobs.seq", w.args...)
-	if err != nil {
-		return nil, fmt.Errorf("held jobs: %w", err)
-	}
-	return held, nil
+	return "SELECT jobs.worker_id, jobs.id, jobs.attempt, jobs.retries, jobs.taken_at FROM jobs" + w.String() +
+		" ORDER BY jobs.worker_id, jobs.taken_at, jobs.seq", w.args
 }

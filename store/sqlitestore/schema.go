@@ -214,13 +214,15 @@ CREATE INDEX jobs_worker ON jobs (worker_id);
 -- ListJobs of one endpoint, newest first.
 CREATE INDEX jobs_list ON jobs (endpoint, created_at);
 `,
-	// 5: the queue's index holds the queued jobs only. jobs_take held every job, so each take and
-	// each end moved the job's entry within it: two index writes per job that no query needed,
-	// since every query of it (claims, the oldest queued job, queue positions) is of the queue.
-	// Counting jobs by state, once at Open, scans the table instead.
+	// 5: jobs_take held every job, so each take and each end moved the job's entry within it. It
+	// is split by what its queries ask: the queue (claims, the oldest queued job, queue
+	// positions) and the running jobs of an endpoint (HeldJobs: /health, the autoscaler). A job
+	// is in one of them while it is queued or running, and in neither once it ended. Counting
+	// jobs by state, once at Open, scans the table instead.
 	`
 DROP INDEX jobs_take;
 CREATE INDEX jobs_queue ON jobs (endpoint, low_priority, queued_at, seq) WHERE state = 'IN_QUEUE';
+CREATE INDEX jobs_running ON jobs (endpoint, worker_id, taken_at) WHERE state = 'IN_PROGRESS';
 `,
 }
 

@@ -560,3 +560,20 @@ func TestQueueQueriesUseTheQueueIndex(t *testing.T) {
 	require.NotContains(t, plan, "SCAN j")
 	t.Logf("queue position: %s", plan)
 }
+
+// TestHeldJobsUseTheirIndexes: the running jobs of an endpoint come from jobs_running, not from
+// a walk of every job the endpoint keeps (a million queued ones made /health take 200 ms); a
+// worker's from jobs_worker.
+func TestHeldJobsUseTheirIndexes(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	for want, p := range map[string]store.HeldJobsParams{
+		"jobs_running (endpoint=?)":  {Endpoint: "ep"},
+		"jobs_worker (worker_id=?)":  {Endpoint: "ep", WorkerID: "w"},
+		"jobs_worker (worker_id=?) ": {WorkerID: "w"},
+	} {
+		plan, err := s.HeldJobsPlan(t.Context(), p)
+		require.NoError(t, err)
+		require.Contains(t, plan, "INDEX "+strings.TrimSpace(want), "%+v", p)
+	}
+}
