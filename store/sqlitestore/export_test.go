@@ -83,12 +83,7 @@ func (s *Store) FindJobsPlan(ctx context.Context, f store.JobFilter) (string, er
 	if err != nil {
 		return "", err
 	}
-	steps, err := readAll(ctx, s, func(row scanner) (string, error) {
-		var id, parent, unused int
-		var detail string
-		return detail, row.Scan(&id, &parent, &unused, &detail)
-	}, "EXPLAIN QUERY PLAN "+query, args...)
-	return strings.Join(steps, "\n"), err
+	return s.plan(ctx, query, args...)
 }
 
 // RecountJobs counts an endpoint's jobs with the aggregate CountJobs ran before the counts were
@@ -209,12 +204,7 @@ func (s *Store) FailBatch(ctx context.Context) error {
 
 // OldestQueuedPlan is SQLite's plan for the lookup of an endpoint's oldest queued job.
 func (s *Store) OldestQueuedPlan(ctx context.Context) (string, error) {
-	steps, err := readAll(ctx, s, func(row scanner) (string, error) {
-		var id, parent, unused int
-		var detail string
-		return detail, row.Scan(&id, &parent, &unused, &detail)
-	}, "EXPLAIN QUERY PLAN "+oldestQueued, "ep")
-	return strings.Join(steps, "\n"), err
+	return s.plan(ctx, oldestQueued, "ep")
 }
 
 // BulkQueue inserts n queued normal-priority jobs of endpoint, ids prefix0 to prefix<n-1>, queued
@@ -250,6 +240,7 @@ func (s *Store) PositionPlan(ctx context.Context) (string, error) {
 	return s.plan(ctx, positionQuery, "j", "ep")
 }
 
+// plan is SQLite's plan for query, one step a line.
 func (s *Store) plan(ctx context.Context, query string, args ...any) (string, error) {
 	steps, err := readAll(ctx, s, func(row scanner) (string, error) {
 		var id, parent, unused int

@@ -33,9 +33,9 @@ const readConns = 4
 type Store struct {
 	writeDB *sql.DB   // holds exactly one connection: conn
 	conn    *sql.Conn // the write connection, used only by the writer goroutine after Open
-	w       *writeConn
+	w       *prepared // conn, with prepared statements; the writer goroutine's only
 	readDB  *sql.DB
-	reads   *readPool // readDB with prepared statements
+	reads   *prepared // readDB with prepared statements
 
 	// mu guards closed and the send side of ops: Close takes it exclusively, so no caller can be
 	// sending (or reading) while the store shuts down.
@@ -92,7 +92,7 @@ func (s *Store) open(ctx context.Context, path string) error {
 	if err := s.counts.load(ctx, s.conn); err != nil {
 		return err
 	}
-	s.w = newWriteConn(s.conn)
+	s.w = newPrepared(s.conn)
 	// Readers are opened after the writer has switched the file to WAL; query_only makes a write
 	// slipping onto the read path fail loudly instead of bypassing the writer.
 	s.readDB, err = sql.Open("sqlite", dsn(path, "busy_timeout(5000)", "query_only(1)"))
@@ -101,7 +101,7 @@ func (s *Store) open(ctx context.Context, path string) error {
 	}
 	s.readDB.SetMaxOpenConns(readConns)
 	s.readDB.SetMaxIdleConns(readConns)
-	s.reads = newReadPool(s.readDB)
+	s.reads = newPrepared(s.readDB)
 	return s.readDB.PingContext(ctx)
 }
 
@@ -115,7 +115,20 @@ const fileMode fs.FileMode = 0o600
 // creating that one first is enough for new files; the others are fixed too when a crash left
 // them behind.
 func restrictFiles(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
+	if err := restrictPath(path, os.O_RDWR|os.O_CREATE); err != nil {
+		return err
+	}
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		if err := restrictPath(path+suffix, os.O_RDWR); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// restrictPath opens path with flag (creating it with fileMode if flag says so) and restricts it.
+func restrictPath(path string, flag int) error {
+	f, err := os.OpenFile(path, flag, fileMode)
 	if err != nil {
 		return err
 	}
@@ -123,26 +136,7 @@ func restrictFiles(path string) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return err
-	}
-	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
-		f, err := os.OpenFile(path+suffix, os.O_RDWR, 0)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		err = restrictFile(f)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return err
 }
 
 // restrictFile sets fileMode on f when group or others have any access to it.
@@ -218,10 +212,10 @@ func (s *Store) Close() error {
 // into the main file, so a closed store is a single self-contained file.
 func (s *Store) release() error {
 	var errs []error
-	switch {
-	case s.reads != nil:
+	if s.reads != nil {
 		errs = append(errs, s.reads.Close())
-	case s.readDB != nil:
+	}
+	if s.readDB != nil {
 		errs = append(errs, s.readDB.Close())
 	}
 	if s.w != nil {
@@ -250,8 +244,9 @@ func (s *Store) read(fn func(db queryer) error) error {
 	return fn(s.reads)
 }
 
-// queryer is what the job and chunk loaders need; *sql.DB, *sql.Tx, the read pool and the writer's *writeConn all
-// satisfy it, so the same code serves the read pool and the writer's transaction.
+// queryer is what the job and chunk loaders need; *sql.DB, *sql.Tx and the prepared read pool and
+// writer connection all satisfy it, so the same code serves the read pool and the writer's
+// transaction.
 type queryer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)

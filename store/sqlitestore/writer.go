@@ -200,7 +200,7 @@ func (s *Store) rollback(ctx context.Context) {
 
 // runOp runs fn inside a savepoint. opErr is fn's error (its changes rolled back); fatal is a
 // failure of the savepoint statements themselves, after which the transaction cannot be trusted.
-func runOp(ctx context.Context, conn *writeConn, fn opFunc) (opErr, fatal error) {
+func runOp(ctx context.Context, conn *prepared, fn opFunc) (opErr, fatal error) {
 	if _, err := conn.ExecContext(ctx, "SAVEPOINT op"); err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
 	}
