@@ -14,7 +14,7 @@ import (
 // maxQueue check of every submission cost a map lookup instead of an aggregate over every
 // retained job of the endpoint. Only the writer goroutine changes them, and only with what a
 // committed transaction did: each job write records how it moves a job between counts (a
-// jobMove), the writer keeps an op's moves once its savepoint is released, and publishes the
+// jobMove), the writer keeps an op's moves once it has succeeded, and publishes the
 // batch's once COMMIT succeeded. Open loads them with one aggregate query. Every write of the
 // jobs table must record its moves; TestCountsFollowWrites recounts after each of a random mix
 // of them.
@@ -133,7 +133,7 @@ func (c *counts) moved(from, to *jobSlot) {
 // beginOp starts a write: nothing it records counts until keepOp.
 func (c *counts) beginOp() { c.op = c.op[:0] }
 
-// keepOp adds the moves of the write that just ran (its savepoint released) to the batch.
+// keepOp adds the moves of the write that just succeeded to the batch.
 func (c *counts) keepOp() {
 	for _, m := range c.op {
 		if m.from != nil {

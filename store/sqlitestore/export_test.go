@@ -193,8 +193,10 @@ func (s *Store) RecountAll(ctx context.Context) (map[string]spool.JobCounts, map
 	return counts, depths, err
 }
 
-// FailBatch is a write that makes the transaction it runs in fail as a whole: it releases its
-// own savepoint, so the writer's RELEASE fails, and the writer rolls back every write of the batch.
+// FailBatch is a write that makes the transaction it runs in fail as a whole. Run without
+// savepoints it fails (there is none to release), so the writer runs the batch again with them;
+// then it releases its own, the writer's RELEASE fails, and the writer rolls back every write of
+// the batch.
 func (s *Store) FailBatch(ctx context.Context) error {
 	return s.do(ctx, func(ctx context.Context, tx queryer) error {
 		_, err := tx.ExecContext(ctx, "RELEASE op")
@@ -230,10 +232,9 @@ func BulkQueue(ctx context.Context, path, endpoint, prefix string, n int, queued
 	return err
 }
 
-// ClaimPlan and PositionPlan are SQLite's plans for the claim's selection and for a queue
-// position.
+// ClaimPlan and PositionPlan are SQLite's plans for a claim and for a queue position.
 func (s *Store) ClaimPlan(ctx context.Context) (string, error) {
-	return s.plan(ctx, "SELECT seq"+claimable+" ORDER BY low_priority, queued_at, seq LIMIT ?", "ep", 0, 1)
+	return s.plan(ctx, claimQuery("state = ?"), "IN_PROGRESS", "ep", 0, 1)
 }
 
 func (s *Store) PositionPlan(ctx context.Context) (string, error) {

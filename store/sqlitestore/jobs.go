@@ -1,11 +1,13 @@
 package sqlitestore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -556,31 +558,65 @@ func (s *Store) ClaimJobs(ctx context.Context, p store.ClaimJobsParams) ([]*spoo
 	if c := s.counts.get(p.Endpoint); c == nil || c.normal+c.low == 0 {
 		return nil, nil
 	}
-	update := "UPDATE jobs SET " + set + " WHERE seq = ? RETURNING " + headColumns + ", s3_config"
+	// One statement picks, moves and returns the jobs, with their inputs: the writer is the lock,
+	// so no other transaction runs between the pick and the move, and concurrent claims never see
+	// the same job. RETURNING gives rows in no promised order; seq restores dispatch order.
+	claim := claimQuery(set)
+	args := append(setArgs, p.Endpoint, millis(p.Now), p.Max)
 	return doResult(ctx, s, func(ctx context.Context, tx queryer) ([]*spool.Job, error) {
-		// The single writer is the lock: no other transaction runs between this SELECT and the
-		// UPDATEs that follow, so concurrent claims never see the same job.
-		seqs, err := queryAll(ctx, tx, func(row scanner) (int64, error) {
-			var seq int64
-			return seq, row.Scan(&seq)
-		}, "SELECT seq"+claimable+" ORDER BY low_priority, queued_at, seq LIMIT ?", p.Endpoint, millis(p.Now), p.Max)
+		claimed, err := queryAll(ctx, tx, scanClaimed, claim, args...)
 		if err != nil {
 			return nil, fmt.Errorf("claim jobs of %s: %w", p.Endpoint, err)
 		}
-		claimed := make([]*spool.Job, 0, len(seqs))
-		for _, seq := range seqs {
-			j, err := scanJob(tx.QueryRowContext(ctx, update, append(setArgs, seq)...), store.PayloadS3Config)
-			if err != nil {
-				return nil, fmt.Errorf("claim jobs of %s: %w", p.Endpoint, err)
-			}
-			if err := tx.QueryRowContext(ctx, "SELECT input FROM job_inputs WHERE seq = ?", seq).Scan(rawDest{&j.Input}); err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return nil, fmt.Errorf("claim job %s: input: %w", j.ID, err)
-			}
-			s.counts.moved(slotBefore(j, spool.StateInQueue, p.Change), new(slotOf(j)))
-			claimed = append(claimed, j)
+		slices.SortFunc(claimed, func(a, b seqJob) int {
+			return cmp.Or(cmpBool(a.Policy.LowPriority, b.Policy.LowPriority), a.QueuedAt.Compare(b.QueuedAt), cmp.Compare(a.seq, b.seq))
+		})
+		jobs := make([]*spool.Job, len(claimed))
+		for i, c := range claimed {
+			s.counts.moved(slotBefore(c.Job, spool.StateInQueue, p.Change), new(slotOf(c.Job)))
+			jobs[i] = c.Job
 		}
-		return claimed, nil
+		return jobs, nil
 	})
+}
+
+// claimQuery is the claim with the SET list set; its last arguments are the endpoint, now and the
+// most jobs to claim.
+func claimQuery(set string) string {
+	return "UPDATE jobs SET " + set + " WHERE seq IN (SELECT seq" + claimable +
+		" ORDER BY low_priority, queued_at, seq LIMIT ?) RETURNING " + headColumns +
+		", jobs.s3_config, (SELECT input FROM job_inputs WHERE job_inputs.seq = jobs.seq), jobs.seq"
+}
+
+// seqJob is a claimed job with its place in the table, which breaks ties in dispatch order.
+type seqJob struct {
+	*spool.Job
+	seq int64
+}
+
+func scanClaimed(row scanner) (seqJob, error) {
+	var c seqJob
+	var err error
+	c.Job, err = scanJob(extraColumn{row, &c.seq}, store.PayloadS3Config|store.PayloadInput)
+	return c, err
+}
+
+// extraColumn scans one column more than scanJob knows of, the last of the row.
+type extraColumn struct {
+	row  scanner
+	dest any
+}
+
+func (e extraColumn) Scan(dest ...any) error { return e.row.Scan(append(dest, e.dest)...) }
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // DeleteJobs implements store.Store. Inputs and chunks go with their job through ON DELETE

@@ -3,8 +3,8 @@
 //
 // All writes go through a single writer goroutine that owns the only write connection. It groups
 // whatever writes are pending when it becomes free into one transaction (group commit), so that
-// one fsync acknowledges many callers; each write runs inside its own savepoint, so a failing write
-// never takes its neighbours down with it. Because there is only one writer, selection and update
+// one fsync acknowledges many callers; a failing write never takes its neighbours down with it (a
+// batch in which one fails runs again with a savepoint around each write). Because there is only one writer, selection and update
 // need no row locks: two TakeJobs calls can never see the same queued job. Reads that change
 // nothing use a separate pool of read-only connections, which WAL lets run alongside the writer.
 package sqlitestore

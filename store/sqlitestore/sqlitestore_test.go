@@ -345,6 +345,7 @@ func TestGroupCommit(t *testing.T) {
 	t.Logf("%d ops in %d batches (%.1f ops/batch)", st.Ops, st.Batches, float64(st.Ops)/float64(st.Batches))
 	require.Equal(t, int64(writers*perWriter), st.Ops)
 	require.Less(t, st.Batches, st.Ops/2)
+	require.Zero(t, st.Retried, "a batch of successes runs once, without savepoints")
 }
 
 // TestTouchWorkerNeverGoesBack: sightings that commit out of order keep the latest LastSeen.
@@ -448,6 +449,7 @@ func TestBatchIsolation(t *testing.T) {
 	after := s.Stats()
 	require.Equal(t, before.Batches+2, after.Batches, "the blocker, then every queued write in one batch")
 	require.Equal(t, before.Ops+1+int64(len(writes)), after.Ops)
+	require.Equal(t, before.Retried+1, after.Retried, "the batch with failures ran again, with savepoints")
 }
 
 // TestCancelWhileQueued: a write whose context ends before the writer picks it up never happens.
@@ -576,4 +578,30 @@ func TestHeldJobsUseTheirIndexes(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, plan, "INDEX "+strings.TrimSpace(want), "%+v", p)
 	}
+}
+
+// BenchmarkClaimJobsParallel claims queued jobs one at a time from many goroutines, as idle
+// workers' takes do; the queue is filled before the timer starts.
+func BenchmarkClaimJobsParallel(b *testing.B) {
+	s := newStore(b)
+	ctx := context.Background()
+	for i := range b.N {
+		if err := s.CreateJob(ctx, store.CreateJobParams{Job: job(fmt.Sprint("j", i))}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	claim := store.JobChange{Set: store.SetState | store.SetWorkerID | store.SetTakenAt | store.IncAttempt,
+		State: spool.StateInProgress, WorkerID: "w", TakenAt: t0}
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.ClaimJobs(ctx, store.ClaimJobsParams{Endpoint: "ep", Max: 1, Now: t0, Change: claim}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	st := s.Stats()
+	b.ReportMetric(float64(st.Ops)/float64(st.Batches), "ops/batch")
 }

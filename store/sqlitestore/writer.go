@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync/atomic"
@@ -22,8 +23,9 @@ const (
 	opCancelled
 )
 
-// opFunc is one write. It runs on the writer goroutine, inside the batch transaction and its own
-// savepoint; returning an error rolls back that savepoint only.
+// opFunc is one write. It runs on the writer goroutine, inside the batch transaction; returning
+// an error undoes its changes only (runTx). It may run more than once, each time in a fresh
+// transaction, so it must not change anything but the transaction and its own result.
 type opFunc func(ctx context.Context, tx queryer) error
 
 type op struct {
@@ -36,13 +38,14 @@ type op struct {
 type Stats struct {
 	Batches int64 // committed (or failed) transactions
 	Ops     int64 // writes run in them
+	Retried int64 // batches run a second time, with savepoints, because one of their writes failed
 }
 
-type counters struct{ batches, ops atomic.Int64 }
+type counters struct{ batches, ops, retried atomic.Int64 }
 
 // Stats returns the writer's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Batches: s.stats.batches.Load(), Ops: s.stats.ops.Load()}
+	return Stats{Batches: s.stats.batches.Load(), Ops: s.stats.ops.Load(), Retried: s.stats.retried.Load()}
 }
 
 // do queues fn for the writer and waits until the transaction that ran it has committed. If ctx
@@ -156,10 +159,28 @@ func (s *Store) runBatch(batch []*op) {
 	}
 }
 
-// runTx runs ops in one IMMEDIATE transaction, each in its own savepoint, and commits. It returns
-// each op's own error, or a batch error (begin, a savepoint statement, commit) that every op shares
-// because none of their changes were kept.
+// runTx runs ops in one IMMEDIATE transaction and commits. It returns each op's own error, or a
+// batch error (begin, a savepoint statement, commit) that every op shares because none of their
+// changes were kept.
+//
+// Nearly every batch is all successes, so the first attempt runs the ops back to back with no
+// savepoints: three statements fewer per op. The first op that fails rolls that attempt back, and
+// the batch runs again with a savepoint around each op, so the failure undoes only its own op.
+// Running an op twice is safe: an op is a function of the transaction it is given, and what it
+// tells the counts is kept only with its transaction.
 func (s *Store) runTx(ops []*op) ([]error, error) {
+	errs, err := s.attemptTx(ops, false)
+	if errors.Is(err, errOpFailed) {
+		s.stats.retried.Add(1)
+		errs, err = s.attemptTx(ops, true)
+	}
+	return errs, err
+}
+
+// errOpFailed ends an attempt without savepoints at its first failed op.
+var errOpFailed = errors.New("sqlitestore: an op failed")
+
+func (s *Store) attemptTx(ops []*op, savepoints bool) ([]error, error) {
 	// The writer's statements ignore callers' contexts: cancelling a statement halfway through a
 	// shared transaction would fail the writes of every other caller in the batch.
 	ctx := context.Background()
@@ -168,8 +189,16 @@ func (s *Store) runTx(ops []*op) ([]error, error) {
 	}
 	errs := make([]error, len(ops))
 	for i, o := range ops {
-		var err error
 		s.counts.beginOp()
+		if !savepoints {
+			if callOp(ctx, s.w, o.fn) != nil {
+				s.rollback(ctx)
+				return nil, errOpFailed
+			}
+			s.counts.keepOp()
+			continue
+		}
+		var err error
 		if errs[i], err = runOp(ctx, s.w, o.fn); err != nil {
 			s.rollback(ctx)
 			return nil, fmt.Errorf("sqlitestore: %w", err)
