@@ -83,11 +83,9 @@ func effectsOf(c Change) effects {
 	j := c.Job
 	from, to := c.From, j.State
 	var fx effects
-	switch c.Cause {
-	case CauseSubmit, CauseStopResent, CauseStopsDelivered, CauseRetention:
-		// Nobody waits on a job that did not exist; stop signals and a new retention change
-		// nothing a waiter of the job looks at.
-	default:
+	// A job's waiters (WaitTerminal, the streams) look for its end and its chunks, so only those
+	// wake them: a take or a requeue would cost each waiting /runsync a read for nothing.
+	if (to.Terminal() && !from.Terminal()) || c.Cause == CauseChunk {
 		fx.topics = append(fx.topics, notify.Job(j.ID))
 	}
 	switch {
