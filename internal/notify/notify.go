@@ -108,6 +108,19 @@ func (h *Hub) Notify(topics ...Topic) {
 	}
 }
 
+// NotifyAll wakes every subscriber of every topic: a notifier between processes calls it when it
+// may have missed notifications (its listening connection was down), so that every waiter looks
+// at the store again at once instead of at its next safety recheck.
+func (h *Hub) NotifyAll() {
+	h.mu.Lock()
+	entries := h.entries
+	h.entries = make(map[Topic]*entry)
+	h.mu.Unlock()
+	for _, e := range entries {
+		close(e.ch)
+	}
+}
+
 // Topics is the number of topics with subscribers (for tests: nothing leaks).
 func (h *Hub) Topics() int {
 	h.mu.Lock()

@@ -60,6 +60,27 @@ func TestHubWakesSubscribersAndForgetsAbandonedTopics(t *testing.T) {
 	require.Zero(t, h.Topics())
 }
 
+func TestHubNotifyAllWakesEveryTopic(t *testing.T) {
+	t.Parallel()
+	h := notify.NewHub()
+	a, releaseA := h.Subscribe("a")
+	b, releaseB := h.Subscribe("b")
+	h.NotifyAll()
+	<-a
+	<-b
+	require.Zero(t, h.Topics(), "woken topics are dropped, as by Notify")
+	releaseA()
+	releaseB()
+	c, releaseC := h.Subscribe("a")
+	defer releaseC()
+	select {
+	case <-c:
+		t.Fatal("a subscription taken after NotifyAll must wait for the next notification")
+	default:
+	}
+	require.Equal(t, 1, h.Topics())
+}
+
 // pollEnv runs Poll on its own goroutine against a fake clock, with a look that reports done once
 // ready is set, counting its calls.
 type pollEnv struct {
