@@ -143,7 +143,39 @@ func (e *Engine) Endpoint(name string) (spool.Endpoint, error) {
 	ep, ok := e.endpoints[name]
 	e.mu.RUnlock()
 	if !ok {
-		return spool.Endpoint{}, spool.Errorf(spool.CodeNotFound, "endpoint %q not found", name)
+		return e.missingEndpoint(name)
+	}
+	return ep, nil
+}
+
+// missingEndpoint looks up an endpoint the cache does not have: another replica may have created
+// it a moment ago, before its notification arrived here. One indexed read; a name that is not
+// there costs that read each time, which only authenticated callers can ask for.
+func (e *Engine) missingEndpoint(name string) (spool.Endpoint, error) {
+	notFound := spool.Errorf(spool.CodeNotFound, "endpoint %q not found", name)
+	if e.endpointsChanged == nil { // before Start
+		return spool.Endpoint{}, notFound
+	}
+	e.mu.RLock()
+	gen := e.endpointsGen
+	e.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stored, err := e.store.GetEndpoint(ctx, name)
+	if err != nil {
+		return spool.Endpoint{}, notFound // absent, or the store failed: the cache's answer stands
+	}
+	ep, err := e.openEndpoint(stored)
+	if err != nil {
+		return spool.Endpoint{}, notFound
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cached, ok := e.endpoints[name]; ok {
+		return cached, nil // a reload or an edit got there first
+	}
+	if e.endpointsGen == gen { // no edit here since the read: it cannot undo a local delete
+		e.endpoints[name] = ep
 	}
 	return ep, nil
 }

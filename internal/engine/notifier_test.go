@@ -176,3 +176,30 @@ func TestEndpointEditsSurviveAConcurrentReload(t *testing.T) {
 	_, err = eng.Endpoint("new")
 	require.NoError(t, err, "the edit survived the reload that read the store before it")
 }
+
+// TestEndpointMadeElsewhereIsFoundAtOnce: an endpoint another replica made a moment ago, whose
+// notification has not arrived (here: never will), is found by a lookup here, from the store;
+// one that does not exist is still not found.
+func TestEndpointMadeElsewhereIsFoundAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "spool.db"))
+	require.NoError(t, err)
+	eng, err := engine.New(engine.Config{Store: st, Clock: clock.NewFake(t0), SweepInterval: time.Hour, Notifier: deafNotifier{}})
+	require.NoError(t, err)
+	require.NoError(t, eng.Start(ctx))
+	defer func() { eng.Stop(); require.NoError(t, st.Close()) }()
+
+	other := spool.NewEndpoint("elsewhere")
+	other.CreatedAt, other.UpdatedAt = t0, t0
+	require.NoError(t, st.PutEndpoint(ctx, other)) // as the other replica's engine writes it
+	got, err := eng.Endpoint("elsewhere")
+	require.NoError(t, err)
+	require.Equal(t, "elsewhere", got.Name)
+	j, err := eng.Submit(ctx, engine.SubmitParams{Endpoint: "elsewhere", Input: json.RawMessage(`{}`)})
+	require.NoError(t, err)
+	require.Equal(t, spool.StateInQueue, j.State)
+
+	_, err = eng.Endpoint("nowhere")
+	requireCode(t, err, spool.CodeNotFound)
+}
