@@ -30,6 +30,10 @@ var (
 	ErrConflict = errors.New("store: conflict")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrUnavailable: the store cannot be reached now (a database restart, a failover, a dropped
+	// connection). A read that returns it read nothing; a write may or may not have been applied,
+	// as with any error other than the caller's context error. Retrying later is the remedy.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // Store is implemented by every backend. Every method that returns nil has durably committed its

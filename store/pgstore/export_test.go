@@ -147,3 +147,6 @@ func (s *Store) WriteTx(ctx context.Context, fn func(ctx context.Context, tx pgx
 
 // MaxConns is the bound of the store's pool.
 func (s *Store) MaxConns() int32 { return s.pool.Config().MaxConns }
+
+// Unavailable is unavailable, for a table test of what counts as a lost database.
+var Unavailable = unavailable

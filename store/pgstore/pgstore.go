@@ -31,10 +31,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -148,7 +151,7 @@ func (s *Store) read(ctx context.Context, fn func(q querier) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return fn(s.pool)
+	return unavailable(fn(s.pool))
 }
 
 // write runs fn, a write of one statement (its own transaction), on the pool. The context is
@@ -163,7 +166,7 @@ func (s *Store) write(ctx context.Context, fn func(ctx context.Context, q querie
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return fn(context.WithoutCancel(ctx), s.pool)
+	return unavailable(fn(context.WithoutCancel(ctx), s.pool))
 }
 
 // deadlockAttempts bounds the runs of a transaction that PostgreSQL aborts to break a deadlock.
@@ -184,9 +187,44 @@ func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx pgx
 	for attempt := 1; ; attempt++ {
 		err := s.runTx(ctx, fn)
 		if !isDeadlock(err) || attempt == deadlockAttempts || ctx.Err() != nil {
-			return err
+			return unavailable(err)
 		}
 	}
+}
+
+// unavailableError marks an error of the connection (not of the SQL) as store.ErrUnavailable,
+// keeping the cause.
+type unavailableError struct{ cause error }
+
+func (e unavailableError) Error() string   { return e.cause.Error() }
+func (e unavailableError) Unwrap() []error { return []error{store.ErrUnavailable, e.cause} }
+
+// unavailable marks err as store.ErrUnavailable when it says the database could not be reached
+// or the connection was lost (a restart, a failover, a terminated backend): the engine then
+// answers 503 with Retry-After rather than 500.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err // the caller's context ended: that is its answer, whatever the connection did
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, crash, starting up
+			pgErr.Code == "53300", // too many connections
+			pgErr.Code == "25006": // read-only transaction: a standby after a failover
+			return unavailableError{err}
+		}
+		return err
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err), pgconn.Timeout(err),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return unavailableError{err}
+	}
+	return err
 }
 
 func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {

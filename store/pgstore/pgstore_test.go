@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"slices"
 	"strings"
@@ -681,4 +682,35 @@ func TestPoolBound(t *testing.T) {
 	s = openAt(t, unbound)
 	require.Equal(t, int32(pgstore.DefaultMaxConns), s.MaxConns())
 	require.NoError(t, s.Close())
+}
+
+// TestUnavailableErrors: errors of the connection are store.ErrUnavailable (503 and retry), errors
+// of the SQL and the caller's context are not.
+func TestUnavailableErrors(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	_, connectErr := pgx.Connect(ctx, "postgres://spool@127.0.0.1:1/spool?connect_timeout=2")
+	require.Error(t, connectErr)
+	for _, err := range []error{
+		connectErr,
+		fmt.Errorf("claim jobs of ep: %w", &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}),
+		&pgconn.PgError{Code: "08006"},
+		&pgconn.PgError{Code: "25006"},
+		fmt.Errorf("read: %w", io.ErrUnexpectedEOF),
+	} {
+		got := pgstore.Unavailable(err)
+		require.ErrorIs(t, got, store.ErrUnavailable, "%v", err)
+		require.ErrorIs(t, got, err, "the cause is kept")
+	}
+	for _, err := range []error{
+		&pgconn.PgError{Code: "23505"},
+		fmt.Errorf("get job x: %w", store.ErrNotFound),
+		context.Canceled,
+		fmt.Errorf("write: %w", context.DeadlineExceeded),
+		errors.New("sqlitestore: a claim must move the jobs out of IN_QUEUE"),
+	} {
+		require.NotErrorIs(t, pgstore.Unavailable(err), store.ErrUnavailable, "%v", err)
+	}
+	require.NoError(t, pgstore.Unavailable(nil))
 }
