@@ -46,6 +46,8 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 		WorkerKey:   s.tokens.Mint, // each worker speaks for itself only
 		GPUs:        gpus,
 		Logger:      s.log,
+		Clock:       s.store.clock,
+		Leader:      s.store.leader, // workers run on the leading replica, and talk to it
 		InitTimeout: s.cfg.Workers.InitTimeout,
 		StopGrace:   s.cfg.Workers.StopGrace,
 		CancelGrace: s.cfg.Workers.CancelGrace,

@@ -28,6 +28,10 @@ type fileConfig struct {
 	Addr string `yaml:"addr"`
 	// Data is the data directory (the SQLite file lives there). Defaults to ./spool-data.
 	Data string `yaml:"data"`
+	// Store is sqlite (the default: the embedded store in Data) or a postgres:// URL, for
+	// several replicas on one PostgreSQL database. The URL's password may instead come from
+	// PGPASSWORD or a password file (PGPASSFILE, ~/.pgpass); it is never logged.
+	Store string `yaml:"store"`
 	// LogLevel is debug, info, warn or error. Defaults to info.
 	LogLevel string `yaml:"logLevel"`
 	// Retention is how long results stay readable.
@@ -203,7 +207,7 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 	for _, o := range []struct {
 		env string
 		dst *string
-	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_LOG_LEVEL", &c.LogLevel}, {"SPOOL_PPROF_ADDR", &c.Debug.PprofAddr}} {
+	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_STORE", &c.Store}, {"SPOOL_LOG_LEVEL", &c.LogLevel}, {"SPOOL_PPROF_ADDR", &c.Debug.PprofAddr}} {
 		if v := getenv(o.env); v != "" {
 			*o.dst = v
 		}
@@ -267,6 +271,9 @@ func (c *config) withDefaults() {
 
 func (c *config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if err := checkStoreSetting(c.Store); err != nil {
 		return err
 	}
 	if c.Workers.TakeWait < time.Second || c.Workers.TakeWait >= 90*time.Second {

@@ -34,9 +34,10 @@ It prints the URL, an API key and commands to try. It takes the same --addr, --d
 SPOOL_ADMIN_KEY as spool serve. Ctrl-C stops it cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// dev reads no config file: it is the same demo for everybody.
+			// dev reads no config file, and runs on the embedded store whatever SPOOL_STORE says:
+			// it is the same demo for everybody, and never touches a shared database.
 			cfg, err := loadConfig("", func(k string) string {
-				if k == "SPOOL_CONFIG" {
+				if k == "SPOOL_CONFIG" || k == "SPOOL_STORE" {
 					return ""
 				}
 				return getenv(k)

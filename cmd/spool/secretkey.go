@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -29,6 +30,11 @@ func openSealer(cfg *config, log *slog.Logger) (*secret.Sealer, error) {
 		if key, err = secret.ReadKeyFile(cfg.Secrets.KeyFile); err != nil {
 			return nil, fmt.Errorf("secrets.keyFile: %w", err)
 		}
+	case isPostgres(cfg.Store):
+		// Every replica must open what any other sealed; a key made up by each replica in its
+		// own data directory would fail their jobs as undecryptable.
+		return nil, errors.New("a PostgreSQL store is shared by replicas, which must seal s3Configs and webhook secrets with one key: " +
+			"set SPOOL_SECRET_KEY or secrets.keyFile to the same key on every replica (make one with: head -c 32 /dev/urandom | base64)")
 	default:
 		path := filepath.Join(cfg.Data, secretKeyFile)
 		var created bool

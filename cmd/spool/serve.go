@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -28,21 +26,23 @@ import (
 	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/webhook"
 	"github.com/spool-run/spool/internal/wire"
-	"github.com/spool-run/spool/store/sqlitestore"
+	"github.com/spool-run/spool/store"
 )
 
 func newServeCmd(getenv func(string) string) *cobra.Command {
 	var (
 		cfgPath     string
 		addr, data  string
+		storeURL    string
 		checkConfig bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the Spool server on the embedded store",
-		Long: `Run the Spool server. Settings come from the config file (--config, $SPOOL_CONFIG, or
-./spool.yaml if present), then the environment (SPOOL_ADDR, SPOOL_DATA, SPOOL_LOG_LEVEL,
-SPOOL_ADMIN_KEY), then flags.`,
+		Short: "Run the Spool server",
+		Long: `Run the Spool server, on the embedded store in --data or on PostgreSQL (--store). Settings
+come from the config file (--config, $SPOOL_CONFIG, or ./spool.yaml if present), then the
+environment (SPOOL_ADDR, SPOOL_DATA, SPOOL_STORE, SPOOL_LOG_LEVEL, SPOOL_ADMIN_KEY,
+SPOOL_SECRET_KEY), then flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cfgPath, getenv)
@@ -55,13 +55,19 @@ SPOOL_ADMIN_KEY), then flags.`,
 			if cmd.Flags().Changed("data") {
 				cfg.Data = data
 			}
+			if cmd.Flags().Changed("store") {
+				cfg.Store = storeURL
+				if err := checkStoreSetting(cfg.Store); err != nil {
+					return err
+				}
+			}
 			if checkConfig {
 				src := cfg.Path
 				if src == "" {
 					src = "(no config file; defaults)"
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "config OK: %s: addr %s, data %s, %d endpoints, %d keys\n",
-					src, cfg.Addr, cfg.Data, len(cfg.Endpoints), len(cfg.Keys))
+				fmt.Fprintf(cmd.OutOrStdout(), "config OK: %s: addr %s, store %s, %d endpoints, %d keys\n",
+					src, cfg.Addr, describeStore(cfg), len(cfg.Endpoints), len(cfg.Keys))
 				return nil
 			}
 			return serve(cmd.Context(), cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -71,6 +77,7 @@ SPOOL_ADMIN_KEY), then flags.`,
 	f.StringVar(&cfgPath, "config", "", "config file (default ./spool.yaml if present)")
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
 	f.StringVar(&data, "data", "./spool-data", "data directory")
+	f.StringVar(&storeURL, "store", "", "sqlite (the default, in --data) or a postgres:// URL shared by several replicas")
 	f.BoolVar(&checkConfig, "check-config", false, "validate the configuration and exit")
 	return cmd
 }
@@ -93,7 +100,7 @@ func serve(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 type server struct {
 	cfg      *config
 	log      *slog.Logger
-	store    *sqlitestore.Store
+	store    *openedStore
 	eng      *engine.Engine
 	keys     *auth.Keyring
 	http     *http.Server
@@ -115,15 +122,11 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 			s.abort()
 		}
 	}()
-	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
-	checkDataDir(cfg.Data, s.log)
 	sealer, err := openSealer(cfg, s.log)
 	if err != nil {
 		return nil, err
 	}
-	if s.store, err = sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spool.db")); err != nil {
+	if s.store, err = openStore(ctx, cfg, s.log); err != nil {
 		return nil, err
 	}
 	m := metrics.New(metrics.Config{
@@ -135,16 +138,19 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 			}
 			return names
 		},
-		StoreStats: func() (int64, int64) { st := s.store.Stats(); return st.Batches, st.Ops },
+		StoreStats: s.store.stats,
 		Logger:     s.log,
 	})
-	// One notifier for everything in this process that waits for a change.
-	hub := notify.NewHub()
+	// One notifier for everything in this process that waits for a change (and, on PostgreSQL,
+	// in the other replicas).
+	hub := s.store.notifier
 	s.webhooks, err = webhook.New(webhook.Config{
 		Store:    s.store,
 		Logger:   s.log,
 		Observer: m,
 		Notifier: hub,
+		Clock:    s.store.clock,
+		Leader:   s.store.leader,
 		Endpoint: func(name string) (spool.Endpoint, bool) {
 			ep, err := s.eng.Endpoint(name)
 			return ep, err == nil
@@ -161,6 +167,8 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	eng, err := engine.New(engine.Config{
 		Store:          s.store,
 		Notifier:       hub,
+		Clock:          s.store.clock,
+		Leader:         s.store.leader,
 		Observer:       m,
 		Logger:         s.log,
 		Retention:      spool.Retention{Run: cfg.Retention.Run, Sync: cfg.Retention.Runsync},
@@ -175,7 +183,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		return nil, err
 	}
 	s.eng = eng
-	if s.fleet, err = fleet.New(fleet.Config{Engine: eng, Store: s.store, Logger: s.log, LostAfter: cfg.Workers.LostAfter}); err != nil {
+	if s.fleet, err = fleet.New(fleet.Config{Engine: eng, Store: s.store, Logger: s.log, LostAfter: cfg.Workers.LostAfter, Leader: s.store.leader}); err != nil {
 		return nil, err
 	}
 	if err := s.fleet.Start(ctx); err != nil {
@@ -187,7 +195,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		}
 	}
 	s.tokens = auth.NewWorkerTokens()
-	if s.keys, err = newKeyring(ctx, cfg, s.store, hub, s.tokens); err != nil {
+	if s.keys, err = newKeyring(ctx, cfg, s.store, hub, s.store.clock, s.tokens); err != nil {
 		return nil, err
 	}
 	// Deliveries left pending by the previous run (a crash, a restart) go out from here on.
@@ -280,7 +288,7 @@ func (s *server) abort() {
 func (s *server) run(ctx context.Context, beforeStop func()) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.http.Serve(s.ln) }()
-	s.log.Info("spool listening", "url", s.URL(), "data", s.cfg.Data, "endpoints", len(s.eng.Endpoints()))
+	s.log.Info("spool listening", "url", s.URL(), "store", describeStore(s.cfg), "endpoints", len(s.eng.Endpoints()))
 	if s.cfg.Debug.PprofAddr != "" {
 		stopPprof, err := s.servePprof(s.cfg.Debug.PprofAddr)
 		if err != nil {
@@ -359,12 +367,12 @@ func (s *server) servePprof(addr string) (stop func(), err error) {
 }
 
 // newKeyring combines the config file's keys, SPOOL_ADMIN_KEY and the stored keys.
-func newKeyring(ctx context.Context, cfg *config, st *sqlitestore.Store, n notify.Notifier, tokens *auth.WorkerTokens) (*auth.Keyring, error) {
+func newKeyring(ctx context.Context, cfg *config, st store.Store, n notify.Notifier, clk clock.Clock, tokens *auth.WorkerTokens) (*auth.Keyring, error) {
 	static := append([]spool.Key(nil), cfg.Keys...)
 	if cfg.AdminKey != "" {
 		static = append(static, auth.EnvAdminKey(cfg.AdminKey))
 	}
-	return auth.NewKeyring(ctx, auth.Config{Store: st, Static: static, Clock: clock.Real{}, Notifier: n, Tokens: tokens})
+	return auth.NewKeyring(ctx, auth.Config{Store: st, Static: static, Clock: clk, Notifier: n, Tokens: tokens})
 }
 
 // firstStartKeys creates an admin and a worker key when no admin key exists anywhere (config,

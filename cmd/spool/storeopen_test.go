@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestStoreSetting: the store setting selects a backend, and no error or description of it ever
+// shows a URL's password.
+func TestStoreSetting(t *testing.T) {
+	t.Parallel()
+	const password = "s3cr3t-pw-7f2a"
+	for _, v := range []string{"", "sqlite", "postgres://spool:" + password + "@db:5432/spool", "postgresql://db/spool"} {
+		c, err := loadConfig("", envMap(map[string]string{"SPOOL_STORE": v}))
+		require.NoError(t, err, "store %q", v)
+		require.Equal(t, v, c.Store)
+		require.NotContains(t, describeStore(c), password)
+	}
+	c, err := loadConfig("", envMap(map[string]string{"SPOOL_STORE": "postgres://spool:" + password + "@db:5432/spool?sslmode=require"}))
+	require.NoError(t, err)
+	require.Equal(t, "postgres://spool:xxxxx@db:5432/spool", describeStore(c))
+	require.Equal(t, "sqlite in ./spool-data", describeStore(&config{fileConfig: fileConfig{Data: "./spool-data"}}))
+
+	for _, v := range []string{"mysql://root:" + password + "@db/spool", "redis", "/var/lib/" + password} {
+		_, err := loadConfig("", envMap(map[string]string{"SPOOL_STORE": v}))
+		require.Error(t, err, v)
+		require.Contains(t, err.Error(), "store")
+		require.NotContains(t, err.Error(), password)
+	}
+	p := writeConfig(t, "store: sqlit\n")
+	_, err = loadConfig(p, envMap(nil))
+	require.ErrorContains(t, err, "must be sqlite or a postgres:// URL")
+}
+
+// TestCheckConfigShowsTheStoreWithoutItsPassword runs serve --check-config with a PostgreSQL URL.
+func TestCheckConfigShowsTheStoreWithoutItsPassword(t *testing.T) {
+	t.Parallel()
+	cmd := newServeCmd(envMap(map[string]string{"SPOOL_CONFIG": "/nonexistent/none.yaml"}))
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"--config", writeConfig(t, "addr: 127.0.0.1:0\n"), "--store", "postgres://u:hunter2-x@127.0.0.1:5432/db", "--check-config"})
+	require.NoError(t, cmd.ExecuteContext(context.Background()))
+	require.Contains(t, out.String(), "store postgres://u:xxxxx@127.0.0.1:5432/db")
+	require.NotContains(t, out.String(), "hunter2-x")
+}
+
+// TestPostgresNeedsASharedSecretKey: replicas on one database must seal with one key, so a
+// PostgreSQL store without an explicit key refuses to start rather than make one up per replica.
+func TestPostgresNeedsASharedSecretKey(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig("", envMap(map[string]string{"SPOOL_STORE": "postgres://u:pw@127.0.0.1:1/db", "SPOOL_DATA": t.TempDir()}))
+	require.NoError(t, err)
+	_, err = openServer(t.Context(), cfg, io.Discard)
+	require.ErrorContains(t, err, "SPOOL_SECRET_KEY or secrets.keyFile")
+}
