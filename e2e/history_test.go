@@ -71,6 +71,14 @@ type history struct {
 	full      bool
 	anomalies []string // answers the protocol never allows (a 5xx, a malformed 200...), at most 50
 	nAnomaly  int
+	// allow503 accepts 503 (with an unknown outcome) as an answer: while the database of a
+	// replica is unreachable, 503 and retry is what the server must say.
+	allow503 bool
+}
+
+// serverError reports whether an answer's status is a server error the history does not allow.
+func (h *history) serverError(code int) bool {
+	return code >= 500 && !(h.allow503 && code == http.StatusServiceUnavailable)
 }
 
 // invoke records the start of an operation and returns its id for complete.
@@ -477,7 +485,7 @@ func (r *recorder) submit(ctx context.Context, base, ep, input, webhook string) 
 	typ := outcomeOf(res.Code, err)
 	var v struct{ ID, Status string }
 	switch {
-	case res.Code >= 500 || typ == evFail || (typ == evOK && res.Code != http.StatusOK):
+	case r.h.serverError(res.Code) || typ == evFail || (typ == evOK && res.Code != http.StatusOK):
 		r.h.anomaly("%s: /run answered %s", r.process, res)
 	case typ == evOK && (json.Unmarshal(res.Body, &v) != nil || v.ID == "" || v.Status != "IN_QUEUE"):
 		r.h.anomaly("%s: /run answered %s", r.process, res)
@@ -504,7 +512,7 @@ func (r *recorder) take(ctx context.Context, base, ep, worker string, holding bo
 		}
 		id, input = j.ID, canonJSON(j.Input)
 	}
-	if (typ == evOK && res.Code != http.StatusOK && res.Code != http.StatusNoContent) || typ == evFail || res.Code >= 500 {
+	if (typ == evOK && res.Code != http.StatusOK && res.Code != http.StatusNoContent) || typ == evFail || r.h.serverError(res.Code) {
 		r.h.anomaly("%s: job-take answered %s", r.process, res)
 	}
 	r.h.complete(op, typ, histEvent{JobID: id, Input: input, Err: errString(err)})
@@ -519,7 +527,7 @@ func (r *recorder) result(ctx context.Context, base, ep, worker, jobID, output s
 	u := newRPURLs(workerEnv(base, ep, worker, r.key)).done(jobID, false)
 	res, err := r.send(ctx, http.MethodPost, u, resultHeader(r.key, jobID), []byte(pyJSON(`{"output": `+output+`}`)), 10*time.Second)
 	typ := outcomeOf(res.Code, err)
-	if (typ == evFail && res.Code != http.StatusConflict) || res.Code >= 500 {
+	if (typ == evFail && res.Code != http.StatusConflict) || r.h.serverError(res.Code) {
 		r.h.anomaly("%s: job-done %s answered %s", r.process, jobID, res)
 	}
 	r.h.complete(op, typ, histEvent{Err: errString(err)})
@@ -552,7 +560,7 @@ func (r *recorder) read(ctx context.Context, base, ep, id string, waitMs int) (s
 		r.h.anomaly("%s: status of %s answered %s", r.process, id, res)
 		typ = evUnknown
 	}
-	if typ == evFail || res.Code >= 500 {
+	if typ == evFail || r.h.serverError(res.Code) {
 		r.h.anomaly("%s: status of %s answered %s", r.process, id, res)
 	}
 	r.h.complete(op, typ, histEvent{State: v.Status, Output: canonJSON(v.Output), Retries: v.Retries, Err: errString(err)})
