@@ -72,6 +72,11 @@ type Store interface {
 	// normal-priority jobs, with the QueuedAt of the oldest queued normal-priority job, without
 	// reading any job's payloads.
 	QueueDepth(ctx context.Context, endpoint string) (spool.QueueDepth, error)
+	// CountQueued counts the IN_QUEUE jobs of p.Endpoint (both priorities, expired or not), but
+	// no more than p.Limit: the take gate and the maxQueue check need only know whether there are
+	// at least so many, and a shared store answers that without counting a deep queue.
+	// Limit <= 0 counts nothing.
+	CountQueued(ctx context.Context, p CountQueuedParams) (int, error)
 	// QueuePosition returns the 1-based place of an IN_QUEUE job of p.Endpoint in ClaimJobs order;
 	// 0 when there is no such queued job.
 	QueuePosition(ctx context.Context, p QueuePositionParams) (int, error)
@@ -365,6 +370,12 @@ type JobChange struct {
 type DeleteJobsParams struct {
 	Before time.Time
 	Limit  int // 0 means no bound
+}
+
+// CountQueuedParams bounds a count of an endpoint's queue.
+type CountQueuedParams struct {
+	Endpoint string
+	Limit    int
 }
 
 // QueuePositionParams names a queued job of an endpoint.

@@ -58,11 +58,11 @@ func (e *Engine) Submit(ctx context.Context, p SubmitParams) (*spool.Job, error)
 		pol.TTLMs = *p.TTLMs
 	}
 	if ep.MaxQueue > 0 {
-		d, err := e.store.QueueDepth(ctx, ep.Name)
+		queued, err := e.store.CountQueued(ctx, store.CountQueuedParams{Endpoint: ep.Name, Limit: ep.MaxQueue})
 		if err != nil {
 			return nil, translate(err, "queue of "+ep.Name)
 		}
-		if d.Normal+d.Low >= ep.MaxQueue {
+		if queued >= ep.MaxQueue {
 			return nil, &spool.Error{Code: spool.CodeTooMany, RetryAfter: 5,
 				Message: "queue of endpoint " + ep.Name + " is full; retry later"}
 		}

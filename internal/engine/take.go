@@ -30,11 +30,13 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, n int, wait 
 		if e.Draining() {
 			return nil, false, nil
 		}
-		d, err := e.store.QueueDepth(ctx, endpoint)
+		// Whether more jobs are queued than are being claimed is all the gate needs: a bounded
+		// count, which a shared store answers without counting a deep queue.
+		queued, err := e.store.CountQueued(ctx, store.CountQueuedParams{Endpoint: endpoint, Limit: gate.wanted(n)})
 		if err != nil {
 			return nil, false, translate(err, "queue of "+endpoint)
 		}
-		if !gate.enter(d.Normal+d.Low, n) {
+		if !gate.enter(queued, n) {
 			return nil, false, nil // as many jobs as are queued are being claimed: wait
 		}
 		h, err := e.takeOpenable(ctx, endpoint, worker, n)
@@ -53,9 +55,9 @@ func (e *Engine) Take(ctx context.Context, endpoint, worker string, n int, wait 
 // takeGate keeps the idle takers of an endpoint from all claiming at once. Every submission
 // wakes every taker waiting on the endpoint; without the gate each would run a claim through
 // the store's writer, and with 64 idle workers one job cost 64 write transactions, 63 of them
-// empty. A taker claims only while fewer jobs are being claimed than are queued (the store's
-// queue depth is kept in memory); the others wait again, and are woken once the claims in
-// flight end, in case a claim came back short.
+// empty. A taker claims only while fewer jobs are being claimed than are queued (a count the
+// embedded store keeps in memory, and PostgreSQL bounds); the others wait again, and are woken
+// once the claims in flight end, in case a claim came back short.
 type takeGate struct {
 	mu       sync.Mutex
 	claiming int  // jobs asked for by the claims in flight
@@ -70,7 +72,15 @@ func (e *Engine) gate(endpoint string) *takeGate {
 	return g.(*takeGate)
 }
 
-// enter reports whether a taker asking for n jobs may claim, with queued jobs in the queue.
+// wanted is how many queued jobs would let a taker asking for n jobs claim now.
+func (g *takeGate) wanted(n int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.claiming + n
+}
+
+// enter reports whether a taker asking for n jobs may claim, with queued jobs in the queue (or
+// at least that many: a count bounded by wanted).
 func (g *takeGate) enter(queued, n int) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()

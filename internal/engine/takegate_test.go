@@ -15,7 +15,7 @@ import (
 	"github.com/spool-run/spool/store"
 )
 
-// lookCounter counts the queue-depth reads (one per look of a waiting taker) and the claims that
+// lookCounter counts the queue counts (one per look of a waiting taker) and the claims that
 // reach the store.
 type lookCounter struct {
 	store.Store
@@ -25,13 +25,13 @@ type lookCounter struct {
 	claims  atomic.Int64
 }
 
-func (c *lookCounter) QueueDepth(ctx context.Context, endpoint string) (spool.QueueDepth, error) {
+func (c *lookCounter) CountQueued(ctx context.Context, p store.CountQueuedParams) (int, error) {
 	c.mu.Lock()
 	c.looks++
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
-	return c.Store.QueueDepth(ctx, endpoint)
+	return c.Store.CountQueued(ctx, p)
 }
 
 func (c *lookCounter) ClaimJobs(ctx context.Context, p store.ClaimJobsParams) ([]*spool.Job, error) {

@@ -38,12 +38,12 @@ func (s *Store) plan(ctx context.Context, query string, args ...any) (string, er
 
 // claimForPlan is a typical claim of endpoint's jobs and its arguments.
 func claimForPlan(endpoint string) (string, []any, error) {
-	ps := params{args: []any{endpoint, int64(1), int64(1)}}
+	ps := params{args: []any{endpoint, int64(1)}}
 	set, err := setClause(store.JobChange{
 		Set:   store.SetState | store.SetWorkerID | store.IncAttempt | store.SetTakenAt | store.SetTimeoutAt,
 		State: spool.StateInProgress, WorkerID: "w", TakenAt: time.UnixMilli(1),
 	}, time.UnixMilli(1), &ps)
-	return claimQuery(set), ps.args, err
+	return claimQuery(set, 1), ps.args, err
 }
 
 // ClaimPlan is the plan of a claim of endpoint's jobs.

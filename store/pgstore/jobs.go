@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -296,6 +298,8 @@ func (s *Store) UpdateJobs(ctx context.Context, p store.UpdateJobsParams) ([]*sp
 		args  []any
 		// full: the statement returns the whole job, for the outbox.
 		full bool
+		// hookless is the same update of a job without a webhook only, returning its head.
+		hookless string
 	}
 	stmts := make([]stmt, len(p.Updates))
 	for i, u := range p.Updates {
@@ -312,7 +316,27 @@ func (s *Store) UpdateJobs(ctx context.Context, p store.UpdateJobsParams) ([]*sp
 		if full {
 			cols = allColumns
 		}
-		stmts[i] = stmt{"UPDATE jobs SET " + set + w.String() + " RETURNING " + cols, ps.args, full}
+		update := "UPDATE jobs SET " + set + w.String()
+		stmts[i] = stmt{query: update + " RETURNING " + cols, args: ps.args, full: full,
+			hookless: update + " AND jobs.webhook = '' RETURNING " + headColumns}
+	}
+	if len(stmts) == 1 && stmts[0].full {
+		// A job's end that may enqueue a webhook needs a transaction (the update, then the
+		// delivery built from the job as written), four round trips. Most jobs have no webhook:
+		// their end is tried first as one statement that applies only to such a job.
+		var j *spool.Job
+		err := s.write(ctx, func(ctx context.Context, q querier) error {
+			var err error
+			j, err = scanJob(q.QueryRow(ctx, stmts[0].hookless, stmts[0].args...), 0)
+			return err
+		})
+		switch {
+		case err == nil:
+			return []*spool.Job{j}, nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, fmt.Errorf("update jobs: update job %s: %w", p.Updates[0].ID, err)
+		}
+		// It has a webhook, or is not as expected: the transaction below finds out which.
 	}
 	run := func(ctx context.Context, q querier) ([]*spool.Job, error) {
 		var changed []*spool.Job
@@ -402,15 +426,21 @@ func enqueueWebhook(ctx context.Context, q querier, j *spool.Job, build func(*sp
 	return nil
 }
 
-// claimQuery is the claim with the SET list set: $1, $2 and $3 are the endpoint, now and the
-// most jobs to claim. The subquery walks jobs_queue in dispatch order and stops at the limit;
-// FOR UPDATE SKIP LOCKED takes the jobs no concurrent claim holds, and re-checks the conditions
-// of one that a write committed meanwhile (a cancel), so the UPDATE moves only jobs still queued.
-// RETURNING gives rows in no promised order; the caller restores dispatch order from seq.
-func claimQuery(set string) string {
+// claimQuery is the claim of at most limit jobs with the SET list set: $1 and $2 are the endpoint
+// and now. The subquery walks jobs_queue in dispatch order and stops at the limit; FOR UPDATE
+// SKIP LOCKED takes the jobs no concurrent claim holds, and re-checks the conditions of one that
+// a write committed meanwhile (a cancel), so the UPDATE moves only jobs still queued. RETURNING
+// gives rows in no promised order; the caller restores dispatch order from seq.
+//
+// Two things keep the planner on that walk once a connection runs the statement with a generic
+// plan. The limit is a literal: a parameter is planned as a tenth of the rows, and with one deep
+// queue that made the planner prefer jobs_expiry and a sort of the whole queue at every claim
+// (4 ms of database CPU a job). And expires_at is compared as an expression (+ 0), so no index
+// on it is a candidate at all: it is a filter on the few rows the walk reads.
+func claimQuery(set string, limit int) string {
 	return "UPDATE jobs SET " + set + ` WHERE jobs.seq IN (
-		SELECT seq FROM jobs WHERE endpoint = $1 AND state = 'IN_QUEUE' AND expires_at > $2
-		ORDER BY low_priority, queued_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+		SELECT seq FROM jobs WHERE endpoint = $1 AND state = 'IN_QUEUE' AND expires_at + 0 > $2
+		ORDER BY low_priority, queued_at, seq LIMIT ` + strconv.Itoa(limit) + ` FOR UPDATE SKIP LOCKED)
 	RETURNING ` + headColumns + ", jobs.s3_config, " + inputColumn + ", jobs.seq"
 }
 
@@ -422,12 +452,12 @@ func (s *Store) ClaimJobs(ctx context.Context, p store.ClaimJobsParams) ([]*spoo
 	if p.Change.Set&store.SetState == 0 || p.Change.State == spool.StateInQueue {
 		return nil, fmt.Errorf("claim jobs of %s: pgstore: a claim must move the jobs out of IN_QUEUE", p.Endpoint)
 	}
-	ps := params{args: []any{p.Endpoint, millis(p.Now), int64(p.Max)}}
+	ps := params{args: []any{p.Endpoint, millis(p.Now)}}
 	set, err := setClause(p.Change, p.Now, &ps)
 	if err != nil {
 		return nil, fmt.Errorf("claim jobs of %s: %w", p.Endpoint, err)
 	}
-	query := claimQuery(set)
+	query := claimQuery(set, p.Max)
 	type claimed struct {
 		job *spool.Job
 		seq int64
@@ -525,12 +555,14 @@ func (s *Store) CountJobs(ctx context.Context, endpoint string) (spool.JobCounts
 }
 
 // queueDepthQuery counts an endpoint's queue from jobs_queue (the oldest queued normal-priority
-// job is its first entry of that priority) and its running jobs from jobs_running.
+// job is its first entry of that priority: an ORDER BY … LIMIT 1 reads that one entry, where a
+// generic plan of MIN read them all) and its running jobs from jobs_running.
 const queueDepthQuery = `SELECT
 	(SELECT COUNT(*) FROM jobs WHERE endpoint = $1 AND state = 'IN_QUEUE' AND low_priority = false),
 	(SELECT COUNT(*) FROM jobs WHERE endpoint = $1 AND state = 'IN_QUEUE' AND low_priority = true),
 	(SELECT COUNT(*) FROM jobs WHERE endpoint = $1 AND state = 'IN_PROGRESS' AND low_priority = false),
-	(SELECT MIN(queued_at) FROM jobs WHERE endpoint = $1 AND state = 'IN_QUEUE' AND low_priority = false)`
+	(SELECT queued_at FROM jobs WHERE endpoint = $1 AND state = 'IN_QUEUE' AND low_priority = false
+		ORDER BY low_priority, queued_at, seq LIMIT 1)`
 
 // QueueDepth implements store.Store.
 func (s *Store) QueueDepth(ctx context.Context, endpoint string) (spool.QueueDepth, error) {
@@ -548,6 +580,30 @@ func (s *Store) QueueDepth(ctx context.Context, endpoint string) (spool.QueueDep
 		d.OldestNormal = fromMillis(*oldest)
 	}
 	return d, nil
+}
+
+// countQueuedQuery counts at most limit entries of the endpoint's queue index, however deep it
+// is. The limit is a literal for the reason claimQuery gives.
+func countQueuedQuery(limit int) string {
+	return `SELECT COUNT(*) FROM (SELECT 1 FROM jobs
+	WHERE endpoint = $1 AND state = 'IN_QUEUE' LIMIT ` + strconv.Itoa(limit) + `) q`
+}
+
+// CountQueued implements store.Store. It counts up to the next power of two of the limit, so
+// that the limits the take gate asks for (the claims in flight, plus one) make a few statements
+// to keep prepared rather than one each.
+func (s *Store) CountQueued(ctx context.Context, p store.CountQueuedParams) (int, error) {
+	if p.Limit <= 0 {
+		return 0, nil
+	}
+	var n int
+	err := s.read(ctx, func(q querier) error {
+		return q.QueryRow(ctx, countQueuedQuery(1<<bits.Len(uint(p.Limit-1))), p.Endpoint).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count queue of %s: %w", p.Endpoint, err)
+	}
+	return min(n, p.Limit), nil
 }
 
 // positionQuery counts the queued jobs of the endpoint ahead of the job, in dispatch order: a

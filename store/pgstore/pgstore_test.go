@@ -714,3 +714,30 @@ func TestUnavailableErrors(t *testing.T) {
 	}
 	require.NoError(t, pgstore.Unavailable(nil))
 }
+
+// TestClaimPlanOnOneDeepQueue: one endpoint with a deep queue (the shape of a load test, and of
+// a busy single-endpoint deployment), analyzed: the claim, planned generically as a connection
+// that keeps it prepared would, still walks jobs_queue and sorts nothing.
+func TestClaimPlanOnOneDeepQueue(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := t.Context()
+	require.NoError(t, s.Exec(ctx, `INSERT INTO jobs (id, endpoint, state, webhook, execution_timeout_ms, ttl_ms,
+		retention_ms, low_priority, sync, created_at, queued_at, taken_at, finished_at, expires_at, timeout_at,
+		delete_at, worker_id, attempt, retries, error, stop_pod, ended_by_worker, stop_pending, stream_count,
+		stream_cursor, had_s3_config)
+		SELECT 'q' || i, 'only', CASE WHEN i % 3 = 0 THEN 'COMPLETED' ELSE 'IN_QUEUE' END,
+			'', 600000, 86400000, 60000, false, false, 1700000000000 + i, 1700000000000 + i, 0, 0,
+			1700086400000 + i, 0, 0, '', 0, 0, ''::bytea, false, false, false, 0, 0, false
+		FROM generate_series(1, 30000) AS i`))
+	require.NoError(t, s.Exec(ctx, "VACUUM ANALYZE"))
+	plan, err := s.GenericClaimPlan(ctx, "only")
+	require.NoError(t, err)
+	t.Logf("claim, generic plan:\n%s", plan)
+	require.Contains(t, plan, "Index Scan using jobs_queue on jobs")
+	require.NotContains(t, plan, "Sort")
+	require.NotContains(t, plan, "jobs_expiry")
+	n, err := s.CountQueued(ctx, store.CountQueuedParams{Endpoint: "only", Limit: 3})
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+}

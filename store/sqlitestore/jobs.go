@@ -686,6 +686,21 @@ func (s *Store) QueueDepth(ctx context.Context, endpoint string) (spool.QueueDep
 	return d, nil
 }
 
+// CountQueued implements store.Store, from the counts in memory.
+func (s *Store) CountQueued(_ context.Context, p store.CountQueuedParams) (int, error) {
+	n := 0
+	err := s.read(func(queryer) error {
+		if c := s.counts.get(p.Endpoint); c != nil {
+			n = c.normal + c.low
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count queue of %s: %w", p.Endpoint, err)
+	}
+	return max(0, min(n, p.Limit)), nil
+}
+
 // positionQuery counts the queued jobs of the endpoint ahead of the job, in dispatch order: a
 // range of jobs_queue.
 const positionQuery = `SELECT 1 + (SELECT COUNT(*) FROM jobs j

@@ -744,6 +744,19 @@ func testQueueDepth(t *testing.T, open opener) {
 	require.Equal(t, spool.QueueDepth{}, d)
 }
 
+func testCountQueued(t *testing.T, open opener) {
+	s := open(t)
+	queueFixture(t, s)
+	for limit, want := range map[int]int{100: 5, 5: 5, 4: 4, 1: 1, 0: 0, -1: 0} {
+		n, err := s.CountQueued(t.Context(), store.CountQueuedParams{Endpoint: "ep", Limit: limit})
+		require.NoError(t, err)
+		require.Equal(t, want, n, "limit %d: both priorities, neither running nor ended jobs", limit)
+	}
+	n, err := s.CountQueued(t.Context(), store.CountQueuedParams{Endpoint: "nobody", Limit: 10})
+	require.NoError(t, err)
+	require.Zero(t, n)
+}
+
 func testQueuePosition(t *testing.T, open opener) {
 	s := open(t)
 	queueFixture(t, s)

@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"DeleteJobs", testDeleteJobs},
 		{"CountJobs", testCountJobs},
 		{"QueueDepth", testQueueDepth},
+		{"CountQueued", testCountQueued},
 		{"CountsFollowWrites", testCountsFollowWrites},
 		{"QueuePosition", testQueuePosition},
 		{"HeldJobs", testHeldJobs},
