@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/spool-run/spool/store/pgstore/pgtest"
 )
 
 // TestBenchQuick runs `spool bench --quick --json` as a smoke test: it completes, and its JSON
@@ -64,4 +67,45 @@ func TestBenchQuick(t *testing.T) {
 	}
 	flat := strings.Join(strings.Fields(string(out)), " ")
 	t.Logf("spool bench --quick: %s", flat[:min(400, len(flat))])
+}
+
+// TestBenchQuickOnPostgreSQL runs `spool bench --quick --json --store URL`: the servers run on
+// PostgreSQL, each on a schema of its own that is gone afterwards, and the report says so.
+func TestBenchQuickOnPostgreSQL(t *testing.T) {
+	t.Parallel()
+	base := pgtest.BaseURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	schemas := func() int {
+		conn, err := pgx.Connect(ctx, base)
+		require.NoError(t, err)
+		defer conn.Close(context.Background())
+		var n int
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'spool_bench_%'").Scan(&n))
+		return n
+	}
+	before := schemas()
+	cmd := exec.CommandContext(ctx, spoolBin, "bench", "--quick", "--json", "--dir", t.TempDir(), "--store", base)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "spool bench --quick --store: %s", stderr.String())
+	var rep struct {
+		Store string `json:"store"`
+		Deep  int    `json:"deep"`
+		Rows  []struct {
+			Name  string  `json:"name"`
+			Spool float64 `json:"spool"`
+		} `json:"rows"`
+	}
+	require.NoError(t, json.Unmarshal(out, &rep), "%s", out)
+	require.Equal(t, "postgres", rep.Store)
+	require.Zero(t, rep.Deep, "the deep-queue cell needs the embedded store")
+	require.NotEmpty(t, rep.Rows)
+	for _, r := range rep.Rows {
+		if strings.HasPrefix(r.Name, "/run → COMPLETED") {
+			require.Positive(t, r.Spool, r.Name)
+		}
+	}
+	require.LessOrEqual(t, schemas(), before, "the bench's schemas are dropped") // other runs may drop theirs meanwhile
 }

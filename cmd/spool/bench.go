@@ -32,7 +32,8 @@ spool serve on a temporary data directory (or uses --url) and a bare net/http ba
 that does the same exchanges per job with an in-memory hand-off and no store, runs Go clients
 and spoolworker workers with a no-op handler on loopback, and reports every figure with its
 ratio to the baseline: throughput and server CPU per job, /runsync and pickup latency, /run
-acknowledgements, and a deep queue (/health latency, memory, take rate).`,
+acknowledgements, and a deep queue (/health latency, memory, take rate). With --store the
+servers run on PostgreSQL (the server's CPU then excludes the database's).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			bin, err := os.Executable()
@@ -42,7 +43,7 @@ acknowledgements, and a deep queue (/health latency, memory, take rate).`,
 			run := cfg
 			if quick {
 				run = bench.Quick(bin)
-				run.URL, run.Key, run.Batch = cfg.URL, cfg.Key, cfg.Batch
+				run.URL, run.Key, run.Batch, run.Store = cfg.URL, cfg.Key, cfg.Batch, cfg.Store
 				if !cmd.Flags().Changed("timeout") {
 					timeout = 3 * time.Minute
 				}
@@ -89,6 +90,7 @@ acknowledgements, and a deep queue (/health latency, memory, take rate).`,
 	f.IntVar(&cfg.Clients, "clients", 32, "concurrent submitters")
 	f.IntVar(&cfg.Samples, "samples", 2000, "/runsync and pickup measurements per run")
 	f.IntVar(&cfg.Deep, "deep", 1000000, "jobs queued for the deep-queue cell (0 skips it)")
+	f.StringVar(&cfg.Store, "store", "", "a postgres:// URL (loopback) to run the servers on PostgreSQL, each on a schema of its own; default the embedded store")
 	f.StringVar(&cfg.Dir, "dir", "", "where the temporary data directories go (default the system's temp directory)")
 	f.DurationVar(&timeout, "timeout", time.Hour, "stop and fail after this long")
 	return cmd

@@ -31,6 +31,11 @@ type Config struct {
 	URL, Key string
 	// Dir holds the temporary data directories. Defaults to the system's.
 	Dir string
+	// Store is the store of the servers the bench starts: "" for the embedded SQLite store, or
+	// a postgres:// URL of a loopback server, where each server gets a schema of its own,
+	// dropped afterwards. The deep-queue cell needs the embedded store (it fills the file
+	// directly) and is skipped on PostgreSQL.
+	Store string
 	// Runs is how many times each cell runs (interleaved with the baseline); the report gives
 	// medians. Defaults to 3.
 	Runs int
@@ -99,6 +104,7 @@ type Report struct {
 		GoVersion string `json:"goVersion"`
 		OS        string `json:"os"`
 	} `json:"machine"`
+	Store   string  `json:"store"` // sqlite, postgres, or the URL measured
 	Runs    int     `json:"runs"`
 	Jobs    int     `json:"jobs"`
 	Batch   int     `json:"batch"`
@@ -116,7 +122,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	start := time.Now()
 	b := &bencher{cfg: cfg, hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}}
 	defer b.hc.CloseIdleConnections()
-	rep := &Report{Runs: cfg.Runs, Jobs: cfg.Jobs, Batch: cfg.Batch, Deep: cfg.Deep}
+	rep := &Report{Store: "sqlite", Runs: cfg.Runs, Jobs: cfg.Jobs, Batch: cfg.Batch, Deep: cfg.Deep}
+	switch {
+	case cfg.URL != "":
+		rep.Store = "the server at " + cfg.URL
+	case cfg.Store != "":
+		rep.Store, rep.Deep, cfg.Deep = "postgres", 0, 0
+	}
 	rep.Machine.CPUs, rep.Machine.GoVersion, rep.Machine.OS = runtime.NumCPU(), runtime.Version(), runtime.GOOS+"/"+runtime.GOARCH
 
 	for _, w := range cfg.Workers {
@@ -197,7 +209,7 @@ func (b *bencher) start(ctx context.Context, baseline bool) (*target, error) {
 	case b.cfg.URL != "":
 		return &target{name: "spool", url: b.cfg.URL, key: b.cfg.Key, stop: func() error { return nil }}, nil
 	}
-	return startSpool(ctx, b.cfg.Binary, b.cfg.Dir)
+	return startSpool(ctx, b.cfg.Binary, b.cfg.Dir, b.cfg.Store)
 }
 
 // pair collects the runs of one figure for Spool and the baseline.

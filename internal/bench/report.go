@@ -11,8 +11,8 @@ import (
 // WriteTable writes the report as an aligned table: each figure, Spool's median, the baseline's
 // and their ratio.
 func (r *Report) WriteTable(w io.Writer) error {
-	fmt.Fprintf(w, "spool bench: %d CPUs, %s, %s; %d run(s) per cell (medians), %d jobs per cell, batch %d; %.0f s\n\n",
-		r.Machine.CPUs, r.Machine.OS, r.Machine.GoVersion, r.Runs, r.Jobs, r.Batch, r.Seconds)
+	fmt.Fprintf(w, "spool bench: %d CPUs, %s, %s; store %s; %d run(s) per cell (medians), %d jobs per cell, batch %d; %.0f s\n\n",
+		r.Machine.CPUs, r.Machine.OS, r.Machine.GoVersion, r.Store, r.Runs, r.Jobs, r.Batch, r.Seconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tunit\tspool\tbaseline\tratio\tspool's runs\t")
 	for _, row := range r.Rows {

@@ -35,29 +35,47 @@ var (
 	baselineListening = regexp.MustCompile(`baseline listening (http://\S+)`)
 )
 
-// startSpool starts `spool serve` on a fresh data directory under dir.
-func startSpool(ctx context.Context, bin, dir string) (*target, error) {
+// startSpool starts `spool serve` on a fresh data directory under dir, and on a fresh schema of
+// the PostgreSQL database at pgURL when it is set.
+func startSpool(ctx context.Context, bin, dir, pgURL string) (*target, error) {
 	data, err := os.MkdirTemp(dir, "spool-data-")
 	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(data, "bench.yaml")
 	if err := os.WriteFile(cfg, []byte("endpoints:\n  - name: "+Endpoint+"\n"), 0o600); err != nil {
-		return nil, err
+		return nil, errors.Join(err, os.RemoveAll(data))
 	}
 	key := randomKey()
+	env := []string{"SPOOL_ADMIN_KEY=" + key}
+	dropSchema := func() error { return nil }
+	if pgURL != "" {
+		storeURL, drop, err := freshSchema(ctx, pgURL)
+		if err != nil {
+			return nil, errors.Join(err, os.RemoveAll(data))
+		}
+		dropSchema = drop
+		env = append(env, "SPOOL_STORE="+storeURL, "SPOOL_SECRET_KEY="+secretKey())
+	}
 	t, err := startChild(ctx, "spool", bin, []string{"serve", "--addr", "127.0.0.1:0", "--data", data, "--config", cfg},
-		[]string{"SPOOL_ADMIN_KEY=" + key}, spoolListening)
+		env, spoolListening)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, dropSchema(), os.RemoveAll(data))
 	}
 	t.key = key
 	stop := t.stop
 	t.stop = func() error {
 		err := stop()
-		return errors.Join(err, os.RemoveAll(data))
+		return errors.Join(err, dropSchema(), os.RemoveAll(data))
 	}
 	return t, nil
+}
+
+// secretKey is a fresh key for the s3Configs a bench server seals (none: the bench sends none).
+func secretKey() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.StdEncoding.EncodeToString(b[:])
 }
 
 // startBaseline starts the baseline server (the hidden `spool bench-baseline` command).
