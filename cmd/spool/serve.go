@@ -122,6 +122,9 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 			s.abort()
 		}
 	}()
+	if err := prepareDataDir(cfg, s.log); err != nil {
+		return nil, err
+	}
 	sealer, err := openSealer(cfg, s.log)
 	if err != nil {
 		return nil, err

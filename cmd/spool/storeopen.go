@@ -54,6 +54,19 @@ func describeStore(cfg *config) string {
 	return u.Redacted()
 }
 
+// prepareDataDir makes the data directory of the embedded store (where the secret key file is
+// made too) and warns about its permissions. A PostgreSQL store keeps nothing there.
+func prepareDataDir(cfg *config, log *slog.Logger) error {
+	if isPostgres(cfg.Store) {
+		return nil
+	}
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	checkDataDir(cfg.Data, log)
+	return nil
+}
+
 // openedStore is the store a server runs on, with what depends on it: how replicas wake each
 // other, whose clock they share and which of them leads.
 type openedStore struct {
@@ -81,10 +94,6 @@ func (o *openedStore) Close() error {
 // replicas (LISTEN/NOTIFY between them, the database's clock, an advisory-lock leader).
 func openStore(ctx context.Context, cfg *config, log *slog.Logger) (_ *openedStore, err error) {
 	if !isPostgres(cfg.Store) {
-		if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
-			return nil, fmt.Errorf("data directory: %w", err)
-		}
-		checkDataDir(cfg.Data, log)
 		st, err := sqlitestore.Open(ctx, filepath.Join(cfg.Data, "spool.db"))
 		if err != nil {
 			return nil, err

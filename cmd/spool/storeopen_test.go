@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -57,4 +59,21 @@ func TestPostgresNeedsASharedSecretKey(t *testing.T) {
 	require.NoError(t, err)
 	_, err = openServer(t.Context(), cfg, io.Discard)
 	require.ErrorContains(t, err, "SPOOL_SECRET_KEY or secrets.keyFile")
+}
+
+// TestServeMakesItsDataDirectory: on the embedded store, a data directory that does not exist yet
+// is made (owner only) before anything is written into it, the secret key file first.
+func TestServeMakesItsDataDirectory(t *testing.T) {
+	t.Parallel()
+	data := filepath.Join(t.TempDir(), "new", "data")
+	cfg, err := loadConfig("", envMap(map[string]string{"SPOOL_DATA": data, "SPOOL_ADDR": "127.0.0.1:0"}))
+	require.NoError(t, err)
+	srv, err := openServer(t.Context(), cfg, io.Discard)
+	require.NoError(t, err)
+	srv.abort()
+	fi, err := os.Stat(data)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+	_, err = os.Stat(filepath.Join(data, secretKeyFile))
+	require.NoError(t, err)
 }
