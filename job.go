@@ -101,11 +101,15 @@ func cloneRaw(b json.RawMessage) json.RawMessage {
 }
 
 // DelayTime is the time the job waited in the queue before its current take, or false before a take.
+//
+// Both are differences of instants that different replicas may have written, each on its reading
+// of the database's clock, which agree to within a round trip: a difference a hair below zero is
+// that disagreement, and reads as zero.
 func (j *Job) DelayTime() (time.Duration, bool) {
 	if j.TakenAt.IsZero() {
 		return 0, false
 	}
-	return j.TakenAt.Sub(j.QueuedAt), true
+	return max(0, j.TakenAt.Sub(j.QueuedAt)), true
 }
 
 // ExecutionTime is the time from the take to the terminal state, or false if either is missing.
@@ -113,7 +117,7 @@ func (j *Job) ExecutionTime() (time.Duration, bool) {
 	if j.TakenAt.IsZero() || j.FinishedAt.IsZero() {
 		return 0, false
 	}
-	return j.FinishedAt.Sub(j.TakenAt), true
+	return max(0, j.FinishedAt.Sub(j.TakenAt)), true
 }
 
 // Retention is how long terminal jobs stay readable.

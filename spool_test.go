@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -116,4 +117,23 @@ func TestEndpointValidation(t *testing.T) {
 		require.Error(t, err, tc.field)
 		require.Contains(t, err.Error(), tc.field)
 	}
+}
+
+// TestDurationsAreNeverNegative: a take written by one replica a millisecond "before" the queueing
+// another wrote (their readings of the database's clock differ by that much) is a zero delay.
+func TestDurationsAreNeverNegative(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	j := &spool.Job{QueuedAt: t0, TakenAt: t0.Add(-2 * time.Millisecond), FinishedAt: t0.Add(-3 * time.Millisecond)}
+	d, ok := j.DelayTime()
+	require.True(t, ok)
+	require.Zero(t, d)
+	e, ok := j.ExecutionTime()
+	require.True(t, ok)
+	require.Zero(t, e)
+	j.TakenAt, j.FinishedAt = t0.Add(5*time.Millisecond), t0.Add(12*time.Millisecond)
+	d, _ = j.DelayTime()
+	e, _ = j.ExecutionTime()
+	require.Equal(t, 5*time.Millisecond, d)
+	require.Equal(t, 7*time.Millisecond, e)
 }

@@ -66,6 +66,26 @@ func leaderOf(t *testing.T, replicas []*server) *server {
 	return nil
 }
 
+// takeNext long-polls job-take until a job comes (a worker polls again after a 204, as
+// runpod-python does): on a loaded machine the job a test just submitted elsewhere may reach this
+// replica after one takeWait.
+func takeNext(t *testing.T, w *plainWorker) map[string]json.RawMessage {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		r := w.get(t, w.urls.take(1, false))
+		switch r.Code {
+		case http.StatusOK:
+			return fields(t, r.Body)
+		case http.StatusNoContent:
+			continue
+		}
+		t.Fatalf("job-take on %s: %s", w.srv.URL, r)
+	}
+	t.Fatalf("job-take on %s: no job within a minute", w.srv.URL)
+	return nil
+}
+
 const replicaConfig = `
 retention:
   run: 24h
@@ -95,7 +115,7 @@ func TestReplicasShareOneDatabase(t *testing.T) {
 	}
 	for i := range 12 {
 		w := newPlainWorker(rs[(i+1)%3], "ep", fmt.Sprintf("w-%d", i%4))
-		job := w.TakeOne(t)
+		job := takeNext(t, w)
 		id := str(t, job, "id")
 		require.Contains(t, inputs, id)
 		requireSameJSON(t, inputs[id], job["input"])
@@ -121,7 +141,7 @@ func TestReplicasShareOneDatabase(t *testing.T) {
 		sync <- answer{r, err}
 	}()
 	wc := newPlainWorker(c, "ep", "w-sync")
-	job := wc.TakeOne(t) // long-polls C until A's job is there
+	job := takeNext(t, wc) // long-polls C until A's job is there
 	requireSameJSON(t, `{"sync":true}`, job["input"])
 	posted := time.Now()
 	require.Equal(t, http.StatusOK, wc.Done(t, str(t, job, "id"), `{"output": "from C"}`).Code)
@@ -143,21 +163,32 @@ func TestReplicasShareOneDatabase(t *testing.T) {
 		waiting <- r
 	}()
 	wa := newPlainWorker(a, "ep", "w-status")
-	require.Equal(t, id, str(t, wa.TakeOne(t), "id"))
+	require.Equal(t, id, str(t, takeNext(t, wa), "id"))
 	require.Equal(t, http.StatusOK, wa.Done(t, id, `{"output": "from A"}`).Code)
 	requireSameJSON(t, `"from A"`, requireJobView(t, (<-waiting).Body, id, "COMPLETED")["output"])
 
 	// A cancel on B reaches the worker long-polling job-stop on C.
 	id = a.SDK(stylePython, "ep").Submit(t, `{"cancel":"me"}`)
 	ws := newPlainWorker(c, "ep", "w-stop")
-	require.Equal(t, id, str(t, ws.TakeOne(t), "id"))
+	require.Equal(t, id, str(t, takeNext(t, ws), "id"))
 	stopped := make(chan resp, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		r, err := doRequest(ctx, newHTTPClient(), http.MethodGet, ws.urls.stop(), sessionHeader(ws.key, ""), nil)
-		if err != nil {
-			r = resp{Code: -1, Body: []byte(err.Error())}
+		// The worker's job-stop loop: each long-poll lasts takeWait, and one that ends empty
+		// (204) is followed by the next.
+		hc := newHTTPClient()
+		defer hc.CloseIdleConnections()
+		var r resp
+		for range 60 {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			var err error
+			r, err = doRequest(ctx, hc, http.MethodGet, ws.urls.stop(), sessionHeader(ws.key, ""), nil)
+			cancel()
+			if err != nil {
+				r = resp{Code: -1, Body: []byte(err.Error())}
+			}
+			if r.Code != http.StatusNoContent { // 204: nothing to stop yet
+				break
+			}
 		}
 		stopped <- r
 	}()
@@ -183,9 +214,16 @@ func TestReplicasShareOneDatabase(t *testing.T) {
 	health := func(s *server) int {
 		return s.do(t, "GET", "/v2/ep/health", http.Header{"Authorization": {"Bearer " + k.Key}}, nil).Code
 	}
+	made := time.Now()
 	for _, s := range rs {
-		require.Equal(t, http.StatusOK, health(s), "a key made on A works on %s", s.URL)
+		// B and C learn of the key by A's notification, or at their next reload for an unknown
+		// key (at most one a second): each try is a request, so the loop is paced and bounded.
+		for try := 0; health(s) != http.StatusOK; try++ {
+			require.Less(t, try, 20000, "a key made on A does not work on %s", s.URL)
+			require.Less(t, time.Since(made), 10*time.Second, "a key made on A does not work on %s", s.URL)
+		}
 	}
+	t.Logf("a key made on A worked on B and C %s later", time.Since(made).Round(time.Millisecond))
 	deleted := time.Now()
 	require.Equal(t, http.StatusNoContent, a.do(t, "DELETE", "/api/keys/"+k.ID, admin, nil).Code)
 	for _, s := range []*server{b, c} {

@@ -99,17 +99,26 @@ func (c *Clock) Close() {
 	c.wg.Wait()
 }
 
-// measure reads the database's clock once and takes it to have been read halfway through the
-// round trip.
+// samples is how many reads of the database's clock a measurement makes; it keeps the one with
+// the shortest round trip, whose midpoint is the best guess (a busy machine delays some reads by
+// milliseconds, and replicas' guesses must agree to well under that).
+const samples = 5
+
+// measure reads the database's clock and takes it to have been read halfway through the round
+// trip of the quickest of samples reads.
 func (c *Clock) measure(ctx context.Context) error {
-	before := c.cfg.Local.Now()
-	var db time.Time
-	if err := c.cfg.DB.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&db); err != nil {
-		return fmt.Errorf("pgclock: read the database's clock: %w", err)
+	var offset, rtt time.Duration
+	for i := range samples {
+		before := c.cfg.Local.Now()
+		var db time.Time
+		if err := c.cfg.DB.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&db); err != nil {
+			return fmt.Errorf("pgclock: read the database's clock: %w", err)
+		}
+		after := c.cfg.Local.Now()
+		if d := after.Sub(before); i == 0 || d < rtt {
+			rtt, offset = d, db.Sub(before.Add(d/2))
+		}
 	}
-	after := c.cfg.Local.Now()
-	rtt := after.Sub(before)
-	offset := db.Sub(before.Add(rtt / 2))
 	if old := time.Duration(c.offset.Swap(int64(offset))); c.rtt.Load() != 0 && absDuration(offset-old) > time.Second {
 		c.cfg.Logger.Warn("this machine's clock moved against the database's", "by", offset-old)
 	}

@@ -51,11 +51,13 @@ func (r row) Scan(dest ...any) error {
 func TestFollowsTheDatabasesClock(t *testing.T) {
 	t.Parallel()
 	local := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	db := &fakeDB{now: local.Now().Add(5 * time.Second), reads: make(chan struct{}, 1)}
+	db := &fakeDB{now: local.Now().Add(5 * time.Second), reads: make(chan struct{}, 5)}
 	c, err := pgclock.New(t.Context(), pgclock.Config{DB: db, Local: local, Refresh: time.Minute})
 	require.NoError(t, err)
 	defer c.Close()
-	<-db.reads
+	for range 5 {
+		<-db.reads // a measurement is five reads; it keeps the quickest
+	}
 	require.Equal(t, local.Now().Add(5*time.Second), c.Now(), "the database runs 5s ahead of this machine")
 	local.Advance(time.Second)
 	require.Equal(t, local.Now().Add(5*time.Second), c.Now(), "the local clock carries the time between reads")
@@ -64,7 +66,9 @@ func TestFollowsTheDatabasesClock(t *testing.T) {
 	require.NoError(t, local.WaitTimers(t.Context(), 1))
 	db.set(local.Now().Add(time.Minute + 3*time.Second))
 	local.Advance(time.Minute)
-	<-db.reads
+	for range 5 {
+		<-db.reads
+	}
 	require.Eventually(t, func() bool {
 		off, _ := c.Offset()
 		return off == 3*time.Second
