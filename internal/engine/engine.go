@@ -302,8 +302,6 @@ func translate(err error, what string) error {
 		return spool.Errorf(spool.CodeNotFound, "%s not found", what)
 	case errors.Is(err, store.ErrClosed):
 		return &spool.Error{Code: spool.CodeUnavailable, Message: "server is shutting down"}
-	case errors.Is(err, store.ErrUnavailable):
-		return &spool.Error{Code: spool.CodeUnavailable, RetryAfter: 1, Message: "the database cannot be reached; retry"}
 	}
 	var coded *spool.Error
 	if errors.As(err, &coded) {

@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/store"
 )
 
 // WriteJSON writes v as the JSON body of a response with the given status. A json.RawMessage, a
@@ -84,11 +85,19 @@ func WriteError(w http.ResponseWriter, err error) { WriteErrorLog(w, slog.Defaul
 
 // WriteErrorLog renders err as {"error": "<message>"} with the status of its code. An error
 // without a code is a real fault: the client sees only "internal error" with a 500, and the error
-// itself is logged to log at error level. An error with RetryAfter (a 429, a 503) carries
-// Retry-After.
+// itself is logged to log at error level. An error of a database out of reach
+// (store.ErrUnavailable) is a 503. An error with RetryAfter (a 429, a 503) carries Retry-After.
 func WriteErrorLog(w http.ResponseWriter, log *slog.Logger, err error) {
 	var coded *spool.Error
-	if !errors.As(err, &coded) || coded.Code == spool.CodeInternal || Status(coded.Code) == http.StatusInternalServerError {
+	if !errors.As(err, &coded) && errors.Is(err, store.ErrUnavailable) {
+		// The database is out of reach (a restart, a failover): a condition to retry, not a
+		// fault of the server, whichever handler met it.
+		if log != nil {
+			log.Warn("the database cannot be reached", "err", err)
+		}
+		coded = &spool.Error{Code: spool.CodeUnavailable, RetryAfter: 1, Message: "the database cannot be reached; retry"}
+	}
+	if coded == nil || coded.Code == spool.CodeInternal || Status(coded.Code) == http.StatusInternalServerError {
 		if log != nil {
 			log.Error("internal error", "err", err)
 		}

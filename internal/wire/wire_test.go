@@ -3,6 +3,7 @@ package wire_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/wire"
+	"github.com/spool-run/spool/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -38,6 +40,9 @@ func TestWriteError(t *testing.T) {
 		{&spool.Error{Code: spool.CodeUnavailable, Message: "busy", RetryAfter: 1}, 503, `{"error":"busy"}`, "1"},
 		{spool.Errorf(spool.CodeInternal, "db password=hunter2"), 500, `{"error":"internal error"}`, ""},
 		{errors.New("sql: secret table"), 500, `{"error":"internal error"}`, ""},
+		// A database out of reach, met by any handler: 503 and retry, without the cause's text.
+		{fmt.Errorf("record worker w: %w", errors.Join(store.ErrUnavailable, errors.New("FATAL: terminating connection, host=db password=x"))),
+			503, `{"error":"the database cannot be reached; retry"}`, "1"},
 		{&spool.Error{Code: "weird", Message: "x"}, 500, `{"error":"internal error"}`, ""},
 	}
 	for _, c := range cases {

@@ -150,3 +150,8 @@ func (s *Store) MaxConns() int32 { return s.pool.Config().MaxConns }
 
 // Unavailable is unavailable, for a table test of what counts as a lost database.
 var Unavailable = unavailable
+
+// PipelineStats returns the pipeline's counters: statements, batches of more than one, reruns.
+func (s *Store) PipelineStats() (statements, batches, rerun int64) {
+	return s.pipeline.statements.Load(), s.pipeline.batches.Load(), s.pipeline.rerun.Load()
+}

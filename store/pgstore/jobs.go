@@ -173,16 +173,14 @@ func (s *Store) CreateJob(ctx context.Context, p store.CreateJobParams) error {
 		return errors.New("pgstore: create job: nil job")
 	}
 	id, args := p.Job.ID, jobArgs(p.Job)
-	return s.write(ctx, func(ctx context.Context, q querier) error {
-		_, err := q.Exec(ctx, insertJob, args...)
-		switch {
-		case isUnique(err):
-			return fmt.Errorf("create job %s: %w", id, store.ErrConflict)
-		case err != nil:
-			return fmt.Errorf("create job %s: %w", id, err)
-		}
-		return nil
-	})
+	err := s.pipeWrite(ctx, statement{sql: insertJob, args: args})
+	switch {
+	case isUnique(err):
+		return fmt.Errorf("create job %s: %w", id, store.ErrConflict)
+	case err != nil:
+		return fmt.Errorf("create job %s: %w", id, err)
+	}
+	return nil
 }
 
 // GetJob implements store.Store.
@@ -324,17 +322,12 @@ func (s *Store) UpdateJobs(ctx context.Context, p store.UpdateJobsParams) ([]*sp
 		// A job's end that may enqueue a webhook needs a transaction (the update, then the
 		// delivery built from the job as written), four round trips. Most jobs have no webhook:
 		// their end is tried first as one statement that applies only to such a job.
-		var j *spool.Job
-		err := s.write(ctx, func(ctx context.Context, q querier) error {
-			var err error
-			j, err = scanJob(q.QueryRow(ctx, stmts[0].hookless, stmts[0].args...), 0)
-			return err
-		})
+		j, err := s.updateOne(ctx, stmts[0].hookless, stmts[0].args)
 		switch {
-		case err == nil:
-			return []*spool.Job{j}, nil
-		case !errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
 			return nil, fmt.Errorf("update jobs: update job %s: %w", p.Updates[0].ID, err)
+		case j != nil:
+			return []*spool.Job{j}, nil
 		}
 		// It has a webhook, or is not as expected: the transaction below finds out which.
 	}
@@ -377,7 +370,10 @@ func (s *Store) UpdateJobs(ctx context.Context, p store.UpdateJobsParams) ([]*sp
 	var err error
 	if len(stmts) == 1 && !stmts[0].full {
 		// One statement is a transaction by itself: no BEGIN and COMMIT round trips.
-		err = s.write(ctx, runOn)
+		var j *spool.Job
+		if j, err = s.updateOne(ctx, stmts[0].query, stmts[0].args); j != nil {
+			changed = []*spool.Job{j}
+		}
 	} else {
 		ids := lockOrder(p.Updates)
 		err = s.writeTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
@@ -395,6 +391,22 @@ func (s *Store) UpdateJobs(ctx context.Context, p store.UpdateJobsParams) ([]*sp
 		return nil, fmt.Errorf("update jobs: %w", err)
 	}
 	return changed, nil
+}
+
+// updateOne runs an UPDATE … RETURNING of one job's head through the pipeline; nil when no job
+// matched (gone, or not as expected).
+func (s *Store) updateOne(ctx context.Context, query string, args []any) (*spool.Job, error) {
+	var j *spool.Job
+	err := s.pipeWrite(ctx, statement{sql: query, args: args, read: func(rows pgx.Rows) error {
+		j = nil // a batch rolled back reads its rows again
+		if rows.Next() {
+			var err error
+			j, err = scanJob(rows, 0)
+			return err
+		}
+		return nil
+	}})
+	return j, err
 }
 
 // lockOrder returns the distinct ids of updates, sorted.
@@ -463,16 +475,18 @@ func (s *Store) ClaimJobs(ctx context.Context, p store.ClaimJobsParams) ([]*spoo
 		seq int64
 	}
 	var got []claimed
-	err = s.write(ctx, func(ctx context.Context, q querier) error {
-		var err error
-		got, err = queryAll(ctx, q, func(row scanner) (claimed, error) {
+	err = s.pipeWrite(ctx, statement{sql: query, args: ps.args, read: func(rows pgx.Rows) error {
+		got = got[:0] // a batch rolled back reads its rows again
+		for rows.Next() {
 			var c claimed
 			var err error
-			c.job, err = scanJob(row, store.PayloadS3Config|store.PayloadInput, &c.seq)
-			return c, err
-		}, query, ps.args...)
-		return err
-	})
+			if c.job, err = scanJob(rows, store.PayloadS3Config|store.PayloadInput, &c.seq); err != nil {
+				return err
+			}
+			got = append(got, c)
+		}
+		return nil
+	}})
 	if err != nil {
 		return nil, fmt.Errorf("claim jobs of %s: %w", p.Endpoint, err)
 	}

@@ -53,7 +53,8 @@ const DefaultMaxConns = 16
 
 // Store is the PostgreSQL implementation of store.Store. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	pipeline *pipeline // the hot single-statement writes, batched under load
 
 	// mu guards closed: every method holds it shared for its whole call, so Close, which takes it
 	// exclusively, waits for the calls in flight before it closes the pool.
@@ -91,7 +92,7 @@ func Open(ctx context.Context, connString string) (*Store, error) {
 		pool.Close()
 		return nil, redact("open postgres store "+where, err, secrets(connString, cfg))
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, pipeline: newPipeline(pool)}, nil
 }
 
 // prepare checks the session's durability and migrates the schema.
@@ -117,7 +118,10 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	s.closeOnce.Do(s.pool.Close) // a concurrent Close returns once the pool is closed
+	s.closeOnce.Do(func() { // a concurrent Close returns once the pool is closed
+		s.pipeline.close() // no call is in flight: the lock above waited for them
+		s.pool.Close()
+	})
 	return nil
 }
 
@@ -167,6 +171,17 @@ func (s *Store) write(ctx context.Context, fn func(ctx context.Context, q querie
 		return err
 	}
 	return unavailable(fn(context.WithoutCancel(ctx), s.pool))
+}
+
+// pipeWrite runs st, one statement, through the pipeline: batched with the other statements
+// waiting at that moment, or by itself when there are none. The context is honoured until a
+// writer takes the statement, as write's is until the statement is sent.
+func (s *Store) pipeWrite(ctx context.Context, st statement) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	return s.pipe(ctx, st)
 }
 
 // deadlockAttempts bounds the runs of a transaction that PostgreSQL aborts to break a deadlock.

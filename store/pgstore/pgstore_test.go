@@ -741,3 +741,42 @@ func TestClaimPlanOnOneDeepQueue(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 }
+
+// TestPipelineBatchesAndIsolatesFailures: many concurrent submissions go out in batches, and a
+// duplicate among them fails alone (its batch is rolled back and each statement runs again by
+// itself), while every other submission of that batch is applied once.
+func TestPipelineBatchesAndIsolatesFailures(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := t.Context()
+	require.NoError(t, s.CreateJob(ctx, store.CreateJobParams{Job: job("dup")}))
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make([]error, writers*each)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				if w == 7 && i == 10 {
+					id = "dup"
+				}
+				errs[w*each+i] = s.CreateJob(ctx, store.CreateJobParams{Job: job(id)})
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 7*each+10 {
+			require.ErrorIs(t, err, store.ErrConflict)
+			continue
+		}
+		require.NoError(t, err, "submission %d", i)
+	}
+	n, err := s.CountQueued(ctx, store.CountQueuedParams{Endpoint: "ep", Limit: 10000})
+	require.NoError(t, err)
+	require.Equal(t, writers*each, n, "every submission once, the duplicate not twice")
+	statements, batches, rerun := s.PipelineStats()
+	t.Logf("pipeline: %d statements, %d batches, %d rerun", statements, batches, rerun)
+	require.Positive(t, batches, "concurrent writes share batches")
+	require.LessOrEqual(t, rerun, int64(1), "only the duplicate's batch ran again")
+}
