@@ -2,7 +2,9 @@
 //
 // Every write is one transaction: a single statement where one suffices (a claim, a submission
 // with its input, a chunk append), an explicit transaction otherwise (a batch of updates with
-// their webhook outbox rows, a delivery's attempt). A method that returns nil has committed, and
+// their webhook outbox rows, a delivery's attempt). The hot single statements (submissions,
+// claims, a job's end) go through the pipeline (pipeline.go), which under load sends those
+// waiting as one transaction in one round trip, and runs them again one by one if any fails. A method that returns nil has committed, and
 // a commit is durable only as PostgreSQL makes it so: with synchronous_commit off the server
 // acknowledges commits it may lose in a crash, and Spool acknowledges to its clients only writes
 // that survive one, so Open refuses a session where it is off. Once a write has been sent it is
