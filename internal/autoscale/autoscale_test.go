@@ -322,8 +322,9 @@ func TestGPUPool(t *testing.T) {
 	for _, id := range ids {
 		e.until("job completes", e.state(id, spool.StateCompleted))
 		require.LessOrEqual(t, len(e.workers("ep")), 3)
-		require.LessOrEqual(t, e.states("ep")[spool.WorkerRunning]+e.states("ep")[spool.WorkerIdle]+
-			e.states("ep")[spool.WorkerInitializing], 2, "never more than 2 workers")
+		st := e.states("ep")
+		require.LessOrEqual(t, st[spool.WorkerRunning]+st[spool.WorkerIdle]+st[spool.WorkerInitializing], 2,
+			"never more than 2 workers: %v %+v", st, e.workers("ep"))
 		var out string
 		require.NoError(t, jsonUnmarshal(e.job(id).Output, &out))
 		outs[out] = true
