@@ -133,9 +133,17 @@ func (p *pipeline) run(batch []*pipeOp) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), pipeTimeout)
 	defer cancel()
+	// outcome marks the errors of a lost database, and the batch's own timeout, as unavailable:
+	// a caller must not read its statement's outcome as its own context ending (not applied).
+	outcome := func(err error) error {
+		if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return unavailableError{err}
+		}
+		return unavailable(err)
+	}
 	p.statements.Add(int64(len(live)))
 	if len(live) == 1 {
-		live[0].done <- unavailable(p.alone(ctx, live[0].st))
+		live[0].done <- outcome(p.alone(ctx, live[0].st))
 		return
 	}
 	if len(live) == 0 {
@@ -149,12 +157,12 @@ func (p *pipeline) run(batch []*pipeOp) {
 		// A statement failed, so the server rolled the whole batch back: nothing of it was
 		// applied, and each statement runs again by itself, to its own outcome.
 		for _, o := range live {
-			o.done <- unavailable(p.alone(ctx, o.st))
+			o.done <- outcome(p.alone(ctx, o.st))
 		}
 	case err != nil:
 		// The connection failed: whether the batch committed is unknown.
 		for _, o := range live {
-			o.done <- unavailable(err)
+			o.done <- outcome(err)
 		}
 	default:
 		for i, o := range live {
