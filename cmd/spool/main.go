@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/version"
 )
 
 func main() {
@@ -46,12 +47,26 @@ func newRootCmd(getenv func(string) string) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "spool",
 		Short:         "Spool: a self-hosted serverless job queue, wire-compatible with RunPod",
+		Version:       version.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(newServeCmd(getenv), newDevCmd(getenv), newHashKeyCmd(), newBenchCmd(getenv), newBaselineCmd())
+	root.SetVersionTemplate("{{.Version}}\n") // spool --version prints what spool version prints
+	root.AddCommand(newServeCmd(getenv), newDevCmd(getenv), newHashKeyCmd(), newBenchCmd(getenv), newBaselineCmd(), newVersionCmd())
 	root.AddCommand(newClientCmds(getenv)...)
 	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print Spool's version, commit and build (also: spool --version)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), version.Get().String())
+			return err
+		},
+	}
 }
 
 func newHashKeyCmd() *cobra.Command {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/internal/version"
 	"github.com/spool-run/spool/store"
 )
 
@@ -74,7 +75,13 @@ func New(cfg Config) *Metrics {
 		Name: "spool_webhook_deliveries_total", Help: "Webhook deliveries that ended, by outcome (delivered, failed).",
 	}, []string{"endpoint", "outcome"})
 	m.reg.MustRegister(m.webhookAttempts, m.webhookLatency, m.webhookDeliveries)
-	m.reg.MustRegister(m.submitted, m.started, m.delay, m.finished, m.requeued,
+	build := version.Get()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "spool_build_info", Help: "Always 1; the labels say which Spool this is.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "goversion": build.Go},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(m.submitted, m.started, m.delay, m.finished, m.requeued, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Store != nil && cfg.Endpoints != nil {
 		m.reg.MustRegister(&jobsCollector{cfg: cfg})

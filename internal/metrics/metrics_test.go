@@ -66,6 +66,7 @@ func TestJobLifecycleIsCounted(t *testing.T) {
 	require.Contains(t, out, `spool_jobs{endpoint="ep",state="IN_QUEUE"} 1`)
 	require.Contains(t, out, `spool_jobs{endpoint="ep",state="FAILED"} 1`)
 	require.Contains(t, out, "spool_store_commits_total")
+	require.Regexp(t, `spool_build_info\{goversion="go[^"]+",revision="[^"]*",version="[^"]+"\} 1`, out)
 	require.NotContains(t, out, canary)
 	require.NotContains(t, out, a.ID, "job ids are not labels")
 }
