@@ -41,8 +41,17 @@ func newServeCmd(getenv func(string) string) *cobra.Command {
 		Short: "Run the Spool server",
 		Long: `Run the Spool server, on the embedded store in --data or on PostgreSQL (--store). Settings
 come from the config file (--config, $SPOOL_CONFIG, or ./spool.yaml if present), then the
-environment (SPOOL_ADDR, SPOOL_DATA, SPOOL_STORE, SPOOL_LOG_LEVEL, SPOOL_ADMIN_KEY,
-SPOOL_SECRET_KEY), then flags.`,
+environment, then flags. The environment it reads:
+
+  SPOOL_CONFIG               the config file
+  SPOOL_ADDR                 the listen address (addr)
+  SPOOL_DATA                 the data directory (data)
+  SPOOL_STORE                sqlite or a postgres:// URL (store); PGPASSWORD and PGPASSFILE apply
+  SPOOL_LOG_LEVEL            debug, info, warn or error (logLevel)
+  SPOOL_ADMIN_KEY            an admin key's plaintext, kept only as a hash
+  SPOOL_SECRET_KEY           the base64 key that seals s3Configs and webhook secrets (secrets.keyFile)
+  SPOOL_WEBHOOK_ALLOW_CIDRS  networks webhooks may reach, comma-separated (webhooks.allowCIDRs)
+  SPOOL_PPROF_ADDR           an admin-only /debug/pprof/ listener (debug.pprofAddr)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cfgPath, getenv)
