@@ -30,14 +30,15 @@ with the spoolworker SDK inside the same process:
   stream  streams the words of {"text": "..."} one chunk at a time
   fail    fails with {"message": "..."} (or a default message)
 
-It prints the URL, an API key and commands to try. It takes the same --addr, --data and
+It prints the URL, an API key and commands to try. It keeps its data in ./spool-dev-data (not
+spool serve's ./spool-data) unless --data says otherwise, and takes the same --addr and
 SPOOL_ADMIN_KEY as spool serve. Ctrl-C stops it cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// dev reads no config file, and runs on the embedded store whatever SPOOL_STORE says:
 			// it is the same demo for everybody, and never touches a shared database.
 			cfg, err := loadConfig("", func(k string) string {
-				if k == "SPOOL_CONFIG" || k == "SPOOL_STORE" {
+				if k == "SPOOL_CONFIG" || k == "SPOOL_STORE" || k == "SPOOL_DATA" {
 					return ""
 				}
 				return getenv(k)
@@ -49,17 +50,20 @@ SPOOL_ADMIN_KEY as spool serve. Ctrl-C stops it cleanly.`,
 			if cmd.Flags().Changed("addr") {
 				cfg.Addr = addr
 			}
-			if cmd.Flags().Changed("data") {
-				cfg.Data = data
-			}
+			// Its own directory, not spool serve's: the demo's endpoints and keys must not turn
+			// up in (or clash with) a real server's data.
+			cfg.Data = data
 			return runDev(cmd.Context(), cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
-	f.StringVar(&data, "data", "./spool-data", "data directory")
+	f.StringVar(&data, "data", devDataDir, "data directory (spool serve's is ./spool-data)")
 	return cmd
 }
+
+// devDataDir is where spool dev keeps its data unless --data says otherwise.
+const devDataDir = "./spool-dev-data"
 
 // devKeyName names the keys spool dev makes. Each start replaces them, so that it can always
 // print a working key although only hashes are stored.

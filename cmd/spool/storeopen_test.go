@@ -77,3 +77,12 @@ func TestServeMakesItsDataDirectory(t *testing.T) {
 	_, err = os.Stat(filepath.Join(data, secretKeyFile))
 	require.NoError(t, err)
 }
+
+// TestDevKeepsItsOwnData: spool dev's default data directory is not spool serve's, so the demo's
+// endpoints and keys never mix with a real server's.
+func TestDevKeepsItsOwnData(t *testing.T) {
+	t.Parallel()
+	cmd := newDevCmd(envMap(nil))
+	require.Equal(t, devDataDir, cmd.Flags().Lookup("data").DefValue)
+	require.NotEqual(t, newServeCmd(envMap(nil)).Flags().Lookup("data").DefValue, devDataDir)
+}
