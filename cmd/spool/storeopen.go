@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/leader"
 	"github.com/spool-run/spool/internal/notify"
@@ -113,12 +111,7 @@ func openStore(ctx context.Context, cfg *config, log *slog.Logger) (_ *openedSto
 	}()
 	// The clock reads the database's time over a connection of its own, so that a busy store
 	// pool never delays a measurement (which would skew it by the wait).
-	pcfg, err := pgxpool.ParseConfig(cfg.Store)
-	if err != nil {
-		return nil, errors.New("store: the PostgreSQL URL does not parse")
-	}
-	pcfg.MaxConns = 1
-	clockDB, err := pgxpool.NewWithConfig(ctx, pcfg)
+	clockDB, err := pgstore.SmallPool(ctx, cfg.Store, 1)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}

@@ -780,3 +780,28 @@ func TestPipelineBatchesAndIsolatesFailures(t *testing.T) {
 	require.Positive(t, batches, "concurrent writes share batches")
 	require.LessOrEqual(t, rerun, int64(1), "only the duplicate's batch ran again")
 }
+
+// TestConnectTakesThePoolsURL: the store URL may carry pool settings (pgtest's does:
+// pool_max_conns), which a single connection must not send to the server; a URL that does not
+// parse fails without quoting it.
+func TestConnectTakesThePoolsURL(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	require.Contains(t, url, "pool_max_conns")
+	conn, err := pgstore.Connect(t.Context(), url)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	require.NoError(t, conn.Ping(t.Context()))
+	pool, err := pgstore.SmallPool(t.Context(), url, 1)
+	require.NoError(t, err)
+	defer pool.Close()
+	require.EqualValues(t, 1, pool.Config().MaxConns)
+
+	const password = "pw-not-in-errors-9c1"
+	_, err = pgstore.Connect(t.Context(), "postgres://u:"+password+"@[bad")
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), password)
+	_, err = pgstore.SmallPool(t.Context(), "postgres://u:"+password+"@[bad", 1)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), password)
+}

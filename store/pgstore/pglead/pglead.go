@@ -14,7 +14,6 @@ package pglead
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -22,10 +21,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/leader"
+	"github.com/spool-run/spool/store/pgstore"
 )
 
 // Config configures a Lease.
@@ -149,7 +148,7 @@ func (l *Lease) round(ctx context.Context, conn *pgx.Conn) error {
 }
 
 func (l *Lease) connect(ctx context.Context) (*pgx.Conn, error) {
-	conn, err := connect(ctx, l.cfg.URL)
+	conn, err := pgstore.Connect(ctx, l.cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("pglead: connect: %w", err)
 	}
@@ -166,14 +165,4 @@ func closeConn(conn *pgx.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = conn.Close(ctx)
-}
-
-// connect opens one connection to the store's URL, which may carry the pool's settings
-// (pool_max_conns …): pgx would send those to the server as session settings, which it refuses.
-func connect(ctx context.Context, url string) (*pgx.Conn, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, errors.New("the store URL does not parse") // pgx's message may quote it
-	}
-	return pgx.ConnectConfig(ctx, cfg.ConnConfig)
 }

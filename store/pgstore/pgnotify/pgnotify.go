@@ -18,7 +18,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -30,6 +29,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spool-run/spool/internal/notify"
+	"github.com/spool-run/spool/store/pgstore"
 )
 
 const (
@@ -91,12 +91,8 @@ func New(ctx context.Context, cfg Config) (*Notifier, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.URL)
-	if err != nil {
-		return nil, errors.New("pgnotify: the store URL does not parse") // pgx's message may quote it
-	}
-	pcfg.MaxConns = 1 // one sender: the notifications of one replica go out in order
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	// One sender connection: the notifications of one replica go out in order.
+	pool, err := pgstore.SmallPool(ctx, cfg.URL, 1)
 	if err != nil {
 		return nil, fmt.Errorf("pgnotify: %w", err)
 	}
@@ -281,7 +277,7 @@ func (n *Notifier) listen(ctx context.Context, conn *pgx.Conn) {
 }
 
 func (n *Notifier) connect(ctx context.Context) (*pgx.Conn, error) {
-	conn, err := connect(ctx, n.url)
+	conn, err := pgstore.Connect(ctx, n.url)
 	if err != nil {
 		return nil, fmt.Errorf("pgnotify: connect: %w", err)
 	}
@@ -315,14 +311,4 @@ func (n *Notifier) receive(ctx context.Context, conn *pgx.Conn) {
 		}
 		n.hub.Notify(topics...)
 	}
-}
-
-// connect opens one connection to the store's URL, which may carry the pool's settings
-// (pool_max_conns …): pgx would send those to the server as session settings, which it refuses.
-func connect(ctx context.Context, url string) (*pgx.Conn, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, errors.New("the store URL does not parse") // pgx's message may quote it
-	}
-	return pgx.ConnectConfig(ctx, cfg.ConnConfig)
 }
