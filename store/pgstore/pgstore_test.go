@@ -262,52 +262,6 @@ func TestOpenCanceled(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
-// TestClaimJobsExactlyOnce: many claimers racing over one queue get every job, each once.
-func TestClaimJobsExactlyOnce(t *testing.T) {
-	t.Parallel()
-	const jobs, claimers = 2000, 16
-	s := openAt(t, pgtest.WithParam(pgtest.URL(t), "pool_max_conns", "16"))
-	t.Cleanup(func() { require.NoError(t, s.Close()) })
-	createJobs(t, s, jobs, func(i int) *spool.Job {
-		j := job(fmt.Sprintf("j%04d", i))
-		j.QueuedAt = t0.Add(time.Duration(i%97) * time.Millisecond)
-		j.Policy.LowPriority = i%5 == 0
-		return j
-	})
-
-	var (
-		mu    sync.Mutex
-		taken = make(map[string]int, jobs)
-		errs  []error
-		wg    sync.WaitGroup
-	)
-	for w := range claimers {
-		wg.Go(func() {
-			for {
-				got, err := s.ClaimJobs(t.Context(), store.ClaimJobsParams{Endpoint: "ep", Max: 1 + w%4, Now: t0, Change: claimChange(fmt.Sprint("w", w))})
-				mu.Lock()
-				errs = append(errs, err)
-				for _, j := range got {
-					taken[j.ID]++
-				}
-				mu.Unlock()
-				if err != nil || len(got) == 0 {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
-	require.Len(t, taken, jobs)
-	for id, n := range taken {
-		require.Equal(t, 1, n, "job %s taken %d times", id, n)
-	}
-	d, err := s.QueueDepth(t.Context(), "ep")
-	require.NoError(t, err)
-	require.Zero(t, d.Normal+d.Low)
-}
-
 // createJobs creates n jobs from concurrent goroutines.
 func createJobs(t testing.TB, s store.Store, n int, mk func(i int) *spool.Job) {
 	t.Helper()

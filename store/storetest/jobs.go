@@ -585,10 +585,17 @@ func testClaimJobsChange(t *testing.T, open opener) {
 	requireStored(t, s, want)
 }
 
+// testClaimJobsConcurrent: takers racing over one queue (both priorities, queued_at ties) with
+// claims of 1 to 4 jobs get every job, each once, and leave the queue empty.
 func testClaimJobsConcurrent(t *testing.T, open opener) {
-	const jobs, takers = 120, 12
+	const jobs, takers = 400, 16
 	s := open(t)
-	createConcurrently(t, s, jobs, func(i int) *spool.Job { return queued(fmt.Sprintf("j%03d", i), "ep") })
+	createConcurrently(t, s, jobs, func(i int) *spool.Job {
+		return with(queued(fmt.Sprintf("j%03d", i), "ep"), func(j *spool.Job) {
+			j.QueuedAt = t0.Add(time.Duration(i%97) * time.Millisecond)
+			j.Policy.LowPriority = i%5 == 0
+		})
+	})
 
 	var (
 		mu    sync.Mutex
@@ -599,7 +606,7 @@ func testClaimJobsConcurrent(t *testing.T, open opener) {
 	for w := range takers {
 		wg.Go(func() {
 			for {
-				got, err := s.ClaimJobs(t.Context(), store.ClaimJobsParams{Endpoint: "ep", Max: 3, Now: t0, Change: claim(fmt.Sprint("w", w))})
+				got, err := s.ClaimJobs(t.Context(), store.ClaimJobsParams{Endpoint: "ep", Max: 1 + w%4, Now: t0.Add(time.Second), Change: claim(fmt.Sprint("w", w))})
 				mu.Lock()
 				errs = append(errs, err)
 				for _, j := range got {
@@ -618,6 +625,9 @@ func testClaimJobsConcurrent(t *testing.T, open opener) {
 	for id, n := range taken {
 		require.Equal(t, 1, n, "job %s taken %d times", id, n)
 	}
+	d, err := s.QueueDepth(t.Context(), "ep")
+	require.NoError(t, err)
+	require.Zero(t, d.Normal+d.Low)
 }
 
 func testDeleteJobs(t *testing.T, open opener) {
