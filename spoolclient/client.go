@@ -109,6 +109,9 @@ type call struct {
 	path   []string
 	query  url.Values
 	body   []byte
+	// admin puts path under the server's root (the base without its /v2) instead of the base:
+	// Spool's /api.
+	admin bool
 }
 
 // do sends a request and decodes a 200 answer into out. Any other status is an *APIError.
@@ -117,7 +120,11 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 		return c.baseErr
 	}
 	var b strings.Builder
-	b.WriteString(c.base)
+	if cl.admin {
+		b.WriteString(strings.TrimSuffix(c.base, "/v2"))
+	} else {
+		b.WriteString(c.base)
+	}
 	for _, p := range cl.path {
 		b.WriteByte('/')
 		b.WriteString(url.PathEscape(p))

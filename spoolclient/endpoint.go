@@ -230,6 +230,34 @@ func (e *Endpoint) Health(ctx context.Context) (*Health, error) {
 	return &h, nil
 }
 
+// QueueInfo is where a queued job stands, from Spool's admin API.
+type QueueInfo struct {
+	// Position is the job's 1-based place in dispatch order; 0 once it is no longer queued.
+	Position int
+	// Wait is how long it has waited so far.
+	Wait time.Duration
+	// Reason says why it waits: "no_workers_yet", "scaling_up", "workers_initializing",
+	// "max_workers_reached", "workers_unhealthy", "gpus_unavailable" or
+	// "low_priority_waits_for_idle_worker"; "" once it is no longer queued.
+	Reason string
+}
+
+// QueueInfo returns where a queued job stands (GET /api/jobs/{id} on the server's root). It is a
+// Spool extension that needs an admin key: other keys get an *APIError with status 403, and
+// RunPod answers 404.
+func (e *Endpoint) QueueInfo(ctx context.Context, id string) (QueueInfo, error) {
+	var v struct {
+		Position   int    `json:"position"`
+		WaitMs     int64  `json:"waitMs"`
+		WaitReason string `json:"waitReason"`
+	}
+	cl := call{op: "queue info of job " + id, method: http.MethodGet, path: []string{"api", "jobs", id}, admin: true}
+	if err := e.c.do(ctx, cl, &v); err != nil {
+		return QueueInfo{}, err
+	}
+	return QueueInfo{Position: v.Position, Wait: time.Duration(v.WaitMs) * time.Millisecond, Reason: v.WaitReason}, nil
+}
+
 // boundedWait returns the wait of one long-poll: wait (DefaultWait when 0), cut so that the answer
 // can arrive before ctx's deadline. ok is false when the deadline is too close for another call.
 func boundedWait(ctx context.Context, wait time.Duration) (time.Duration, bool) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -212,7 +213,7 @@ Durations are Go durations (30s, 2m) or milliseconds (5000).`,
 		}
 		r := runner{ep: ep, stdout: cmd.OutOrStdout(), stderr: cmd.ErrOrStderr(), sync: sync, wait: wait}
 		if live {
-			r.live = newLiveLine(cmd.ErrOrStderr())
+			r.live = newLiveLine(cmd.ErrOrStderr(), terminalWidth(cmd.ErrOrStderr()))
 		}
 		return r.run(cmd.Context(), req)
 	})
@@ -225,6 +226,25 @@ type runner struct {
 	sync           bool
 	wait           msDuration
 	live           *liveLine // nil without a status line
+	noQueueInfo    bool      // the server will not say why a job waits (not Spool, or not an admin key)
+}
+
+// showWait puts why a queued job waits on the status line, when the server says (Spool's admin
+// API: an admin key). A refusal stops the asking; any other failure only skips this once.
+func (r *runner) showWait(ctx context.Context, j *spoolclient.Job) {
+	if r.live == nil || r.noQueueInfo || j.Status != spoolclient.StatusInQueue {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := r.ep.QueueInfo(ctx, j.ID)
+	var apiErr *spoolclient.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.StatusCode < 500 && apiErr.StatusCode != http.StatusTooManyRequests:
+		r.noQueueInfo = true
+	case err == nil:
+		r.live.setWait(info)
+	}
 }
 
 func (r *runner) run(ctx context.Context, req spoolclient.Request) error {
@@ -273,6 +293,7 @@ func (r *runner) run(ctx context.Context, req spoolclient.Request) error {
 		return err
 	}
 	r.live.update(j)
+	r.showWait(wctx, j)
 	for !j.Terminal() {
 		w, ok := callWait()
 		if !ok {
@@ -291,6 +312,7 @@ func (r *runner) run(ctx context.Context, req spoolclient.Request) error {
 		}
 		j = next
 		r.live.update(j)
+		r.showWait(wctx, j)
 	}
 	if !j.Terminal() {
 		// --wait ran out: report the job as it is now.

@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -311,7 +313,8 @@ func TestCLIStatusLine(t *testing.T) {
 	e := newCLIEnv(t, false)
 	p := e.start(e.env(), "", "run", "ep", `{"n":1}`, "--sync", "--status-line", "always")
 	id := e.takeID("w1")
-	p.stderr.waitFor(t, "IN_PROGRESS  job "+id[:11])
+	p.stderr.waitFor(t, "IN_PROGRESS  elapsed ")
+	p.stderr.waitFor(t, "  job "+id[:20])
 	e.post("job-done", "w1", id, `{"status":"IN_PROGRESS","output":{"pct":40}}`)
 	p.stderr.waitFor(t, `progress {"pct":40}`)
 	e.post("job-done", "w1", id, `{"output":"done"}`)
@@ -323,6 +326,34 @@ func TestCLIStatusLine(t *testing.T) {
 	require.Contains(t, r.stderr, "  elapsed ")
 	require.True(t, strings.HasSuffix(r.stderr, "\r\x1b[K"), "the line is erased at the end: %q", r.stderr)
 	require.NotContains(t, r.stderr, "\n")
+}
+
+// TestCLIStatusLineFitsAndSaysWhy: while the job is queued the line says why and where (with an
+// admin key, which may read the admin API), and every redraw fits the terminal's width ($COLUMNS
+// here, since stderr is a pipe), so that "\r" can redraw it in place.
+func TestCLIStatusLineFitsAndSaysWhy(t *testing.T) {
+	t.Parallel()
+	e := newCLIEnv(t, false)
+	frames := func(stderr string) []string {
+		return strings.Split(strings.TrimPrefix(stderr, "\r\x1b[K"), "\r\x1b[K")
+	}
+	for _, cols := range []int{100, 40} {
+		r := e.spool(e.env(fmt.Sprintf("COLUMNS=%d", cols)), "", "run", "ep", "{}", "--wait", "1500", "--status-line", "always")
+		require.Equal(t, 3, r.code, r.stderr)
+		line := r.stderr[:strings.LastIndex(r.stderr, "\r\x1b[K")] // the error message follows
+		require.NotContains(t, line, "\n", "no line is left behind")
+		for _, f := range frames(line) {
+			require.LessOrEqual(t, utf8.RuneCountInString(f), cols-1, "%d columns: %q", cols, f)
+		}
+		if cols == 100 {
+			require.Contains(t, r.stderr, "  waiting: no_workers_yet, position 1", "the first job waits first")
+		}
+	}
+	// A client key may not read the admin API: the line goes on without a reason, and nothing fails.
+	r := e.spool(e.env("COLUMNS=200", "SPOOL_API_KEY="+e.clientKey), "", "run", "ep", "{}", "--wait", "1200", "--status-line", "always")
+	require.Equal(t, 3, r.code, r.stderr)
+	require.Contains(t, r.stderr, "IN_QUEUE  elapsed ")
+	require.NotContains(t, r.stderr, "waiting:")
 }
 
 // TestCLIInterrupt: SIGINT while waiting exits 130 and names the job, which goes on.
@@ -392,19 +423,42 @@ func TestMsDuration(t *testing.T) {
 
 func TestLiveLineText(t *testing.T) {
 	t.Parallel()
-	l := newLiveLine(nil)
-	require.Equal(t, "| submitting  elapsed 300ms", l.text(300*time.Millisecond))
+	l := newLiveLine(nil, nil)
+	require.Equal(t, "| submitting  elapsed 300ms", l.text(300*time.Millisecond, 0))
 	l.job = &spoolclient.Job{ID: "0123456789abcdef", Status: spoolclient.StatusInQueue}
-	require.Equal(t, "| IN_QUEUE  job 0123456789a…  queued 2.5s  elapsed 2.5s", l.text(2500*time.Millisecond))
+	require.Equal(t, "| IN_QUEUE  elapsed 2.5s  queued 2.5s  job 0123456789abcdef", l.text(2500*time.Millisecond, 80))
+	l.wait = spoolclient.QueueInfo{Position: 3, Reason: "max_workers_reached"}
+	require.Equal(t, "| IN_QUEUE  elapsed 2.5s  queued 2.5s  waiting: max_workers_reached, position 3  job 0123456789abcdef",
+		l.text(2500*time.Millisecond, 200))
+	// 80 columns: 79 runes at most; the id is what gives way (cut while 8 or more runes fit).
+	require.Equal(t, "| IN_QUEUE  elapsed 2.5s  queued 2.5s  waiting: max_workers_reached, position 3",
+		l.text(2500*time.Millisecond, 80))
+	require.Equal(t, "| IN_QUEUE  elapsed 2.5s  queued 2.5s  waiting: max_work…", l.text(2500*time.Millisecond, 58))
+	require.Equal(t, "| IN_QUEUE  elapsed 2.5s", l.text(2500*time.Millisecond, 30))
+	require.Equal(t, "| IN_…", l.text(2500*time.Millisecond, 7))
+
 	l.job = &spoolclient.Job{ID: "j1", Status: spoolclient.StatusInProgress, DelayTime: 1200 * time.Millisecond,
 		Output: json.RawMessage("{\"pct\": 40,\n \"msg\": \"" + strings.Repeat("x", 80) + "\"}")}
 	l.frame = 1
-	text := l.text(75 * time.Second)
-	require.True(t, strings.HasPrefix(text, `/ IN_PROGRESS  job j1  queue 1.2s  elapsed 1m15s  progress {"pct": 40, "msg": "xxx`), text)
-	require.True(t, strings.HasSuffix(text, "…"))
-	require.NotContains(t, text, "\n")
+	for _, cols := range []int{0, 20, 40, 80, 120, 300} {
+		text := l.text(75*time.Second, cols)
+		want := cols - 1
+		if cols == 0 {
+			want = 79
+		}
+		require.LessOrEqual(t, utf8.RuneCountInString(text), want, "%d columns: %q", cols, text)
+		require.NotContains(t, text, "\n")
+		require.NotContains(t, text, "waiting", "the wait reason goes once the job runs")
+		if cols >= 80 || cols == 0 {
+			require.True(t, strings.HasPrefix(text, `/ IN_PROGRESS  elapsed 1m15s  queue 1.2s  progress {"pct": 40, "msg": "xxx`), text)
+		}
+	}
+	require.True(t, strings.HasSuffix(l.text(75*time.Second, 80), "…"))
+	require.Equal(t, `/ IN_PROGRESS  elapsed 1m15s  queue 1.2s  progress {"pct": 40, "msg": "`+strings.Repeat("x", 80)+`"}  job j1`,
+		l.text(75*time.Second, 300))
 	var nilLine *liveLine
 	nilLine.start()
 	nilLine.update(l.job)
+	nilLine.setWait(spoolclient.QueueInfo{})
 	nilLine.stop()
 }

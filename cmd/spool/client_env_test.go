@@ -61,6 +61,8 @@ type cliEnv struct {
 	fake *clock.Fake // nil on the wall clock
 	eng  *engine.Engine
 	srv  *httptest.Server
+	// clientKey is a client-scope key for every endpoint.
+	clientKey string
 }
 
 // newCLIEnv starts a server with endpoints "ep" and "other". With fake, the engine runs on a fake
@@ -75,9 +77,10 @@ func newCLIEnv(t *testing.T, fake bool) *cliEnv {
 		Clock:       e.fake,
 		AdminSecret: cliAdminSecret,
 		Endpoints:   []spool.Endpoint{spool.NewEndpoint("ep"), spool.NewEndpoint("other")},
+		Keys:        []spool.Key{{Name: "client", Scope: spool.ScopeClient}},
 		API:         func(c *httpapi.Config) { c.TakeWait = 10 * time.Second },
 	})
-	e.eng, e.srv = s.Engine, s.HTTP
+	e.eng, e.srv, e.clientKey = s.Engine, s.HTTP, s.Secrets["client"]
 	return e
 }
 
