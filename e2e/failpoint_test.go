@@ -79,8 +79,8 @@ webhooks:
   allowCIDRs: ["127.0.0.1/32"]
 endpoints:
   - name: ep
-    webhookDelayMs: 1000
-    webhookTimeoutMs: 3000
+    webhookDelay: 1s
+    webhookTimeout: 3s
 `
 
 // startArmed starts the failpoint binary with SPOOL_FAILPOINT=point (point or point:N).

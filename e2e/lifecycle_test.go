@@ -133,8 +133,8 @@ workers:
   takeWait: 2s
 endpoints:
   - name: ep
-    executionTimeoutMs: 60000
-    ttlMs: 3600000
+    executionTimeout: 1m
+    ttl: 1h
   - name: other
 `)
 	out, errOut, code := runSpool(t, nil, "serve", "--check-config", "--config", good)
@@ -144,8 +144,9 @@ endpoints:
 	for field, yaml := range map[string]string{
 		"idleTimout":         "endpoints:\n  - name: ep\n    idleTimout: 10\n", // a typo must not be ignored
 		"idleTimeout":        "endpoints:\n  - name: ep\n    idleTimeout: 0\n",
-		"executionTimeoutMs": "endpoints:\n  - name: ep\n    executionTimeoutMs: 1000\n",
-		"ttlMs":              "endpoints:\n  - name: ep\n    ttlMs: 5\n",
+		"executionTimeoutMs": "endpoints:\n  - name: ep\n    executionTimeoutMs: 1000\n", // the API's name
+		"executionTimeout":   "endpoints:\n  - name: ep\n    executionTimeout: 1s\n",
+		"ttl":                "endpoints:\n  - name: ep\n    ttl: 5ms\n",
 		"scalerType":         "endpoints:\n  - name: ep\n    scalerType: FAST\n",
 		"workersMin":         "endpoints:\n  - name: ep\n    workersMin: 5\n    workersMax: 1\n",
 		"name":               "endpoints:\n  - name: \"bad name!\"\n",

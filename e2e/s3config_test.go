@@ -176,7 +176,7 @@ webhooks:
   allowCIDRs: ["127.0.0.0/8"]
 endpoints:
   - name: ep
-    webhookDelayMs: 1000
+    webhookDelay: 1s
   - name: other
 `})
 	p := &tap{t: t, srv: srv}

@@ -112,8 +112,8 @@ webhooks:
 endpoints:
   - name: ep
     webhookSecret: "` + secret + `"
-    webhookTimeoutMs: 3000
-    webhookDelayMs: 1000
+    webhookTimeout: 3s
+    webhookDelay: 1s
 `})
 
 	// The secret is never shown.

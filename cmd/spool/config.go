@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -111,56 +110,8 @@ type fileConfig struct {
 	} `yaml:"secrets"`
 	// Keys are keys given by the hash of their secret ("sha256:<hex>", see `spool hash-key`).
 	Keys []spool.Key `yaml:"keys"`
-	// Endpoints are created or updated at every start.
-	Endpoints []yamlEndpoint `yaml:"endpoints"`
-}
-
-// yamlEndpoint decodes an endpoint over the defaults, so that an omitted setting keeps its default
-// while an explicit 0 stays 0.
-type yamlEndpoint struct{ spool.Endpoint }
-
-func (y *yamlEndpoint) UnmarshalYAML(n *yaml.Node) error {
-	ep := spool.NewEndpoint("")
-	// A custom unmarshaler's Decode does not inherit the decoder's KnownFields, so a misspelt
-	// setting would silently keep its default; check the keys ourselves.
-	if err := checkKnownFields(n, reflect.TypeOf(ep)); err != nil {
-		return err
-	}
-	if err := n.Decode(&ep); err != nil {
-		return err
-	}
-	y.Endpoint = ep
-	return nil
-}
-
-// checkKnownFields reports the first key of a mapping node that names no field of struct type t,
-// recursing into nested structs.
-func checkKnownFields(n *yaml.Node, t reflect.Type) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
-		return nil
-	}
-	fields := map[string]reflect.Type{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name != "" && name != "-" {
-			fields[name] = f.Type
-		}
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		key := n.Content[i]
-		ft, ok := fields[key.Value]
-		if !ok {
-			return fmt.Errorf("line %d: field %s not found in type %s", key.Line, key.Value, t.Name())
-		}
-		if err := checkKnownFields(n.Content[i+1], ft); err != nil {
-			return err
-		}
-	}
-	return nil
+	// FileEndpoints are created or updated at every start (config.Endpoints once read).
+	FileEndpoints []fileEndpoint `yaml:"endpoints"`
 }
 
 // config is the effective configuration: file, then environment, then flags.
@@ -174,6 +125,8 @@ type config struct {
 	WebhookAllowCIDRs []netip.Prefix
 	// WebhookAllowLoopback lets webhooks reach 127.0.0.0/8 and ::1 (spool dev sets it).
 	WebhookAllowLoopback bool
+	// Endpoints are the file's endpoints, over their defaults and validated.
+	Endpoints []spool.Endpoint
 }
 
 const defaultConfigPath = "spool.yaml"
@@ -194,10 +147,8 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 	switch {
 	case err == nil:
 		c.Path = path
-		dec := yaml.NewDecoder(bytes.NewReader(b))
-		dec.KnownFields(true)
-		if err := dec.Decode(&c.fileConfig); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("config %s: %w", path, err)
+		if err := c.readFile(b); err != nil {
+			return nil, err
 		}
 	case errors.Is(err, fs.ErrNotExist) && !explicit:
 		// No config file is fine: Spool runs on its defaults.
@@ -222,6 +173,33 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// readFile reads the config file's content b: its shape is checked setting by setting first, so
+// that a mistake is reported in the file's words.
+func (c *config) readFile(b []byte) error {
+	fc := fileChecker{file: c.Path}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fc.yamlError(err)
+	}
+	if doc.Kind == 0 {
+		return nil // an empty file: the defaults
+	}
+	if err := fc.check(&doc, reflect.TypeFor[fileConfig](), ""); err != nil {
+		return err
+	}
+	if err := doc.Decode(&c.fileConfig); err != nil {
+		return fc.yamlError(err)
+	}
+	for i, fe := range c.FileEndpoints {
+		ep, err := fe.endpoint()
+		if err != nil {
+			return fmt.Errorf("%s:%d: endpoints[%d] (%q): %w", c.Path, fe.line, i, fe.Name, err)
+		}
+		c.Endpoints = append(c.Endpoints, ep)
+	}
+	return nil
 }
 
 func (c *config) withDefaults() {
@@ -269,6 +247,18 @@ func (c *config) withDefaults() {
 	}
 }
 
+// gpuID is a GPU as CUDA_VISIBLE_DEVICES names it: an index or a UUID.
+var gpuID = regexp.MustCompile(`^([0-9]+|(GPU|MIG)-[0-9A-Za-z/-]+)$`)
+
+// errorf is an error about the configuration, prefixed with the file it was read from.
+func (c *config) errorf(format string, args ...any) error {
+	src := "config"
+	if c.Path != "" {
+		src = c.Path
+	}
+	return fmt.Errorf("%s: "+format, append([]any{src}, args...)...)
+}
+
 func (c *config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
@@ -277,10 +267,10 @@ func (c *config) validate() error {
 		return err
 	}
 	if c.Workers.TakeWait < time.Second || c.Workers.TakeWait >= 90*time.Second {
-		return fmt.Errorf("config: workers.takeWait must be between 1s and 90s (runpod-python gives up at 90s), got %s", c.Workers.TakeWait)
+		return c.errorf("workers.takeWait must be between 1s and 90s (runpod-python gives up at 90s), got %s", c.Workers.TakeWait)
 	}
 	if c.Workers.LostAfter <= c.Workers.TakeWait {
-		return fmt.Errorf("config: workers.lostAfter (%s) must be longer than workers.takeWait (%s), or a worker waiting in a long-poll could be declared lost", c.Workers.LostAfter, c.Workers.TakeWait)
+		return c.errorf("workers.lostAfter (%s) must be longer than workers.takeWait (%s), or a worker waiting in a long-poll could be declared lost", c.Workers.LostAfter, c.Workers.TakeWait)
 	}
 	for _, d := range []struct {
 		name string
@@ -288,11 +278,11 @@ func (c *config) validate() error {
 	}{{"retention.run", c.Retention.Run}, {"retention.runsync", c.Retention.Runsync},
 		{"workers.lostAfter", c.Workers.LostAfter}, {"shutdownGrace", c.ShutdownGrace}} {
 		if d.v < 0 {
-			return fmt.Errorf("config: %s must not be negative", d.name)
+			return c.errorf("%s must not be negative", d.name)
 		}
 	}
 	if c.Workers.MaxRetries < 0 {
-		return fmt.Errorf("config: workers.maxRetries must not be negative")
+		return c.errorf("workers.maxRetries must not be negative")
 	}
 	for _, d := range []struct {
 		name string
@@ -300,19 +290,19 @@ func (c *config) validate() error {
 	}{{"workers.initTimeout", c.Workers.InitTimeout}, {"workers.stopGrace", c.Workers.StopGrace},
 		{"workers.cancelGrace", c.Workers.CancelGrace}} {
 		if d.v < 0 {
-			return fmt.Errorf("config: %s must not be negative", d.name)
+			return c.errorf("%s must not be negative", d.name)
 		}
 	}
 	gpus := map[string]bool{}
 	for i, g := range c.Workers.GPUs {
-		if strings.TrimSpace(g) == "" || strings.Contains(g, ",") || gpus[g] {
-			return fmt.Errorf("config: workers.gpus[%d] (%q): GPU ids must be non-empty, distinct and without commas", i, g)
+		if !gpuID.MatchString(g) || gpus[g] {
+			return c.errorf("workers.gpus[%d] (%q): GPU ids are distinct indices (\"0\") or UUIDs (\"GPU-…\", \"MIG-…\"), one per entry, as nvidia-smi -L lists them", i, g)
 		}
 		gpus[g] = true
 	}
 	if c.SecretKey != "" {
 		if _, err := secret.ParseKey(c.SecretKey); err != nil {
-			return fmt.Errorf("config: SPOOL_SECRET_KEY: %w", err)
+			return c.errorf("SPOOL_SECRET_KEY: %w", err)
 		}
 	}
 	c.WebhookAllowCIDRs = nil
@@ -322,12 +312,12 @@ func (c *config) validate() error {
 		}
 		p, err := webhook.ParseCIDR(s)
 		if err != nil {
-			return fmt.Errorf("config: webhooks.allowCIDRs (or SPOOL_WEBHOOK_ALLOW_CIDRS): %w", err)
+			return c.errorf("webhooks.allowCIDRs (or SPOOL_WEBHOOK_ALLOW_CIDRS): %w", err)
 		}
 		c.WebhookAllowCIDRs = append(c.WebhookAllowCIDRs, p)
 	}
 	if c.Webhooks.Concurrency < 0 || c.Webhooks.PerHost < 0 || c.Webhooks.Retention < 0 {
-		return fmt.Errorf("config: webhooks.concurrency, webhooks.perHost and webhooks.retention must not be negative")
+		return c.errorf("webhooks.concurrency, webhooks.perHost and webhooks.retention must not be negative")
 	}
 	for _, l := range []struct {
 		name string
@@ -339,20 +329,20 @@ func (c *config) validate() error {
 		{"limits.bodyMinRate", c.Limits.BodyMinRate},
 	} {
 		if l.v < 0 {
-			return fmt.Errorf("config: %s must not be negative", l.name)
+			return c.errorf("%s must not be negative", l.name)
 		}
 	}
 	if c.Limits.BodyMemory < c.maxBody() {
-		return fmt.Errorf("config: limits.bodyMemory (%d) must be at least the largest body limit (%d), or no such body could ever be received",
+		return c.errorf("limits.bodyMemory (%d) must be at least the largest body limit (%d), or no such body could ever be received",
 			c.Limits.BodyMemory, c.maxBody())
 	}
 	seen := map[string]bool{}
 	for i, ep := range c.Endpoints {
 		if err := ep.Validate(); err != nil {
-			return fmt.Errorf("config: endpoints[%d] (%q): %s", i, ep.Name, spool.ErrorMessage(err))
+			return c.errorf("endpoints[%d] (%q): %s", i, ep.Name, spool.ErrorMessage(err))
 		}
 		if seen[ep.Name] {
-			return fmt.Errorf("config: endpoint %q is defined twice", ep.Name)
+			return c.errorf("endpoint %q is defined twice", ep.Name)
 		}
 		seen[ep.Name] = true
 	}
@@ -360,13 +350,13 @@ func (c *config) validate() error {
 	for i, k := range c.Keys {
 		switch {
 		case k.Name == "":
-			return fmt.Errorf("config: keys[%d]: name is required", i)
+			return c.errorf("keys[%d]: name is required", i)
 		case !k.Scope.Valid():
-			return fmt.Errorf("config: keys[%d] (%s): scope must be admin, client or worker", i, k.Name)
+			return c.errorf("keys[%d] (%s): scope must be admin, client or worker", i, k.Name)
 		case !strings.HasPrefix(k.Hash, "sha256:") || len(k.Hash) != len("sha256:")+64:
-			return fmt.Errorf("config: keys[%d] (%s): hash must be \"sha256:<64 hex digits>\" (see `spool hash-key`); plaintext keys do not belong in a config file", i, k.Name)
+			return c.errorf("keys[%d] (%s): hash must be \"sha256:<64 hex digits>\" (see `spool hash-key`); plaintext keys do not belong in a config file", i, k.Name)
 		case ids[k.ID]:
-			return fmt.Errorf("config: keys[%d]: duplicate key name %q", i, k.Name)
+			return c.errorf("keys[%d]: duplicate key name %q", i, k.Name)
 		}
 		ids[k.ID] = true
 	}

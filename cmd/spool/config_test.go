@@ -3,10 +3,15 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/spool-run/spool"
 )
 
 func envMap(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -25,12 +30,74 @@ func TestExampleConfigIsValid(t *testing.T) {
 	require.Equal(t, "127.0.0.1:8080", c.Addr)
 	require.Equal(t, 30*time.Minute, c.Retention.Run)
 	require.Equal(t, time.Minute, c.Retention.Runsync)
-	require.Len(t, c.Endpoints, 1)
-	ep := c.Endpoints[0]
-	require.Equal(t, "echo", ep.Name)
-	require.Equal(t, "config", ep.Source)
+	require.Len(t, c.Endpoints, 2)
+	require.Equal(t, spool.NewEndpoint("echo"), withoutSource(c.Endpoints[0]),
+		"the first endpoint shows every setting at its default")
+	require.Equal(t, "config", c.Endpoints[0].Source)
+	require.Equal(t, &spool.WorkerSpec{Command: "./bin/words", Args: []string{}, Env: map[string]string{"LOG_LEVEL": "info"}, Dir: "."},
+		c.Endpoints[1].Worker)
 	require.Len(t, c.Keys, 1)
 	require.True(t, c.Keys[0].ReadOnly)
+}
+
+func withoutSource(ep spool.Endpoint) spool.Endpoint {
+	ep.Source = ""
+	return ep
+}
+
+// TestExampleConfigIsComplete: every setting the config file can hold appears in
+// spool.example.yaml (uncommented, so that the file also checks its values), at every depth.
+func TestExampleConfigIsComplete(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../spool.example.yaml")
+	require.NoError(t, err)
+	var doc yaml.Node
+	require.NoError(t, yaml.Unmarshal(b, &doc))
+	present := map[string]bool{}
+	var walk func(n *yaml.Node, at string)
+	walk = func(n *yaml.Node, at string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			walk(n.Content[0], at)
+		case yaml.SequenceNode:
+			for _, item := range n.Content {
+				walk(item, at+"[]")
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				key := joinSetting(at, n.Content[i].Value)
+				present[key] = true
+				if !strings.HasSuffix(key, ".env") { // env holds the user's names, not settings
+					walk(n.Content[i+1], key)
+				}
+			}
+		}
+	}
+	walk(&doc, "")
+
+	var want []string
+	var settings func(t reflect.Type, at string)
+	settings = func(t reflect.Type, at string) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			if t.Kind() == reflect.Slice {
+				at += "[]"
+			}
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || t == durationType {
+			return
+		}
+		for name, ft := range settingsOf(t) {
+			key := joinSetting(at, name)
+			want = append(want, key)
+			settings(ft, key)
+		}
+	}
+	settings(reflect.TypeFor[fileConfig](), "")
+	require.Greater(t, len(want), 60, "the walk finds the settings")
+	for _, key := range want {
+		require.True(t, present[strings.TrimSuffix(key, "[]")], "spool.example.yaml lacks the setting %s", key)
+	}
 }
 
 func TestConfigDefaultsAndEnv(t *testing.T) {
@@ -58,26 +125,46 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	cases := map[string]struct{ body, want string }{
-		"unknown field":       {"adress: x\n", "field adress not found"},
-		"misspelt endpoint":   {"endpoints:\n  - name: a\n    idleTimout: 10\n", "line 3: field idleTimout not found"},
-		"misspelt worker":     {"endpoints:\n  - name: a\n    worker:\n      comand: x\n", "field comand not found"},
-		"bad endpoint":        {"endpoints:\n  - name: a\n    executionTimeoutMs: 5000\n", "executionTimeoutMs must be greater than 5000"},
+		"unknown field":       {"adrs: x\n", `spool.yaml:1: unknown setting "adrs" (did you mean "addr"?)`},
+		"wrong case":          {"loglevel: debug\n", `spool.yaml:1: unknown setting "loglevel" (did you mean "logLevel"?)`},
+		"misspelt nested":     {"addr: x\nworkers:\n  lostAftr: 5s\n", `spool.yaml:3: unknown setting "lostAftr" in "workers" (did you mean "lostAfter"?)`},
+		"nothing close":       {"workers:\n  zzzzzzzz: 1\n", `spool.yaml:2: unknown setting "zzzzzzzz" in "workers"` + "\x00"},
+		"misspelt endpoint":   {"endpoints:\n  - name: a\n    idleTimout: 10s\n", `spool.yaml:3: unknown setting "idleTimout" in "endpoints[0]" (did you mean "idleTimeout"?)`},
+		"misspelt worker":     {"endpoints:\n  - name: a\n    worker:\n      comand: x\n", `spool.yaml:4: unknown setting "comand" in "endpoints[0].worker" (did you mean "command"?)`},
+		"the API's name":      {"endpoints:\n  - name: a\n    ttlMs: 5000\n", `spool.yaml:3: unknown setting "ttlMs" in "endpoints[0]" (in the config file it is "ttl", a duration such as 24h)`},
+		"bad endpoint":        {"endpoints:\n  - name: a\n    executionTimeout: 5s\n", `spool.yaml:2: endpoints[0] ("a"): executionTimeout (in milliseconds) must be greater than 5000`},
+		"idle in ms":          {"endpoints:\n  - name: a\n    idleTimeout: 1500ms\n", "idleTimeout must be whole seconds, got 1.5s"},
 		"bad endpoint name":   {"endpoints:\n  - name: 'a b'\n", "name must be"},
 		"duplicate endpoint":  {"endpoints:\n  - name: a\n  - name: a\n", "defined twice"},
 		"plaintext key":       {"keys:\n  - name: k\n    scope: admin\n    hash: secret\n", "hash must be"},
 		"bad scope":           {"keys:\n  - name: k\n    scope: root\n    hash: sha256:00\n", "scope must be"},
-		"take wait too long":  {"workers:\n  takeWait: 90s\n", "takeWait"},
+		"take wait too long":  {"workers:\n  takeWait: 90s\n", "spool.yaml: workers.takeWait must be between 1s and 90s"},
 		"lost before a poll":  {"workers:\n  takeWait: 40s\n", "workers.lostAfter (30s) must be longer than workers.takeWait (40s)"},
 		"bad log level":       {"logLevel: loud\n", "logLevel"},
 		"negative limit":      {"limits:\n  run: -1\n", "limits.run"},
-		"bad duration syntax": {"retention:\n  run: soon\n", "line 2: cannot unmarshal"},
+		"bad duration syntax": {"retention:\n  run: soon\n", `spool.yaml:2: "retention.run" must be a duration such as 30s, 5m or 1h30m, not "soon"`},
+		"duration sans unit":  {"endpoints:\n  - name: a\n    idleTimeout: 5\n", `spool.yaml:3: "endpoints[0].idleTimeout": 5 has no unit; write a duration such as 5s, 5ms or 5m`},
+		"number as text":      {"limits:\n  run: big\n", `spool.yaml:2: "limits.run" must be a whole number, not "big"`},
+		"list as text":        {"workers:\n  gpus: 0,1\n", `spool.yaml:2: "workers.gpus" must be a list`},
+		"section as value":    {"workers: fast\n", `spool.yaml:1: "workers" must be a mapping of settings`},
+		"bad bool":            {"keys:\n  - name: k\n    readOnly: maybe\n", `spool.yaml:3: "keys[0].readOnly" must be true or false, not "maybe"`},
+		"yaml syntax":         {"addr: [x\n", "spool.yaml:"},
+		"duplicate setting":   {"addr: a\naddr: b\n", `spool.yaml:2: mapping key "addr" already defined at line 1`},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			_, err := loadConfig(writeConfig(t, c.body), envMap(nil))
+			p := writeConfig(t, c.body)
+			_, err := loadConfig(p, envMap(nil))
 			require.Error(t, err)
-			require.Contains(t, err.Error(), c.want)
+			msg := strings.ReplaceAll(err.Error(), p, "spool.yaml")
+			if want, whole := strings.CutSuffix(c.want, "\x00"); whole {
+				require.Equal(t, want, msg)
+				return
+			}
+			require.Contains(t, msg, c.want)
+			require.NotContains(t, msg, "struct", "no Go types")
+			require.NotContains(t, msg, "main.", "no Go types")
 		})
 	}
 	_, err := loadConfig(filepath.Join(t.TempDir(), "missing.yaml"), envMap(nil))

@@ -95,7 +95,7 @@ func runDev(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		ep := spool.NewEndpoint(d.name)
 		ep.ExecutionTimeoutMs = 120000
 		ep.Source = "dev"
-		cfg.Endpoints = append(cfg.Endpoints, yamlEndpoint{ep})
+		cfg.Endpoints = append(cfg.Endpoints, ep)
 	}
 	// A developer's webhook receiver is on this machine.
 	cfg.WebhookAllowLoopback = true

@@ -71,6 +71,9 @@ environment, then flags. The environment it reads:
 				}
 			}
 			if checkConfig {
+				if err := checkSurroundings(cfg); err != nil {
+					return err
+				}
 				src := cfg.Path
 				if src == "" {
 					src = "(no config file; defaults)"
@@ -202,7 +205,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		return nil, err
 	}
 	for _, ep := range cfg.Endpoints {
-		if _, _, err := eng.PutEndpoint(ctx, ep.Endpoint); err != nil {
+		if _, _, err := eng.PutEndpoint(ctx, ep); err != nil {
 			return nil, fmt.Errorf("endpoint %s from config: %w", ep.Name, err)
 		}
 	}

@@ -23,9 +23,9 @@ endpoints:
     webhookSecret: "`+secret+`"
     webhookAttempts: 10
     webhookBackoff: exponential
-    webhookDelayMs: 30000
-    webhookMaxDelayMs: 3600000
-    webhookTimeoutMs: 5000
+    webhookDelay: 30s
+    webhookMaxDelay: 1h
+    webhookTimeout: 5s
   - name: plain
 `)
 	c, err := loadConfig(p, envMap(map[string]string{"SPOOL_WEBHOOK_ALLOW_CIDRS": "172.16.0.0/12, fd00::/8"}))
@@ -40,7 +40,7 @@ endpoints:
 	require.Equal(t, 24*time.Hour, c.Webhooks.Retention)
 	require.False(t, c.WebhookAllowLoopback, "only spool dev allows loopback")
 
-	hooks := c.Endpoints[0].Endpoint
+	hooks := c.Endpoints[0]
 	require.Equal(t, secret, hooks.WebhookSecret)
 	require.Equal(t, spool.WebhookSchedule{Attempts: 10, Backoff: "exponential", Delay: 30 * time.Second, MaxDelay: time.Hour, Timeout: 5 * time.Second},
 		hooks.WebhookSchedule())
