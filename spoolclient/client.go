@@ -99,6 +99,25 @@ func normalizeBase(s string) (string, error) {
 // BaseURL returns the /v2 root the client calls, normalised as New describes.
 func (c *Client) BaseURL() string { return c.base }
 
+// EndpointNames lists the server's endpoints (GET /api/endpoints on the server's root). It is a
+// Spool extension that needs an admin key: other keys get an *APIError with status 403, and RunPod
+// answers 404.
+func (c *Client) EndpointNames(ctx context.Context) ([]string, error) {
+	var v struct {
+		Endpoints []struct {
+			Name string `json:"name"`
+		} `json:"endpoints"`
+	}
+	if err := c.do(ctx, call{op: "list endpoints", method: http.MethodGet, path: []string{"api", "endpoints"}, admin: true}, &v); err != nil {
+		return nil, err
+	}
+	names := make([]string, len(v.Endpoints))
+	for i, ep := range v.Endpoints {
+		names[i] = ep.Name
+	}
+	return names, nil
+}
+
 // Endpoint returns a handle on the named endpoint (on RunPod, its id). It makes no request.
 func (c *Client) Endpoint(name string) *Endpoint { return &Endpoint{c: c, name: name} }
 

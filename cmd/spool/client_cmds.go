@@ -36,9 +36,10 @@ to ` + defaultClientURL + `. It may also name RunPod's API (https://api.runpod.a
 Jobs belong to an endpoint (/v2/ENDPOINT/status/JOB), so every command takes the ENDPOINT first.
 
 Output is JSON on stdout, one value per line; errors are one line on stderr ("spool: ...").
-Exit status: 0 success; 1 the job ended FAILED, CANCELLED or TIMED_OUT, or the server refused the
-request; 2 bad arguments, input or settings; 3 (run --wait) the job was still running when the wait
-ran out; 130 interrupted.`
+Exit status: 0 success (for status: the job COMPLETED, or has not ended yet; for cancel: it is
+cancelled); 1 the job ended FAILED, CANCELLED or TIMED_OUT (run, status, stream), or the server
+refused the request; 2 bad arguments, input or settings; 3 (run --wait) the job was still running
+when the wait ran out; 130 interrupted.`
 
 // newClientCmds returns the client commands: run, status, stream, cancel, retry, purge, health.
 func newClientCmds(getenv func(string) string) []*cobra.Command {
@@ -122,8 +123,7 @@ func (c *clientCmds) setup(cmd *cobra.Command, args cobra.PositionalArgs, run fu
 		}
 		return nil
 	}
-	cmd.ValidArgsFunction = cobra.NoFileCompletions
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+	connect := func(cmd *cobra.Command) (*spoolclient.Client, error) {
 		var flagURL, flagKey *string
 		if cmd.Flags().Changed("url") {
 			flagURL = &f.url
@@ -133,9 +133,39 @@ func (c *clientCmds) setup(cmd *cobra.Command, args cobra.PositionalArgs, run fu
 		}
 		t, err := resolveTarget(c.getenv, flagURL, flagKey)
 		if err != nil {
+			return nil, err
+		}
+		return spoolclient.New(t.URL, t.Key, spoolclient.WithUserAgent("spool-cli")), nil
+	}
+	// The ENDPOINT argument completes from the server's endpoints, when it answers within a
+	// moment to this key (listing them needs an admin key); else nothing is offered.
+	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		client, err := connect(cmd)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+		defer cancel()
+		names, err := client.EndpointNames(ctx)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []cobra.Completion
+		for _, n := range names {
+			if strings.HasPrefix(n, toComplete) {
+				out = append(out, n)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		client, err := connect(cmd)
+		if err != nil {
 			finish(cmd, err)
 		}
-		client := spoolclient.New(t.URL, t.Key, spoolclient.WithUserAgent("spool-cli"))
 		if err := run(cmd, args, client.Endpoint(args[0])); err != nil {
 			var ee *exitError
 			if !errors.As(err, &ee) && cmd.Context().Err() != nil {
@@ -343,14 +373,21 @@ func (c *clientCmds) statusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status ENDPOINT JOB",
 		Short: "Print a job's status and result",
-		Long:  `Print a job as /status returns it: {"id","status","delayTime","executionTime","output"|"error",...}.`,
+		Long: `Print a job as /status returns it: {"id","status","delayTime","executionTime","output"|"error",...}.
+The exit status is 1 when the job ended FAILED, CANCELLED or TIMED_OUT, so that scripts can test it.`,
 	}
 	return c.setup(cmd, cobra.ExactArgs(2), func(cmd *cobra.Command, args []string, ep *spoolclient.Endpoint) error {
 		j, err := ep.Status(cmd.Context(), args[1])
 		if err != nil {
 			return err
 		}
-		return printJSON(cmd.OutOrStdout(), j)
+		if err := printJSON(cmd.OutOrStdout(), j); err != nil {
+			return err
+		}
+		if err := j.Err(); err != nil {
+			return &exitError{exitFailed, err.Error()}
+		}
+		return nil
 	})
 }
 

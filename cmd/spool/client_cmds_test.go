@@ -267,12 +267,22 @@ func TestCLIJobCommands(t *testing.T) {
 	require.Equal(t, map[string]any{"id": id, "status": "IN_QUEUE"}, ok("status", "ep", id))
 	require.Equal(t, id, e.takeID("w1"))
 	e.post("job-done", "w1", id, `{"error":"flaky"}`)
-	st := ok("status", "ep", id)
-	require.Equal(t, "FAILED", st["status"])
-	require.Equal(t, "flaky", st["error"])
-	require.Equal(t, "w1", st["workerId"])
+	// status prints an ended job that did not complete and exits 1, as the help says.
+	ended := func(want string) {
+		r := e.spool(e.env(), "", "status", "ep", id)
+		require.Equal(t, 1, r.code, r.stderr)
+		st := jobJSON(t, r.stdout)
+		require.Equal(t, want, st["status"])
+		oneErrorLine(t, r.stderr, "job "+id+" ended "+want)
+		if want == "FAILED" {
+			require.Equal(t, "flaky", st["error"])
+			require.Equal(t, "w1", st["workerId"])
+		}
+	}
+	ended("FAILED")
 	require.Equal(t, map[string]any{"id": id, "status": "IN_QUEUE"}, ok("retry", "ep", id))
-	require.Equal(t, "CANCELLED", ok("cancel", "ep", id)["status"])
+	require.Equal(t, "CANCELLED", ok("cancel", "ep", id)["status"], "cancel succeeded: exit 0")
+	ended("CANCELLED")
 	r := e.spool(e.env(), "", "retry", "ep", id)
 	require.Equal(t, 1, r.code)
 	oneErrorLine(t, r.stderr, "(HTTP 400)")
@@ -389,6 +399,22 @@ func TestCLICompletion(t *testing.T) {
 	require.Contains(t, r.stdout, "run\t")
 	r = e.spool(env, "", "__complete", "run", "--st")
 	require.Contains(t, r.stdout, "--status-line")
+
+	// ENDPOINT completes from the server's endpoints (an admin key may list them), the job
+	// argument completes nothing, and a server that cannot be reached offers nothing without failing.
+	srv := newCLIEnv(t, false)
+	completions := func(env []string, args ...string) []string {
+		r := srv.spool(env, "", append([]string{"__complete"}, args...)...)
+		require.Equal(t, 0, r.code, r.stderr)
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		require.Equal(t, ":4", lines[len(lines)-1], "no file completion: %q", r.stdout)
+		return lines[:len(lines)-1]
+	}
+	require.Equal(t, []string{"ep", "other"}, completions(srv.env(), "status", ""))
+	require.Equal(t, []string{"other"}, completions(srv.env(), "run", "o"))
+	require.Empty(t, completions(srv.env(), "status", "ep", ""))
+	require.Empty(t, completions(srv.env("SPOOL_API_KEY="+srv.clientKey), "status", ""))
+	require.Empty(t, completions(srv.env("SPOOL_URL=http://127.0.0.1:1"), "status", ""))
 }
 
 // TestReadInput, TestMsDuration and TestLiveLineText cover the helpers in process.
