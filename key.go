@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Scope is what a key may do (CONTRACT.md §1).
+// Scope is what a key may do (docs/contract.md §1).
 type Scope string
 
 const (

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Limits of the submission policy, in milliseconds (CONTRACT.md §2).
+// Limits of the submission policy, in milliseconds (docs/contract.md §2).
 const (
 	// MinExecutionTimeoutMs is exclusive: RunPod says the timeout "must be greater than 5 seconds".
 	MinExecutionTimeoutMs int64 = 5000

@@ -37,7 +37,7 @@ func (s State) Terminal() bool {
 // Retryable reports whether /retry may send a job in state s back to the queue.
 func (s State) Retryable() bool { return s == StateFailed || s == StateTimedOut }
 
-// CanTransition reports whether the state machine of CONTRACT.md §3 allows from → to.
+// CanTransition reports whether the state machine of docs/contract.md §3 allows from → to.
 func CanTransition(from, to State) bool {
 	switch from {
 	case StateInQueue:

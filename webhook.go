@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Webhook delivery defaults: RunPod's schedule (CONTRACT.md §2): 3 attempts, 10 s apart, 10 s per
+// Webhook delivery defaults: RunPod's schedule (docs/contract.md §2): 3 attempts, 10 s apart, 10 s per
 // attempt.
 const (
 	DefaultWebhookAttempts   = 3

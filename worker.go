@@ -1,6 +1,6 @@
 package spool
 
-// WorkerState is a worker's state (CONTRACT.md §4), as /health counts and /api/workers lists
+// WorkerState is a worker's state (docs/contract.md §4), as /health counts and /api/workers lists
 // workers.
 type WorkerState string
 

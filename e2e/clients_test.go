@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// sdkStyle is which RunPod client a request imitates (spec/runpod-api.md §12).
+// sdkStyle is which RunPod client a request imitates (docs/client-api.md §12).
 type sdkStyle int
 
 const (

@@ -14,7 +14,7 @@ import (
 // TestCrashUnderLoadLosesNothingAcknowledged kills the server with SIGKILL while clients submit
 // and a worker takes and completes jobs, so the kill lands in the middle of group commits. Every
 // submission that got a 200 must exist after the restart, and every job-done that got a 200 must
-// still be COMPLETED with its output: a 2xx is sent only after the commit (CONTRACT.md §2
+// still be COMPLETED with its output: a 2xx is sent only after the commit (docs/contract.md §2
 // Durability).
 func TestCrashUnderLoadLosesNothingAcknowledged(t *testing.T) {
 	t.Parallel()

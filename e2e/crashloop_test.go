@@ -147,7 +147,7 @@ func (p *pacer) await(ctx context.Context, target *crashTarget, acked int64) boo
 // crashWorker imitates a worker of the runpod-python kind that outlives server crashes: each
 // slot takes one job (job-take), "runs" it and posts the result (job-done); a ping loop lists
 // the jobs held. retryConnErrors picks the result-post behaviour: runpod-python 1.12 retries
-// only 5xx answers (2 s, then 3 s; spec/runpod-worker-protocol.md §4) and drops a result whose
+// only 5xx answers (2 s, then 3 s; docs/worker-protocol.md §4) and drops a result whose
 // post hit a connection error, so the job is recovered by the server's lost-worker rules; Spool's
 // Go worker SDK (and the task's model of a retrying worker) also retries connection errors, 3
 // attempts in all, so the server sees repeats of posts it may already have committed.
@@ -251,7 +251,7 @@ func (w *crashWorker) pingLoop(ctx context.Context) {
 // acknowledged and its kills made (crashLoopSoak with SPOOL_SOAK=1; SPOOL_CRASH_SEED=n reuses a
 // logged seed's kill intervals). Then a last kill and restart, a drain, and the history check:
 // nothing acknowledged lost, nothing unexpected, nothing duplicated, no state regression
-// (CONTRACT.md §2 Durability, §3).
+// (docs/contract.md §2 Durability, §3).
 func TestCrashLoopHistory(t *testing.T) {
 	t.Parallel()
 	size := crashLoopCI

@@ -208,7 +208,7 @@ func (f *failpointRun) byNonce(final map[string]serverJob, name string) []server
 // TestFailpointAfterSubmitCommit: the server dies after storing the third submission and before
 // answering it. After the restart the two acknowledged jobs are there, and so is the third, once,
 // with its input: the client never learned its id, so it is found by its nonce in the admin job
-// list (CONTRACT.md §2 Durability: the 2xx follows the commit; a lost answer is not a lost job).
+// list (docs/contract.md §2 Durability: the 2xx follows the commit; a lost answer is not a lost job).
 func TestFailpointAfterSubmitCommit(t *testing.T) {
 	t.Parallel()
 	const point = "after-submit-commit:3"
@@ -233,7 +233,7 @@ func TestFailpointAfterSubmitCommit(t *testing.T) {
 // TestFailpointAfterTakeCommit: the server dies after handing a second job to worker w1 and
 // before answering its job-take. After the restart w1 finishes the job it did receive, and the
 // one it never received goes back to the queue once w1 counts as lost (workers.lostAfter), with
-// retries 1, and another worker gets it with its input (CONTRACT.md §2 Worker loss).
+// retries 1, and another worker gets it with its input (docs/contract.md §2 Worker loss).
 func TestFailpointAfterTakeCommit(t *testing.T) {
 	t.Parallel()
 	const point = "after-take-commit:2"
@@ -291,7 +291,7 @@ func TestFailpointAfterTakeCommit(t *testing.T) {
 // TestFailpointAfterResultCommit: the server dies after storing a second result and before
 // answering its job-done. After the restart both jobs are COMPLETED with their outputs, and the
 // worker's retry of the cut-off post is accepted as a repeat (200) and changes nothing
-// (CONTRACT.md §2 Durability, Fencing).
+// (docs/contract.md §2 Durability, Fencing).
 func TestFailpointAfterResultCommit(t *testing.T) {
 	t.Parallel()
 	const point = "after-result-commit:2"
@@ -395,7 +395,7 @@ func (rc *fpReceiver) await(t *testing.T, id string, n int, timeout time.Duratio
 // delivery were committed together and before the dispatcher was woken (the worker's job-done
 // gets no answer). After the restart the job is COMPLETED with its output and the webhook is
 // delivered: its first attempt gets a 500, and the retry carries the same webhook-id
-// (CONTRACT.md §2: the outbox is durable; delivery is at least once).
+// (docs/contract.md §2: the outbox is durable; delivery is at least once).
 func TestFailpointAfterTerminalCommit(t *testing.T) {
 	t.Parallel()
 	const point = "after-terminal-commit:2"

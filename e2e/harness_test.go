@@ -1,7 +1,7 @@
 // Package e2e_test holds Spool's black-box end-to-end tests: each test runs the real `spool`
 // binary on a loopback port and a temporary data directory, and talks to it only over HTTP, the
-// way RunPod's SDKs and an unmodified runpod-python worker do (spec/runpod-api.md,
-// spec/runpod-worker-protocol.md). Nothing here imports the server's packages.
+// way RunPod's SDKs and an unmodified runpod-python worker do (docs/client-api.md,
+// docs/worker-protocol.md). Nothing here imports the server's packages.
 package e2e_test
 
 import (

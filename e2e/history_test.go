@@ -141,7 +141,7 @@ func (h *history) requireNoAnomalies(t *testing.T) {
 }
 
 // outcomeOf classifies an answer: a transport error or a 5xx leaves the effect unknown; a 4xx is
-// a refusal that changed nothing (CONTRACT.md §2: 409 and the other errors change nothing).
+// a refusal that changed nothing (docs/contract.md §2: 409 and the other errors change nothing).
 func outcomeOf(code int, err error) evType {
 	switch {
 	case err != nil || code >= 500:
@@ -176,7 +176,7 @@ func nonceOf(input string) string {
 	return v.Nonce
 }
 
-// jobTransitions restates the job state machine of CONTRACT.md §3 (spool.CanTransition in the
+// jobTransitions restates the job state machine of docs/contract.md §3 (spool.CanTransition in the
 // root package; e2e imports no server package). FAILED and TIMED_OUT go back to the queue only
 // through /retry.
 var jobTransitions = map[string][]string{

@@ -66,8 +66,8 @@ func TestWorkerModes(t *testing.T) {
 	t.Run("job-take payload holds only RunPod's keys", func(t *testing.T) {
 		t.Parallel()
 		// runpod-python hands the job object to the handler as is, so every key in it is visible
-		// to user code: it may hold only what RunPod sends (CONTRACT.md §1: "a RunPod client never
-		// sees anything new"; runpod-worker-protocol.md §2 lists the observed keys).
+		// to user code: it may hold only what RunPod sends (docs/contract.md §1: "a RunPod client never
+		// sees anything new"; docs/worker-protocol.md §2 lists the observed keys).
 		c := srv.SDK(styleJS, "m-keys")
 		id := c.Submit(t, `{"input":{"k":1},"policy":{"executionTimeout":60000,"ttl":60000},"s3Config":{"accessId":"a","accessSecret":"s","bucketName":"b","endpointUrl":"http://127.0.0.1:9"}}`)
 		w := newPlainWorker(srv, "m-keys", "w-keys")

@@ -19,7 +19,7 @@ func requireError(t *testing.T, r resp, code int, what string) {
 	require.NotEmpty(t, str(t, m, "error"), "%s: error body %s", what, r.Body)
 }
 
-// TestClientQuirks sends what the SDKs and curl users actually send (spec/runpod-api.md §1.2,
+// TestClientQuirks sends what the SDKs and curl users actually send (docs/client-api.md §1.2,
 // §1.3, §2, §12) and requires the server to accept it.
 func TestClientQuirks(t *testing.T) {
 	t.Parallel()

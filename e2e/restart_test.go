@@ -13,7 +13,7 @@ import (
 // TestCrashRestartLosesNothing kills the server with SIGKILL in the middle of work and starts it
 // again on the same data: every acknowledged job must still be there in the state it had, the
 // jobs of the worker that died with it must go back to the queue (retries 1) once its pings stop,
-// and a new worker must then finish them all (CONTRACT.md §2 Durability, Worker loss).
+// and a new worker must then finish them all (docs/contract.md §2 Durability, Worker loss).
 func TestCrashRestartLosesNothing(t *testing.T) {
 	t.Parallel()
 	const lostAfter = 3 * time.Second

@@ -20,7 +20,7 @@ import (
 
 // This file is a test double of an unmodified runpod-python 1.12 worker
 // (runpod.serverless.start({"handler": ...})): a Go re-implementation of the traffic that
-// spec/runpod-worker-protocol.md §1.2, §2-§5 and §10 describe, not the SDK itself. Its handler
+// docs/worker-protocol.md §1.2, §2-§5 and §10 describe, not the SDK itself. Its handler
 // switches on input.mode like the handlers of the doc's live run.
 
 const (
@@ -29,7 +29,7 @@ const (
 )
 
 // workerEnv is the environment RunPod (and Spool's process provider) gives a worker container
-// (runpod-worker-protocol.md §0). Every template already holds "?", as the SDK appends with "&".
+// (docs/worker-protocol.md §0). Every template already holds "?", as the SDK appends with "&".
 func workerEnv(baseURL, ep, podID, key string) map[string]string {
 	v2 := baseURL + "/v2/" + ep
 	return map[string]string{
@@ -607,7 +607,7 @@ type modeInput struct {
 }
 
 // handle runs the handler for one job and posts what runpod-python would post for its outcome
-// (runpod-worker-protocol.md §4). A job stopped through job-stop (or by the worker's end) posts
+// (docs/worker-protocol.md §4). A job stopped through job-stop (or by the worker's end) posts
 // nothing.
 func (w *rpWorker) handle(ctx context.Context, id string, job map[string]json.RawMessage) {
 	var in modeInput

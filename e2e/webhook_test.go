@@ -88,7 +88,7 @@ func adminHeader(s *server) http.Header {
 // TestWebhookSurvivesCrash kills the server with SIGKILL while the webhook of a finished job is
 // being delivered (the receiver holds the request: the attempt's outcome is never recorded), and
 // starts it again on the same data: the webhook arrives, signed, and both arrivals carry the same
-// webhook-id (CONTRACT.md §2: the outbox is durable; delivery is at least once).
+// webhook-id (docs/contract.md §2: the outbox is durable; delivery is at least once).
 func TestWebhookSurvivesCrash(t *testing.T) {
 	t.Parallel()
 	secretBytes := make([]byte, 32)

@@ -169,7 +169,7 @@ func (e *Endpoint) Stream(ctx context.Context, id string) iter.Seq2[Chunk, error
 				}
 			}
 			// The stream is drained once a terminal answer brings no chunk. Spool sends every
-			// remaining chunk with the first terminal answer (CONTRACT.md §2), so there this costs
+			// remaining chunk with the first terminal answer (docs/contract.md §2), so there this costs
 			// one more request; RunPod promises no such thing, so stopping earlier could lose
 			// chunks there.
 			if a.Status.Terminal() && len(a.Stream) == 0 {

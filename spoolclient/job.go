@@ -141,7 +141,7 @@ type Job struct {
 	Retries int
 }
 
-// wireJob is the JSON shape of Job (runpod-api.md §3).
+// wireJob is the JSON shape of Job (docs/client-api.md §3).
 type wireJob struct {
 	ID            string          `json:"id"`
 	Status        Status          `json:"status"`

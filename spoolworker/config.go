@@ -174,7 +174,7 @@ func (c Config) validate() error {
 	return nil
 }
 
-// The environment variables a RunPod worker reads (runpod-worker-protocol.md §1.1).
+// The environment variables a RunPod worker reads (docs/worker-protocol.md §1.1).
 const (
 	EnvTakeURL      = "RUNPOD_WEBHOOK_GET_JOB"
 	EnvDoneURL      = "RUNPOD_WEBHOOK_POST_OUTPUT"

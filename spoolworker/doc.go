@@ -26,7 +26,7 @@
 // RUNPOD_WEBHOOK_GET_JOB is unset). Programs that build workers themselves (tests, `spool dev`)
 // use New with a Config, for instance from ConfigFor.
 //
-// What the SDK does on the wire (runpod-worker-protocol.md):
+// What the SDK does on the wire (docs/worker-protocol.md):
 //   - job-take long-polls with job_in_progress=0|1, or job-take-batch with batch_size=k when
 //     k ≥ 2 slots are free (Config.Concurrency, Worker.SetConcurrency); 429 backs off for its
 //     Retry-After.

@@ -1,4 +1,4 @@
-// Package auth holds Spool's API keys and decides what each may do (CONTRACT.md §1, §2): a Keyring
+// Package auth holds Spool's API keys and decides what each may do (docs/contract.md §1, §2): a Keyring
 // of static keys (config file, SPOOL_ADMIN_KEY) and stored keys (made through /api/keys), looked up
 // by the hash of the presented secret, and the scope rules of the three surfaces.
 package auth

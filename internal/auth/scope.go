@@ -6,7 +6,7 @@ import (
 	"github.com/spool-run/spool"
 )
 
-// Surface is one of the three API surfaces, each with its own scope rule (CONTRACT.md §1).
+// Surface is one of the three API surfaces, each with its own scope rule (docs/contract.md §1).
 type Surface int
 
 const (

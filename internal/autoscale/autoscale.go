@@ -453,7 +453,7 @@ func (a *Autoscaler) releaseGPUs(id string) {
 	}
 }
 
-// env is the RunPod environment of a worker (CONTRACT.md §4) plus its GPUs.
+// env is the RunPod environment of a worker (docs/contract.md §4) plus its GPUs.
 func (a *Autoscaler) env(ep spool.Endpoint, id string, gpus []string) map[string]string {
 	base := strings.TrimRight(a.cfg.ServerURL, "/") + "/v2/" + ep.Name
 	env := map[string]string{

@@ -30,7 +30,7 @@ type WorkerSpec struct {
 	Endpoint string
 	// WorkerID is unique per start; the worker uses it as RUNPOD_POD_ID.
 	WorkerID string
-	// Env is the RunPod environment (CONTRACT.md §4) and the GPU variables, computed by the
+	// Env is the RunPod environment (docs/contract.md §4) and the GPU variables, computed by the
 	// autoscaler. It takes precedence over Spec.Env.
 	Env map[string]string
 	// GPUs are the device ids handed to the worker.

@@ -19,7 +19,7 @@ type QueueState struct {
 	Workers, Busy, Initializing int
 }
 
-// Wanted is the number of workers an endpoint should have (CONTRACT.md §4), within
+// Wanted is the number of workers an endpoint should have (docs/contract.md §4), within
 // [workersMin, workersMax]:
 //   - REQUEST_COUNT: ceil((queued + in progress) / scalerValue);
 //   - QUEUE_DELAY: with normal jobs queued, the workers there are, at least one (a queue never

@@ -179,7 +179,7 @@ func (e *Engine) tell(j *spool.Job, fx effects) {
 
 // write applies targeted updates, each a transition the caller decided on a job it read (or
 // fenced), and runs the effects of those that applied. It refuses, as the internal fault it would
-// be, an update whose state change the state machine (CONTRACT.md §3) does not allow.
+// be, an update whose state change the state machine (docs/contract.md §3) does not allow.
 func (e *Engine) write(ctx context.Context, cause Cause, now time.Time, updates ...store.JobUpdate) ([]*spool.Job, error) {
 	if len(updates) == 0 {
 		return nil, nil

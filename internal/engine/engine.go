@@ -1,4 +1,4 @@
-// Package engine owns Spool's jobs and nothing else: the state machine of CONTRACT.md §3,
+// Package engine owns Spool's jobs and nothing else: the state machine of docs/contract.md §3,
 // submission, dispatch by priority, leases fenced by attempt, results, cancellation, retries, the
 // endpoints jobs belong to, and the sweeper that expires queued jobs, times out running ones and
 // deletes expired results. Workers are internal/fleet's; it hears what job changes mean for them

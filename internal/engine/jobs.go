@@ -303,7 +303,7 @@ func (e *Engine) PurgeQueue(ctx context.Context, endpoint string) (int, error) {
 }
 
 // retryRefusal is /retry's answer for a job that was submitted with an s3Config: it was erased
-// when the job ended (CONTRACT.md: erased once terminal), and running the job again without it
+// when the job ended (docs/contract.md: erased once terminal), and running the job again without it
 // would silently drop the client's outputs.
 func retryRefusal(id string) error {
 	return spool.Errorf(spool.CodeInvalid, "job %s was submitted with an s3Config, which Spool erased when the job ended "+

@@ -24,7 +24,7 @@ import (
 // The property test drives the engine with random sequences of everything that can happen to
 // jobs (clients, workers, the fleet, the passing of time) and, after every step, reads every job
 // back and holds it against two things: a model that predicts each job exactly, and invariants
-// that hold whatever the model says (CONTRACT.md §3 and the fencing and durability rows of §2).
+// that hold whatever the model says (docs/contract.md §3 and the fencing and durability rows of §2).
 // The model finds wrong answers; the invariants keep the model itself honest, since a model with
 // the engine's bug would otherwise agree with it.
 //

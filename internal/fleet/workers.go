@@ -21,7 +21,7 @@ type facts struct {
 	lastSeen, lostBefore time.Time
 }
 
-// stateOf is the one place that says what state a worker is in (CONTRACT.md §4).
+// stateOf is the one place that says what state a worker is in (docs/contract.md §4).
 func stateOf(x facts) spool.WorkerState {
 	switch {
 	case x.slot != nil && x.slot.worker == "" && x.slot.throttled != "":

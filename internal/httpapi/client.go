@@ -12,7 +12,7 @@ import (
 	"github.com/spool-run/spool/internal/wire"
 )
 
-// routesClient mounts the RunPod client API (CONTRACT.md §2, runpod-api.md §5).
+// routesClient mounts the RunPod client API (docs/contract.md §2, docs/client-api.md §5).
 func (s *server) routesClient(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v2/{endpoint}/run", s.client(true, s.run))
 	mux.HandleFunc("POST /v2/{endpoint}/runsync", s.client(true, s.runsync))

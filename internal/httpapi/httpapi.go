@@ -64,7 +64,7 @@ type Config struct {
 	Mounts map[string]http.Handler
 }
 
-// Default body limits (CONTRACT.md §2).
+// Default body limits (docs/contract.md §2).
 const (
 	DefaultRunLimit     = 10 << 20
 	DefaultRunSyncLimit = 20 << 20
@@ -73,7 +73,7 @@ const (
 	DefaultAdminLimit   = 1 << 20
 )
 
-// Wait bounds, in milliseconds (CONTRACT.md §2).
+// Wait bounds, in milliseconds (docs/contract.md §2).
 const (
 	MinRunSyncWaitMs = 1000
 	MaxWaitMs        = 300000

@@ -1,5 +1,5 @@
 // Package webhook delivers the webhook outbox: the deliveries the store enqueued with each
-// terminal transition of a job with a webhook (CONTRACT.md §2). It claims due deliveries with a
+// terminal transition of a job with a webhook (docs/contract.md §2). It claims due deliveries with a
 // lease (a crash mid-attempt makes the delivery due again when the lease runs out: at least once,
 // with the same webhook-id), POSTs them through an SSRF-guarded HTTP client, signs them with
 // Standard Webhooks headers when the endpoint has a secret, and records every attempt. Concurrency

@@ -12,7 +12,7 @@ import (
 	"github.com/spool-run/spool/internal/wire"
 )
 
-// Payload is the body of a job's webhook (CONTRACT.md §2, runpod-api.md §6): the /status object
+// Payload is the body of a job's webhook (docs/contract.md §2, docs/client-api.md §6): the /status object
 // plus input and webhook. s3Config is never part of it (the job object never carries it, and the
 // engine erases it when the job ends, before the payload is built). Plug it into
 // engine.Config.WebhookPayload.

@@ -6,7 +6,7 @@ import (
 	"github.com/spool-run/spool"
 )
 
-// Job is the RunPod job object (runpod-api.md §3) of j, as /status, /status-sync, a terminal
+// Job is the RunPod job object (docs/client-api.md §3) of j, as /status, /status-sync, a terminal
 // /runsync and /cancel answer it: id and status always; delayTime (ms) once a worker took the job;
 // executionTime (ms) once it also finished; output whenever the job has one, byte for byte (so
 // false, 0, "", [] and null are kept); error when the job FAILED or carries a message; workerId

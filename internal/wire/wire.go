@@ -54,7 +54,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // Status returns the HTTP status for an error code: the one table every handler's errors go
-// through (CONTRACT.md §2).
+// through (docs/contract.md §2).
 func Status(code spool.Code) int {
 	switch code {
 	case spool.CodeInvalid:

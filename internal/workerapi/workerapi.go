@@ -1,4 +1,4 @@
-// Package workerapi serves the RunPod worker protocol (runpod-worker-protocol.md) under
+// Package workerapi serves the RunPod worker protocol (docs/worker-protocol.md) under
 // /v2/{endpoint}/: job-take and job-take-batch long-polls, the job-stop channel, job-done results
 // and progress, job-stream chunks and ping heartbeats, exactly as unmodified runpod-python workers
 // and Spool's own worker SDK speak it. It translates the wire: jobs are the engine's business,
