@@ -137,8 +137,8 @@ func TestGPUsFreedOnlyAtExit(t *testing.T) {
 	require.JSONEq(t, `"g0"`, string(e.job(next).Output))
 }
 
-// A worker process gets the RunPod environment with its own id, the spec's env and dir, its
-// GPUs, and none of the server's SPOOL_* variables.
+// A worker process gets the RunPod environment with its own id, the spec's env, a folder of its
+// own in the spec's dir, its GPUs, and none of the server's SPOOL_* variables.
 func TestWorkerEnvironment(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{scaler: func(c *autoscale.Config) { c.GPUs = []string{"g0", "g1", "g2"} }})
@@ -155,7 +155,7 @@ func TestWorkerEnvironment(t *testing.T) {
 	require.Len(t, ws, 1)
 	wid := ws[0].ID
 
-	out := filepath.Join(dir, "env.out")
+	out := filepath.Join(dir, ".spool-workers", wid, "env.out") // its own folder inside dir
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(out); err == nil {
@@ -189,7 +189,7 @@ func TestWorkerEnvironment(t *testing.T) {
 		"MODEL":                      "tiny",
 		"CUDA_VISIBLE_DEVICES":       "g0,g1",
 		"NVIDIA_VISIBLE_DEVICES":     "g0,g1",
-		"PWD":                        wantDir,
+		"PWD":                        filepath.Join(wantDir, ".spool-workers", wid),
 	} {
 		require.Equal(t, v, got[k], k)
 	}

@@ -1,6 +1,6 @@
 // Package process is the local process provider of the autoscaler: each worker is a child
 // process of the server, in its own process group, with the RunPod environment, its output kept
-// in a ring buffer of the last lines.
+// in a ring buffer of the last lines, and a working folder of its own.
 package process
 
 import (
@@ -12,6 +12,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -63,6 +64,8 @@ type Provider struct {
 	mu    sync.Mutex
 	procs map[string]*proc
 	wg    sync.WaitGroup
+	// dirs serialises making and removing workers' folders, which share their parent.
+	dirs sync.Mutex
 }
 
 type proc struct {
@@ -97,8 +100,12 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 	}
 	maps.Copy(env, w.Spec.Env)
 	maps.Copy(env, w.Env)
+	dir, err := p.makeWorkDir(w.Spec.Dir, w.WorkerID)
+	if err != nil {
+		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
+	}
 	cmd := exec.Command(w.Spec.Command, w.Spec.Args...)
-	cmd.Dir = w.Spec.Dir
+	cmd.Dir = dir
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		cmd.Env = append(cmd.Env, k+"="+env[k])
 	}
@@ -107,6 +114,7 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 	// the pipe (the group is killed right after).
 	pr, pw, err := os.Pipe()
 	if err != nil {
+		p.removeWorkDir(dir)
 		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -116,12 +124,13 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 	if _, dup := p.procs[w.WorkerID]; dup {
 		_ = pr.Close()
 		_ = pw.Close()
-		return fmt.Errorf("start worker %s: already running", w.WorkerID)
+		return fmt.Errorf("start worker %s: already running", w.WorkerID) // its folder is its own
 	}
 	err = cmd.Start()
 	_ = pw.Close() // the child has its copy
 	if err != nil {
 		_ = pr.Close()
+		p.removeWorkDir(dir)
 		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
 	}
 	p.procs[w.WorkerID] = pc
@@ -144,6 +153,7 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 		// The group may outlive its leader (a shell's children): end it with the leader.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-scanned
+		p.removeWorkDir(dir)
 		close(pc.done)
 		p.mu.Lock()
 		delete(p.procs, w.WorkerID)
@@ -151,6 +161,75 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 		exited(autoscale.Exit{ID: w.WorkerID, Err: err, Logs: pc.logs.lines()})
 	}()
 	return nil
+}
+
+// workersFolder is the folder, inside an endpoint's dir, that holds its workers' folders.
+const workersFolder = ".spool-workers"
+
+// makeWorkDir makes worker id's working folder: <base>/.spool-workers/<id>, holding a symbolic
+// link to each entry of base (the endpoint's dir, or the server's working directory), so that the
+// worker finds its files by the same relative paths ("python3 handler.py", "./bin/worker"),
+// while what it creates in its working directory stays its own. runpod-python 1.7.12 to 1.10.0
+// keep their in-progress job ids in ./.runpod_jobs.pkl: workers sharing a folder would share
+// their busy state, and a killed worker's file would make its replacement refuse every job.
+func (p *Provider) makeWorkDir(base, id string) (string, error) {
+	if base == "" {
+		base = "."
+	}
+	base, err := filepath.Abs(base)
+	if err != nil {
+		return "", fmt.Errorf("working folder: %w", err)
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return "", fmt.Errorf("read the endpoint's dir: %w", err)
+	}
+	dir := filepath.Join(base, workersFolder, folderName(id))
+	p.dirs.Lock()
+	defer p.dirs.Unlock()
+	// A folder of the same name is a leftover of a server killed before it could clean up.
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("working folder: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("working folder: %w", err)
+	}
+	for _, e := range entries {
+		if e.Name() == workersFolder || e.Name() == runpodJobsFile {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(base, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			_ = os.RemoveAll(dir)
+			return "", fmt.Errorf("working folder: %w", err)
+		}
+	}
+	return dir, nil
+}
+
+// runpodJobsFile is where runpod-python 1.7.12 to 1.10.0 keep a worker's busy state.
+const runpodJobsFile = ".runpod_jobs.pkl"
+
+// removeWorkDir removes a worker's folder (its links, not what they point to), and the folder of
+// the workers when it is left empty, so that an endpoint's dir is as it was once its workers are gone.
+func (p *Provider) removeWorkDir(dir string) {
+	p.dirs.Lock()
+	defer p.dirs.Unlock()
+	_ = os.RemoveAll(dir)
+	_ = os.Remove(filepath.Dir(dir)) // fails while another worker's folder is there
+}
+
+// folderName makes a worker id safe as a file name.
+func folderName(id string) string {
+	n := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '_'
+	}, id)
+	if strings.Trim(n, ".") == "" { // "", "." and ".." name no folder of their own
+		n = "_" + n
+	}
+	return n
 }
 
 func (p *Provider) get(id string) *proc {

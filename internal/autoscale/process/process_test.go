@@ -118,7 +118,7 @@ func TestEnvironment(t *testing.T) {
 	require.Equal(t, "tiny", got["MODEL"])
 	require.Equal(t, "3,5", got["CUDA_VISIBLE_DEVICES"])
 	require.Equal(t, "3,5", got["NVIDIA_VISIBLE_DEVICES"])
-	require.Equal(t, wantDir, got["PWD"])
+	require.Equal(t, filepath.Join(wantDir, ".spool-workers", "w1"), got["PWD"], "its own folder inside the dir")
 	require.Equal(t, os.Getenv("PATH"), got["PATH"])
 	for k := range got {
 		require.False(t, strings.HasPrefix(k, "SPOOL_"), "server variable %s leaked", k)
@@ -236,4 +236,51 @@ func gone(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+// TestWorkersGetFoldersOfTheirOwn: each worker runs in <dir>/.spool-workers/<id>, where the files of
+// the endpoint's dir are found by their relative paths, while what a worker writes in its working
+// directory (runpod-python's ./.runpod_jobs.pkl) is its own and goes with it: a replacement never
+// inherits a killed worker's busy state.
+func TestWorkersGetFoldersOfTheirOwn(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, process.Config{})
+	base := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(base, "data.txt"), []byte("shared-data\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(base, ".runpod_jobs.pkl"), []byte("stale"), 0o600))
+	script := `pwd -P; cat data.txt; if [ -e .runpod_jobs.pkl ]; then echo inherited; else echo fresh; fi
+echo busy > .runpod_jobs.pkl; echo started; exec sleep 600`
+	inDir := func(w *autoscale.WorkerSpec) { w.Spec.Dir = base }
+	a := f.start("ep-a", script, inDir)
+	b := f.start("ep-b", script, inDir)
+	f.waitLog("ep-a", "started")
+	f.waitLog("ep-b", "started")
+	realBase, err := filepath.EvalSymlinks(base)
+	require.NoError(t, err)
+	for _, id := range []string{"ep-a", "ep-b"} {
+		logs := f.p.Logs(id)
+		require.Equal(t, []string{filepath.Join(realBase, ".spool-workers", id), "shared-data", "fresh", "started"}, logs)
+		b, err := os.ReadFile(filepath.Join(base, ".spool-workers", id, ".runpod_jobs.pkl"))
+		require.NoError(t, err)
+		require.Equal(t, "busy\n", string(b), "written in the worker's own folder")
+	}
+	stale, err := os.ReadFile(filepath.Join(base, ".runpod_jobs.pkl"))
+	require.NoError(t, err)
+	require.Equal(t, "stale", string(stale), "the endpoint's dir is untouched")
+
+	f.p.Kill("ep-a")
+	f.exit(a)
+	_, err = os.Stat(filepath.Join(base, ".spool-workers", "ep-a"))
+	require.ErrorIs(t, err, os.ErrNotExist, "a worker's folder goes with it")
+	again := f.start("ep-a", script, inDir) // the same id, as a restart gives it
+	f.waitLog("ep-a", "started")
+	require.Contains(t, f.p.Logs("ep-a"), "fresh", "a replacement starts without the killed worker's state")
+	f.p.Kill("ep-a")
+	f.exit(again)
+	f.p.Kill("ep-b")
+	f.exit(b)
+	_, err = os.Stat(filepath.Join(base, ".spool-workers"))
+	require.ErrorIs(t, err, os.ErrNotExist, "the dir is left as it was")
+	_, err = os.Stat(filepath.Join(base, "data.txt"))
+	require.NoError(t, err, "removing the links leaves what they point to")
 }
