@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -327,9 +326,20 @@ func (a *Autoscaler) act(ctx context.Context, obs observation, p plan) error {
 		a.log.Info("worker stopped (scale in)", "endpoint", ep.Name, "worker", bySlot[id].Worker)
 		a.remove(bySlot[id])
 	}
-	start := append(slices.Clone(p.Start), a.fleet.AddSlots(ep.Name, p.Add)...)
-	for _, id := range start {
-		a.start(ctx, id, ep, now)
+	if p.Add > 0 || len(p.Remove) > 0 {
+		a.log.Info("autoscaler scaling", "endpoint", ep.Name, "from", len(obs.Slots),
+			"to", len(obs.Slots)+p.Add-len(p.Remove), "wanted", p.Wanted, "why", p.Why)
+	}
+	for _, id := range p.Start {
+		// A throttled slot starts as the worker it was shown as.
+		name := ""
+		if s := bySlot[id]; s.State == spool.WorkerThrottled {
+			name = s.LastWorker
+		}
+		a.start(ctx, id, name, ep, now)
+	}
+	for _, id := range a.fleet.AddSlots(ep.Name, p.Add) {
+		a.start(ctx, id, "", ep, now)
 	}
 	a.fleet.Ticked(ep.Name, p.Wanted)
 	return errors.Join(errs...)
@@ -376,7 +386,7 @@ func (a *Autoscaler) fail(ctx context.Context, s fleet.Slot, why string, logs []
 	if delay > a.cfg.BackoffMax || delay <= 0 {
 		delay = a.cfg.BackoffMax
 	}
-	a.fleet.Failed(s.ID, "worker "+id+" "+why+"; restart in "+delay.String(), logs, failures, now.Add(delay))
+	a.fleet.Failed(s.ID, "worker "+id+" "+why+"; restart in "+delay.String(), logs, failures, now, now.Add(delay))
 	a.log.Warn("worker unhealthy", "endpoint", s.Endpoint, "worker", id, "why", why, "restartIn", delay)
 	if id == "" {
 		return nil
@@ -393,12 +403,15 @@ func (a *Autoscaler) remove(s fleet.Slot) {
 	a.fleet.RemoveSlot(s.ID)
 }
 
-// start launches a process for a slot, or marks it throttled when the pool lacks GPUs.
-func (a *Autoscaler) start(ctx context.Context, slotID int, ep spool.Endpoint, now time.Time) {
-	id := ep.Name + "-" + randomHex(6)
+// start launches a process for a slot as worker id (a new id when ""), or marks it throttled
+// when the pool lacks GPUs.
+func (a *Autoscaler) start(ctx context.Context, slotID int, id string, ep spool.Endpoint, now time.Time) {
+	if id == "" {
+		id = ep.Name + "-" + randomHex(6)
+	}
 	gpus, free := a.takeGPUs(id, ep.GPUCount)
 	if ep.GPUCount > 0 && gpus == nil {
-		a.fleet.Throttled(slotID, fmt.Sprintf("needs %d GPUs; %d of the pool's %d are free", ep.GPUCount, free, len(a.cfg.GPUs)))
+		a.fleet.Throttled(slotID, id, fmt.Sprintf("needs %d GPUs; %d of the pool's %d are free", ep.GPUCount, free, len(a.cfg.GPUs)), now)
 		return
 	}
 	a.fleet.Launched(slotID, fleet.Launch{Worker: id, GPUs: gpus, Logs: func() []string { return a.prov.Logs(id) }}, now)

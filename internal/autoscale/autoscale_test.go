@@ -1,9 +1,12 @@
 package autoscale_test
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,6 +208,12 @@ func TestCrashLoop(t *testing.T) {
 	require.Equal(t, spool.WorkerUnhealthy, ws[0].State)
 	require.Contains(t, ws[0].Error, "restart in 1s")
 	require.Contains(t, strings.Join(ws[0].LogTail, "\n"), "crashing as asked")
+	// Listed as the worker that crashed, with its real sightings and since when it is unhealthy.
+	require.Regexp(t, `^ep-[0-9a-f]{12}$`, ws[0].ID)
+	require.Contains(t, ws[0].Error, "worker "+ws[0].ID+" exited unexpectedly")
+	require.False(t, ws[0].FirstSeen.IsZero(), "it asked for a job before crashing")
+	require.False(t, ws[0].Since.Before(ws[0].LastSeen))
+	require.Equal(t, e.fake.Now(), ws[0].Since)
 	e.requireWait(id, 1, fleet.WaitUnhealthy)
 	require.Equal(t, 1, e.counts("ep").Unhealthy)
 
@@ -360,4 +369,61 @@ func TestStopDrainsRunningJobs(t *testing.T) {
 	got := e.job(id)
 	require.Equal(t, spool.StateCompleted, got.State, "the job's result was posted before the worker exited")
 	require.JSONEq(t, `"released"`, string(got.Output))
+}
+
+// Each scaling decision is one info line that says why: the scaler's inputs and the bound that
+// applied, so that an operator reading the log can follow the autoscaler.
+func TestScalingDecisionsAreLogged(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	e := newEnv(t, envOpts{scaler: func(c *autoscale.Config) { c.Logger = log }})
+	e.endpoint("ep", func(ep *spool.Endpoint) {
+		ep.ScalerType, ep.ScalerValue, ep.WorkersMax, ep.IdleTimeout = spool.ScalerRequestCount, 1, 2, 1
+	})
+	var ids []string
+	for range 3 {
+		ids = append(ids, e.submit("ep", `{}`, false))
+	}
+	e.tick()
+	lines := func(msg string) []string {
+		var out []string
+		for _, l := range strings.Split(buf.String(), "\n") {
+			if strings.Contains(l, `msg="`+msg+`"`) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	up := lines("autoscaler scaling")
+	require.Len(t, up, 1, buf.String())
+	require.Contains(t, up[0], `endpoint=ep from=0 to=2 wanted=2 why="REQUEST_COUNT: 3 queued + 0 running at 1 per worker; capped at workersMax 2"`)
+	require.Len(t, lines("worker started"), 2)
+
+	for _, id := range ids {
+		e.until("the jobs complete", e.state(id, spool.StateCompleted))
+	}
+	e.advance(time.Second)
+	e.tick()
+	down := lines("autoscaler scaling")
+	require.Len(t, down, 2, buf.String())
+	require.Contains(t, down[1], `from=2 to=0 wanted=0 why="REQUEST_COUNT: 0 queued + 0 running at 1 per worker; idle workers go after idleTimeout 1s"`)
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -1,6 +1,7 @@
 package autoscale
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -20,8 +21,9 @@ type observation struct {
 
 // plan is what a tick does to one endpoint's workers, in this order.
 type plan struct {
-	// Wanted is the number of workers the endpoint should have.
+	// Wanted is the number of workers the endpoint should have, and Why says why in words.
 	Wanted int
+	Why    string
 	// Kill ends processes at once and replaces them: they run a job the server ended (cancel,
 	// timeout) past the cancel grace.
 	Kill []action
@@ -97,7 +99,7 @@ func decide(o observation) plan {
 			q.Initializing++
 		}
 	}
-	p.Wanted = Wanted(o.Endpoint, q)
+	p.Wanted, p.Why = WantedWhy(o.Endpoint, q)
 
 	// Scale in: surplus slots go, those without a process first, never one holding a job, one
 	// with a process only after idleTimeout without work.
@@ -126,6 +128,9 @@ func decide(o observation) plan {
 			p.Remove = append(p.Remove, m.id)
 			removed[m.id] = true
 			surplus--
+		}
+		if len(p.Remove) > 0 {
+			p.Why += fmt.Sprintf("; idle workers go after idleTimeout %ds", o.Endpoint.IdleTimeout)
 		}
 	}
 	p.Add = max(p.Wanted-len(models), 0)

@@ -100,7 +100,38 @@ func TestDecide(t *testing.T) {
 			t.Parallel()
 			got := decide(observation{Endpoint: tc.ep, Now: now, Queue: tc.queue, Slots: tc.slots,
 				InitTimeout: 2 * time.Minute, CancelGrace: 10 * time.Second})
+			require.NotEmpty(t, got.Why, "every plan says why")
+			got.Why = "" // TestWantedWhy checks the words
 			require.Equal(t, tc.want, got)
 		})
+	}
+}
+
+// TestWantedWhy: the reason logged with a scaling decision says what the scaler saw and which
+// bound applied.
+func TestWantedWhy(t *testing.T) {
+	t.Parallel()
+	rc := spool.NewEndpoint("ep")
+	rc.ScalerType, rc.ScalerValue, rc.WorkersMax = spool.ScalerRequestCount, 2, 3
+	qd := spool.NewEndpoint("ep")
+	qd.WorkersMin = 1
+	for _, c := range []struct {
+		ep  spool.Endpoint
+		q   QueueState
+		n   int
+		why string
+	}{
+		{rc, QueueState{Normal: 3, InProgress: 1}, 2, "REQUEST_COUNT: 3 queued + 1 running at 2 per worker"},
+		{rc, QueueState{Normal: 9}, 3, "REQUEST_COUNT: 9 queued + 0 running at 2 per worker; capped at workersMax 3"},
+		{qd, QueueState{}, 1, "QUEUE_DELAY: no job queued, 0 workers busy; workersMin 1"},
+		{qd, QueueState{Normal: 2, OldestWait: 6250 * time.Millisecond, Workers: 1}, 2,
+			"QUEUE_DELAY: the oldest of 2 queued jobs waited 6.3s, over scalerValue 4s"},
+		{qd, QueueState{Normal: 2, OldestWait: 6 * time.Second, Workers: 2, Initializing: 1}, 2,
+			"QUEUE_DELAY: 2 jobs queued, the oldest for 6s (scalerValue 4s, 1 workers starting)"},
+	} {
+		n, why := WantedWhy(c.ep, c.q)
+		require.Equal(t, c.n, n, c.why)
+		require.Equal(t, c.why, why)
+		require.Equal(t, n, Wanted(c.ep, c.q))
 	}
 }

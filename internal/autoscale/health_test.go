@@ -119,6 +119,11 @@ func TestGPUsFreedOnlyAtExit(t *testing.T) {
 	require.Len(t, ws, 1)
 	require.Equal(t, spool.WorkerThrottled, ws[0].State, "the old process still holds g0")
 	require.Equal(t, 1, rec.starts())
+	throttledAs := ws[0].ID
+	require.Regexp(t, `^ep-[0-9a-f]{12}$`, throttledAs, "listed as the worker it will start as")
+	require.NotEqual(t, old, throttledAs)
+	require.Equal(t, e.fake.Now(), ws[0].Since)
+	require.True(t, ws[0].FirstSeen.IsZero(), "never seen")
 
 	x := rec.exit(t, old) // the process has really exited; its exit is not yet seen
 	e.tick()
@@ -131,6 +136,7 @@ func TestGPUsFreedOnlyAtExit(t *testing.T) {
 	require.Equal(t, spool.WorkerInitializing, ws[0].State)
 	require.Equal(t, []string{"g0"}, ws[0].GPUs)
 	require.Equal(t, 2, rec.starts())
+	require.Equal(t, throttledAs, ws[0].ID, "it starts under the id it was listed with")
 
 	next := e.submit("ep", `{"env":"CUDA_VISIBLE_DEVICES"}`, false)
 	e.until("the next job completes", e.state(next, spool.StateCompleted))

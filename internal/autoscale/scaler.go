@@ -1,6 +1,7 @@
 package autoscale
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spool-run/spool"
@@ -27,22 +28,44 @@ type QueueState struct {
 //     more than scalerValue seconds and no worker is still starting; with an empty queue, the busy
 //     workers (idle ones go after idleTimeout).
 func Wanted(ep spool.Endpoint, q QueueState) int {
-	var n int
+	n, _ := WantedWhy(ep, q)
+	return n
+}
+
+// WantedWhy is Wanted, with the reason in words, for the log line of a scaling decision.
+func WantedWhy(ep spool.Endpoint, q QueueState) (int, string) {
+	var (
+		n   int
+		why string
+	)
 	switch ep.ScalerType {
 	case spool.ScalerRequestCount:
 		v := max(ep.ScalerValue, 1)
 		n = (q.Normal + q.InProgress + v - 1) / v
+		why = fmt.Sprintf("REQUEST_COUNT: %d queued + %d running at %d per worker", q.Normal, q.InProgress, v)
 	default:
 		switch {
 		case q.Normal == 0:
 			n = q.Busy
+			why = fmt.Sprintf("QUEUE_DELAY: no job queued, %d workers busy", q.Busy)
 		case q.Workers == 0:
 			n = 1
+			why = fmt.Sprintf("QUEUE_DELAY: %d jobs queued and no worker", q.Normal)
 		case q.OldestWait > time.Duration(ep.ScalerValue)*time.Second && q.Initializing == 0:
 			n = q.Workers + 1
+			why = fmt.Sprintf("QUEUE_DELAY: the oldest of %d queued jobs waited %s, over scalerValue %ds",
+				q.Normal, q.OldestWait.Round(100*time.Millisecond), ep.ScalerValue)
 		default:
 			n = q.Workers
+			why = fmt.Sprintf("QUEUE_DELAY: %d jobs queued, the oldest for %s (scalerValue %ds, %d workers starting)",
+				q.Normal, q.OldestWait.Round(100*time.Millisecond), ep.ScalerValue, q.Initializing)
 		}
 	}
-	return min(max(n, ep.WorkersMin), ep.WorkersMax)
+	switch {
+	case n < ep.WorkersMin:
+		why += fmt.Sprintf("; workersMin %d", ep.WorkersMin)
+	case n > ep.WorkersMax:
+		why += fmt.Sprintf("; capped at workersMax %d", ep.WorkersMax)
+	}
+	return min(max(n, ep.WorkersMin), ep.WorkersMax), why
 }

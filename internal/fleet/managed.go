@@ -28,6 +28,10 @@ type slot struct {
 	fault     string          // why it has no process: it failed
 	restartAt time.Time       // when a failed slot may start again
 	failures  int             // its consecutive failures
+	// Without a process, the slot is shown as the worker it was (the one that failed) or will be
+	// (the id a throttled slot starts with), since when.
+	lastWorker string
+	since      time.Time
 }
 
 // activity is what a worker of a slot did.
@@ -95,6 +99,9 @@ type Slot struct {
 	// Failures counts its consecutive failures; RestartAt is when a failed slot may start again.
 	Failures  int
 	RestartAt time.Time
+	// LastWorker, without a process, is the worker it was (it failed) or will start as (it is
+	// throttled).
+	LastWorker string
 }
 
 // Slots returns the slots of an endpoint as they are now, in the order the autoscaler made them.
@@ -118,7 +125,7 @@ func (f *Fleet) Slots(ctx context.Context, endpoint string) ([]Slot, error) {
 func (f *Fleet) view(s *slot, jobs []string) Slot {
 	v := Slot{
 		ID: s.id, Endpoint: s.endpoint, Worker: s.worker, StartedAt: s.startedAt, GPUs: slices.Clone(s.gpus),
-		Failures: s.failures, RestartAt: s.restartAt, IdleSince: s.startedAt,
+		Failures: s.failures, RestartAt: s.restartAt, IdleSince: s.startedAt, LastWorker: s.lastWorker,
 	}
 	var a *activity
 	if s.worker != "" {
@@ -187,31 +194,38 @@ func (f *Fleet) Launched(slotID int, l Launch, now time.Time) {
 		return
 	}
 	s.worker, s.gpus, s.logs, s.startedAt = l.Worker, slices.Clone(l.GPUs), l.Logs, now
-	s.throttled, s.fault = "", ""
+	s.throttled, s.fault, s.lastWorker, s.since = "", "", "", time.Time{}
 	f.acts[l.Worker] = &activity{mustStop: map[string]time.Time{}}
 }
 
-// Throttled records that a slot could not start for want of GPUs, and why.
-func (f *Fleet) Throttled(slotID int, why string) {
+// Throttled records that a slot could not start at now for want of GPUs, and why; worker is the
+// id it is to start with once they are free.
+func (f *Fleet) Throttled(slotID int, worker, why string, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s := f.slot(slotID); s != nil {
-		s.throttled = why
+		if s.throttled == "" || s.lastWorker != worker {
+			s.since = now
+		}
+		s.throttled, s.lastWorker = why, worker
 	}
 }
 
 // Failed records that a slot's process failed (or never started), why, with the output it left,
 // the slot's consecutive failures and when it may start again: it is unhealthy until then. Its
 // worker, if any, is let go.
-func (f *Fleet) Failed(slotID int, why string, logs []string, failures int, restartAt time.Time) {
+func (f *Fleet) Failed(slotID int, why string, logs []string, failures int, now, restartAt time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.slot(slotID)
 	if s == nil {
 		return
 	}
+	if s.worker != "" {
+		s.lastWorker = s.worker
+	}
 	f.letGo(s)
-	s.fault, s.lastLogs, s.failures, s.restartAt = why, logs, failures, restartAt
+	s.fault, s.lastLogs, s.failures, s.restartAt, s.since = why, logs, failures, restartAt, now
 }
 
 // LetGo records that a slot's process was stopped or killed on purpose (a replacement, scale-in):

@@ -50,11 +50,12 @@ type Worker struct {
 	FirstSeen, LastSeen time.Time
 	Version             string
 	// GPUs, StartedAt, LogTail and Error are known for the workers the autoscaler runs; Error
-	// says why an unhealthy or throttled worker is so.
+	// says why an unhealthy or throttled worker is so, and Since since when.
 	GPUs      []string
 	StartedAt time.Time
 	LogTail   []string
 	Error     string
+	Since     time.Time
 }
 
 // logTail is how many lines of a worker's output Workers shows.
@@ -77,7 +78,9 @@ func (f *Fleet) Workers(ctx context.Context, endpoint string) ([]Worker, error) 
 	defer f.mu.Unlock()
 	out := make([]Worker, 0, len(seen))
 	listed := map[string]bool{}
-	for _, r := range seen {
+	byID := make(map[string]int, len(seen))
+	for i, r := range seen {
+		byID[r.ID] = i
 		s := f.liveSlot(r.ID)
 		if s == nil && f.retired.ids[r.ID] {
 			continue
@@ -100,6 +103,10 @@ func (f *Fleet) Workers(ctx context.Context, endpoint string) ([]Worker, error) 
 			w.Jobs = nil
 		}
 		f.slotView(&w, s, len(w.Jobs))
+		if i, ok := byID[w.ID]; ok && s.worker == "" {
+			// The worker that failed, as it was last seen.
+			w.FirstSeen, w.LastSeen, w.Version = seen[i].FirstSeen, seen[i].LastSeen, seen[i].Version
+		}
 		out = append(out, w)
 	}
 	return out, nil
@@ -120,8 +127,12 @@ func (f *Fleet) slotView(w *Worker, s *slot, held int) {
 			w.LogTail = tail(s.logs(), logTail)
 		}
 	default:
-		// No process: the slot is named after its state, its last output kept.
-		w.ID = s.endpoint + "-" + string(w.State) + "-" + strconv.Itoa(s.id)
+		// No process: the slot shows the worker that failed (its output kept) or the one it
+		// will start (throttled).
+		w.ID, w.Since = s.lastWorker, s.since
+		if w.ID == "" {
+			w.ID = s.endpoint + "-slot-" + strconv.Itoa(s.id) // a slot not tried yet
+		}
 		w.LogTail = tail(s.lastLogs, logTail)
 	}
 }

@@ -338,14 +338,24 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request) error {
 }
 
 type workerView struct {
-	ID        string   `json:"id"`
-	Endpoint  string   `json:"endpoint"`
-	State     string   `json:"state"`
-	Jobs      []string `json:"jobs"`
-	FirstSeen string   `json:"firstSeen"`
-	LastSeen  string   `json:"lastSeen"`
-	Version   string   `json:"version,omitempty"`
+	ID       string   `json:"id"`
+	Endpoint string   `json:"endpoint"`
+	State    string   `json:"state"`
+	Jobs     []string `json:"jobs"`
+	// FirstSeen and LastSeen are absent for a worker never seen (one that is starting, or
+	// failed or is throttled before its first request).
+	FirstSeen string `json:"firstSeen,omitempty"`
+	LastSeen  string `json:"lastSeen,omitempty"`
+	Version   string `json:"version,omitempty"`
 	workerFleetView
+}
+
+// formatSeen formats a sighting's time; "" (left out) when there was none.
+func formatSeen(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return wire.FormatTime(t)
 }
 
 func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
@@ -357,7 +367,7 @@ func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) error {
 	for i, wi := range ws {
 		out[i] = workerView{
 			ID: wi.ID, Endpoint: wi.Endpoint, State: string(wi.State), Jobs: wi.Jobs,
-			FirstSeen: wire.FormatTime(wi.FirstSeen), LastSeen: wire.FormatTime(wi.LastSeen),
+			FirstSeen: formatSeen(wi.FirstSeen), LastSeen: formatSeen(wi.LastSeen),
 			Version: wi.Version, workerFleetView: fleetView(wi, s.cfg.Clock.Now()),
 		}
 		if out[i].Jobs == nil {

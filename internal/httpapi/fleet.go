@@ -35,10 +35,12 @@ type workerFleetView struct {
 	UptimeMs int64    `json:"uptimeMs,omitempty"`
 	LogTail  []string `json:"logTail,omitempty"`
 	Error    string   `json:"error,omitempty"`
+	// Since is when an unhealthy or throttled worker became so.
+	Since string `json:"since,omitempty"`
 }
 
 func fleetView(wi fleet.Worker, now time.Time) workerFleetView {
-	v := workerFleetView{GPUs: wi.GPUs, LogTail: wi.LogTail, Error: wi.Error}
+	v := workerFleetView{GPUs: wi.GPUs, LogTail: wi.LogTail, Error: wi.Error, Since: formatSeen(wi.Since)}
 	if !wi.StartedAt.IsZero() {
 		v.UptimeMs = max(now.Sub(wi.StartedAt), 0).Milliseconds()
 	}
