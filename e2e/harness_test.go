@@ -131,7 +131,7 @@ type server struct {
 	client *http.Client
 }
 
-var listeningLine = regexp.MustCompile(`msg="spool listening" url=(http://127\.0\.0\.1:\d+)`)
+var listeningLine = regexp.MustCompile(`msg="spool listening" url=(https?://127\.0\.0\.1:\d+)`)
 
 // startServer starts `spool serve --addr 127.0.0.1:0 --data DIR [--config FILE]` (opts.Bin,
 // opts.Addr and opts.Env change the binary, the address and the environment) and waits for its

@@ -80,6 +80,12 @@ type fileConfig struct {
 	} `yaml:"limits"`
 	// ShutdownGrace is how long in-flight requests get to finish on SIGTERM. Defaults to 10s.
 	ShutdownGrace time.Duration `yaml:"shutdownGrace"`
+	// TLS serves HTTPS instead of HTTP when both files are set; SIGHUP loads them again.
+	TLS struct {
+		// CertFile is the PEM certificate chain, KeyFile its PEM private key.
+		CertFile string `yaml:"certFile"`
+		KeyFile  string `yaml:"keyFile"`
+	} `yaml:"tls"`
 	// Debug holds what operators turn on to look inside a running server.
 	Debug struct {
 		// PprofAddr, when set, serves Go's /debug/pprof/ on its own listener, to admin keys
@@ -158,7 +164,8 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 	for _, o := range []struct {
 		env string
 		dst *string
-	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_STORE", &c.Store}, {"SPOOL_LOG_LEVEL", &c.LogLevel}, {"SPOOL_PPROF_ADDR", &c.Debug.PprofAddr}} {
+	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_STORE", &c.Store}, {"SPOOL_LOG_LEVEL", &c.LogLevel}, {"SPOOL_PPROF_ADDR", &c.Debug.PprofAddr},
+		{"SPOOL_TLS_CERT", &c.TLS.CertFile}, {"SPOOL_TLS_KEY", &c.TLS.KeyFile}} {
 		if v := getenv(o.env); v != "" {
 			*o.dst = v
 		}
@@ -265,6 +272,9 @@ func (c *config) validate() error {
 	}
 	if err := checkStoreSetting(c.Store); err != nil {
 		return err
+	}
+	if err := checkTLSSetting(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+		return c.errorf("%w", err)
 	}
 	if c.Workers.TakeWait < time.Second || c.Workers.TakeWait >= 90*time.Second {
 		return c.errorf("workers.takeWait must be between 1s and 90s (runpod-python gives up at 90s), got %s", c.Workers.TakeWait)

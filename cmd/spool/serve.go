@@ -9,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,6 +37,8 @@ func newServeCmd(getenv func(string) string) *cobra.Command {
 		cfgPath     string
 		addr, data  string
 		storeURL    string
+		tlsCert     string
+		tlsKey      string
 		checkConfig bool
 	)
 	cmd := &cobra.Command{
@@ -51,7 +56,11 @@ environment, then flags. The environment it reads:
   SPOOL_ADMIN_KEY            an admin key's plaintext, kept only as a hash
   SPOOL_SECRET_KEY           the base64 key that seals s3Configs and webhook secrets (secrets.keyFile)
   SPOOL_WEBHOOK_ALLOW_CIDRS  networks webhooks may reach, comma-separated (webhooks.allowCIDRs)
-  SPOOL_PPROF_ADDR           an admin-only /debug/pprof/ listener (debug.pprofAddr)`,
+  SPOOL_PPROF_ADDR           an admin-only /debug/pprof/ listener (debug.pprofAddr)
+  SPOOL_TLS_CERT             the PEM certificate chain to serve HTTPS with (tls.certFile)
+  SPOOL_TLS_KEY              its PEM private key (tls.keyFile)
+
+With a certificate, Spool serves HTTPS only; SIGHUP loads the certificate and key files again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cfgPath, getenv)
@@ -64,6 +73,15 @@ environment, then flags. The environment it reads:
 			if cmd.Flags().Changed("data") {
 				cfg.Data = data
 			}
+			if cmd.Flags().Changed("tls-cert") {
+				cfg.TLS.CertFile = tlsCert
+			}
+			if cmd.Flags().Changed("tls-key") {
+				cfg.TLS.KeyFile = tlsKey
+			}
+			if err := checkTLSSetting(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+				return err
+			}
 			if cmd.Flags().Changed("store") {
 				cfg.Store = storeURL
 				if err := checkStoreSetting(cfg.Store); err != nil {
@@ -73,6 +91,11 @@ environment, then flags. The environment it reads:
 			if checkConfig {
 				if err := checkSurroundings(cfg); err != nil {
 					return err
+				}
+				if cfg.TLS.CertFile != "" {
+					if _, err := loadCertificate(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+						return err
+					}
 				}
 				src := cfg.Path
 				if src == "" {
@@ -90,6 +113,8 @@ environment, then flags. The environment it reads:
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
 	f.StringVar(&data, "data", "./spool-data", "data directory")
 	f.StringVar(&storeURL, "store", "", "sqlite (the default, in --data) or a postgres:// URL shared by several replicas")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain (with --tls-key; reloaded on SIGHUP)")
+	f.StringVar(&tlsKey, "tls-key", "", "the PEM private key of --tls-cert")
 	f.BoolVar(&checkConfig, "check-config", false, "validate the configuration and exit")
 	return cmd
 }
@@ -122,6 +147,7 @@ type server struct {
 	draining atomic.Bool
 	scaler   *autoscale.Autoscaler // runs the workers of endpoints with a worker spec
 	tokens   *auth.WorkerTokens    // the keys of the workers the autoscaler starts
+	cert     *certificate          // nil: plain HTTP
 }
 
 // openServer opens the store, starts the engine, applies the config's endpoints, starts the
@@ -250,6 +276,11 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 			BodyBytes: b.InFlight, BodyMemory: b.Memory, BodiesRefused: b.Refused, BodiesSlow: b.TimedOut,
 			StopSignals: f.StopSignals, MaxStopSignals: f.MaxStopSignals, Sightings: f.Sightings, MaxSightings: f.MaxSightings}
 	})
+	if cfg.TLS.CertFile != "" {
+		if s.cert, err = loadCertificate(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			return nil, err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
@@ -265,14 +296,44 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		IdleTimeout:    2 * time.Minute,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	if s.cert != nil {
+		s.http.TLSConfig = s.cert.config()
+	}
 	if err := s.openAutoscaler(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// URL is the server's base URL, e.g. http://127.0.0.1:8080.
-func (s *server) URL() string { return "http://" + s.ln.Addr().String() }
+// URL is the server's base URL, e.g. http://127.0.0.1:8080 (https with a certificate).
+func (s *server) URL() string {
+	if s.cert != nil {
+		return "https://" + s.ln.Addr().String()
+	}
+	return "http://" + s.ln.Addr().String()
+}
+
+// reloadOnHangup loads the TLS certificate again at each SIGHUP, until the returned function is
+// called.
+func (s *server) reloadOnHangup() func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				s.cert.reloadAndLog(s.log)
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
+}
 
 // abort closes whatever openServer opened, for error paths before run.
 func (s *server) abort() {
@@ -302,7 +363,13 @@ func (s *server) abort() {
 // sweeper, stop the webhook dispatcher, close the store.
 func (s *server) run(ctx context.Context, beforeStop func()) error {
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.http.Serve(s.ln) }()
+	if s.cert != nil {
+		go func() { serveErr <- s.http.ServeTLS(s.ln, "", "") }()
+		stopReload := s.reloadOnHangup()
+		defer stopReload()
+	} else {
+		go func() { serveErr <- s.http.Serve(s.ln) }()
+	}
 	s.log.Info("spool listening", "url", s.URL(), "store", describeStore(s.cfg), "endpoints", len(s.eng.Endpoints()))
 	if s.cfg.Debug.PprofAddr != "" {
 		stopPprof, err := s.servePprof(s.cfg.Debug.PprofAddr)
