@@ -34,7 +34,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 	require.Equal(t, spool.NewEndpoint("echo"), withoutSource(c.Endpoints[0]),
 		"the first endpoint shows every setting at its default")
 	require.Equal(t, "config", c.Endpoints[0].Source)
-	require.Equal(t, &spool.WorkerSpec{Command: "./bin/words", Args: []string{}, Env: map[string]string{"LOG_LEVEL": "info"}, Dir: "."},
+	require.Equal(t, &spool.WorkerSpec{Command: "go", Args: []string{"run", "./examples/worker"}, Env: map[string]string{"LOG_LEVEL": "info"}, Dir: "."},
 		c.Endpoints[1].Worker)
 	require.Len(t, c.Keys, 1)
 	require.True(t, c.Keys[0].ReadOnly)
