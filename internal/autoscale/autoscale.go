@@ -322,13 +322,13 @@ func (a *Autoscaler) act(ctx context.Context, obs observation, p plan) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, id := range p.Remove {
-		a.log.Info("worker stopped (scale in)", "endpoint", ep.Name, "worker", bySlot[id].Worker)
-		a.remove(bySlot[id])
-	}
 	if p.Add > 0 || len(p.Remove) > 0 {
 		a.log.Info("autoscaler scaling", "endpoint", ep.Name, "from", len(obs.Slots),
 			"to", len(obs.Slots)+p.Add-len(p.Remove), "wanted", p.Wanted, "why", p.Why)
+	}
+	for _, id := range p.Remove {
+		a.log.Info("worker stopped (scale in)", "endpoint", ep.Name, "worker", bySlot[id].Worker)
+		a.remove(bySlot[id])
 	}
 	for _, id := range p.Start {
 		// A throttled slot starts as the worker it was shown as.

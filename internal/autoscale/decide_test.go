@@ -123,11 +123,11 @@ func TestWantedWhy(t *testing.T) {
 	}{
 		{rc, QueueState{Normal: 3, InProgress: 1}, 2, "REQUEST_COUNT: 3 queued + 1 running at 2 per worker"},
 		{rc, QueueState{Normal: 9}, 3, "REQUEST_COUNT: 9 queued + 0 running at 2 per worker; capped at workersMax 3"},
-		{qd, QueueState{}, 1, "QUEUE_DELAY: no job queued, 0 workers busy; workersMin 1"},
+		{qd, QueueState{}, 1, "QUEUE_DELAY: none queued, 0 busy; workersMin 1"},
 		{qd, QueueState{Normal: 2, OldestWait: 6250 * time.Millisecond, Workers: 1}, 2,
-			"QUEUE_DELAY: the oldest of 2 queued jobs waited 6.3s, over scalerValue 4s"},
+			"QUEUE_DELAY: the oldest of 2 queued waited 6.3s, over scalerValue 4s"},
 		{qd, QueueState{Normal: 2, OldestWait: 6 * time.Second, Workers: 2, Initializing: 1}, 2,
-			"QUEUE_DELAY: 2 jobs queued, the oldest for 6s (scalerValue 4s, 1 workers starting)"},
+			"QUEUE_DELAY: 2 queued, the oldest for 6s (scalerValue 4s, 1 starting)"},
 	} {
 		n, why := WantedWhy(c.ep, c.q)
 		require.Equal(t, c.n, n, c.why)

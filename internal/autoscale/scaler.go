@@ -47,17 +47,17 @@ func WantedWhy(ep spool.Endpoint, q QueueState) (int, string) {
 		switch {
 		case q.Normal == 0:
 			n = q.Busy
-			why = fmt.Sprintf("QUEUE_DELAY: no job queued, %d workers busy", q.Busy)
+			why = fmt.Sprintf("QUEUE_DELAY: none queued, %d busy", q.Busy)
 		case q.Workers == 0:
 			n = 1
-			why = fmt.Sprintf("QUEUE_DELAY: %d jobs queued and no worker", q.Normal)
+			why = fmt.Sprintf("QUEUE_DELAY: %d queued, no worker", q.Normal)
 		case q.OldestWait > time.Duration(ep.ScalerValue)*time.Second && q.Initializing == 0:
 			n = q.Workers + 1
-			why = fmt.Sprintf("QUEUE_DELAY: the oldest of %d queued jobs waited %s, over scalerValue %ds",
+			why = fmt.Sprintf("QUEUE_DELAY: the oldest of %d queued waited %s, over scalerValue %ds",
 				q.Normal, q.OldestWait.Round(100*time.Millisecond), ep.ScalerValue)
 		default:
 			n = q.Workers
-			why = fmt.Sprintf("QUEUE_DELAY: %d jobs queued, the oldest for %s (scalerValue %ds, %d workers starting)",
+			why = fmt.Sprintf("QUEUE_DELAY: %d queued, the oldest for %s (scalerValue %ds, %d starting)",
 				q.Normal, q.OldestWait.Round(100*time.Millisecond), ep.ScalerValue, q.Initializing)
 		}
 	}
