@@ -27,7 +27,7 @@ const adminSecret = "spool_admin_for_tests"
 
 // env is a real server on loopback: SQLite on a temp dir, an engine on a fake clock, real keys.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	fake *clock.Fake
 	eng  *engine.Engine
@@ -41,7 +41,7 @@ type env struct {
 	worker   string // worker key of "ep"
 }
 
-func newEnv(t *testing.T, mods ...func(*httpapi.Config)) *env {
+func newEnv(t testing.TB, mods ...func(*httpapi.Config)) *env {
 	t.Helper()
 	fake := clock.NewFake(spooltest.Start)
 	s := spooltest.NewServer(t, spooltest.Options{
@@ -124,7 +124,7 @@ func (e *env) do(method, path, auth, body string) resp {
 }
 
 // obj decodes a JSON object answer, keeping member values raw.
-func obj(t *testing.T, body string) map[string]json.RawMessage {
+func obj(t testing.TB, body string) map[string]json.RawMessage {
 	t.Helper()
 	var m map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal([]byte(body), &m), body)
@@ -139,7 +139,7 @@ func keysOf(m map[string]json.RawMessage) []string {
 	return ks
 }
 
-func sval(t *testing.T, raw json.RawMessage) string {
+func sval(t testing.TB, raw json.RawMessage) string {
 	t.Helper()
 	var s string
 	require.NoError(t, json.Unmarshal(raw, &s), string(raw))

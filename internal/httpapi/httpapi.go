@@ -153,6 +153,7 @@ func New(cfg Config) (http.Handler, error) {
 	s := &server{cfg: cfg, eng: cfg.Engine, fleet: cfg.Fleet, keys: cfg.Keys, log: cfg.Logger}
 	mux := http.NewServeMux()
 	s.routesClient(mux)
+	s.routesOpenAI(mux)
 	err := workerapi.Register(mux, workerapi.Config{
 		Engine: cfg.Engine, Fleet: cfg.Fleet, Keys: cfg.Keys, Logger: cfg.Logger,
 		TakeWait: cfg.TakeWait, ResultLimit: cfg.ResultLimit, ChunkLimit: cfg.ChunkLimit,
