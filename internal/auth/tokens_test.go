@@ -35,7 +35,7 @@ func TestWorkerTokens(t *testing.T) {
 	bad := []string{
 		auth.NewWorkerTokens().Mint("ep", "ep-1f3a"),          // another start's
 		strings.Replace(tok, "spoolw1.ZXA", "spoolw1.ZXB", 1), // endpoint changed
-		tok[:len(tok)-1] + "A",                                // MAC changed
+		tok[:len(tok)-1] + otherChar(tok[len(tok)-1:]),        // MAC changed
 		tokens.Mint("ep", "ep-1f3a") + ".x",                   // extra part
 		"spoolw1.",
 	}
@@ -49,4 +49,13 @@ func TestWorkerTokens(t *testing.T) {
 	plain := newKeyring(t, openStore(t), clock.NewFake(spooltest.Start))
 	_, err = plain.Authenticate(t.Context(), tok)
 	require.Equal(t, spool.CodeUnauthorized, spool.ErrorCode(err))
+}
+
+// otherChar returns a base64url character other than c, so that a changed token never equals
+// the original (a fixed replacement would, once in 64 tokens).
+func otherChar(c string) string {
+	if c == "A" {
+		return "B"
+	}
+	return "A"
 }

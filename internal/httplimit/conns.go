@@ -8,6 +8,7 @@ package httplimit
 
 import (
 	"container/list"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -94,6 +95,9 @@ func (c *Conns) Listener(ln net.Listener) net.Listener { return &listener{Listen
 // ConnState is the http.Server.ConnState hook that tells the cap which connections are in a
 // request. The server must use both Listener and ConnState.
 func (c *Conns) ConnState(nc net.Conn, st http.ConnState) {
+	if t, isTLS := nc.(*tls.Conn); isTLS {
+		nc = t.NetConn() // a TLS server wraps the listener's connections
+	}
 	tc, ok := nc.(*conn)
 	if !ok {
 		return

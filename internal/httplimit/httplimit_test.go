@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -336,4 +337,46 @@ func TestBodiesConfig(t *testing.T) {
 	require.ErrorContains(t, err, "must hold at least the largest body")
 	b := newBodies(t, httplimit.BodiesConfig{MaxBody: 20 << 20})
 	require.Equal(t, 10*time.Second+320*time.Second, b.Deadline(20<<20), "20 MB at 64 KiB/s")
+}
+
+// TestConnsUnderTLS: behind TLS the server sees its connections wrapped, and the cap must still
+// tell busy ones from idle ones: at the cap, two requests in progress are not evicted for a third.
+func TestConnsUnderTLS(t *testing.T) {
+	t.Parallel()
+	conns := httplimit.NewConns(2, nil)
+	release := make(chan struct{})
+	inside := make(chan struct{}, 2)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/busy" {
+			inside <- struct{}{}
+			<-release
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	srv.Listener = conns.Listener(srv.Listener)
+	srv.Config.ConnState = conns.ConnState
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	busy := make(chan error, 2)
+	for range 2 {
+		tr := srv.Client().Transport.(*http.Transport).Clone()
+		t.Cleanup(tr.CloseIdleConnections)
+		go func() {
+			res, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get(srv.URL + "/busy")
+			if err == nil {
+				_ = res.Body.Close()
+			}
+			busy <- err
+		}()
+		<-inside
+	}
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
+	_, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(srv.URL + "/")
+	require.Error(t, err, "the third connection is refused: both others are busy")
+	close(release)
+	for range 2 {
+		require.NoError(t, <-busy, "a request in progress is never evicted")
+	}
+	require.Zero(t, conns.Stats().Evicted)
 }
