@@ -21,6 +21,7 @@ import (
 
 	"github.com/spool-run/spool/internal/autoscale"
 	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/logring"
 )
 
 // Config configures a Provider.
@@ -64,13 +65,11 @@ type Provider struct {
 	mu    sync.Mutex
 	procs map[string]*proc
 	wg    sync.WaitGroup
-	// dirs serialises making and removing workers' folders, which share their parent.
-	dirs sync.Mutex
 }
 
 type proc struct {
 	cmd  *exec.Cmd
-	logs *ring
+	logs *logring.Ring
 	done chan struct{}
 	// stopUntil is set by Stop: the process is draining (SIGTERM sent) and gets until then.
 	stopUntil time.Time
@@ -100,9 +99,17 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 	}
 	maps.Copy(env, w.Spec.Env)
 	maps.Copy(env, w.Env)
-	dir, err := p.makeWorkDir(w.Spec.Dir, w.WorkerID)
+	if p.running(w.WorkerID) {
+		// Checked before its folder is made: that would wipe the running worker's.
+		return fmt.Errorf("start worker %s: already running", w.WorkerID)
+	}
+	logs := logring.New(p.cfg.LogLines)
+	dir, err := makeWorkDir(w.Spec.Dir, w.WorkerID)
 	if err != nil {
-		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
+		// A dir Spool may not write to (a read-only image, a root-owned folder): the worker
+		// runs in it, as it would without Spool, and its log says why it shares it.
+		logs.Add(fmt.Sprintf("spool: no folder of its own for this worker (%v); it runs in %s", err, w.Spec.Dir))
+		dir = w.Spec.Dir
 	}
 	cmd := exec.Command(w.Spec.Command, w.Spec.Args...)
 	cmd.Dir = dir
@@ -114,23 +121,23 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 	// the pipe (the group is killed right after).
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		p.removeWorkDir(dir)
+		removeWorkDir(dir)
 		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
-	pc := &proc{cmd: cmd, logs: newRing(p.cfg.LogLines), done: make(chan struct{})}
+	pc := &proc{cmd: cmd, logs: logs, done: make(chan struct{})}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, dup := p.procs[w.WorkerID]; dup {
 		_ = pr.Close()
 		_ = pw.Close()
-		return fmt.Errorf("start worker %s: already running", w.WorkerID) // its folder is its own
+		return fmt.Errorf("start worker %s: already running", w.WorkerID)
 	}
 	err = cmd.Start()
 	_ = pw.Close() // the child has its copy
 	if err != nil {
 		_ = pr.Close()
-		p.removeWorkDir(dir)
+		removeWorkDir(dir)
 		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
 	}
 	p.procs[w.WorkerID] = pc
@@ -142,7 +149,7 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			pc.logs.add(sc.Text())
+			pc.logs.Add(sc.Text())
 		}
 		_, _ = io.Copy(io.Discard, pr) // a line too long ends the scan; keep the pipe flowing
 		_ = pr.Close()
@@ -153,12 +160,12 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 		// The group may outlive its leader (a shell's children): end it with the leader.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-scanned
-		p.removeWorkDir(dir)
+		removeWorkDir(dir)
 		close(pc.done)
 		p.mu.Lock()
 		delete(p.procs, w.WorkerID)
 		p.mu.Unlock()
-		exited(autoscale.Exit{ID: w.WorkerID, Err: err, Logs: pc.logs.lines()})
+		exited(autoscale.Exit{ID: w.WorkerID, Err: err, Logs: pc.logs.Lines()})
 	}()
 	return nil
 }
@@ -172,7 +179,7 @@ const workersFolder = ".spool-workers"
 // while what it creates in its working directory stays its own. runpod-python 1.7.12 to 1.10.0
 // keep their in-progress job ids in ./.runpod_jobs.pkl: workers sharing a folder would share
 // their busy state, and a killed worker's file would make its replacement refuse every job.
-func (p *Provider) makeWorkDir(base, id string) (string, error) {
+func makeWorkDir(base, id string) (string, error) {
 	if base == "" {
 		base = "."
 	}
@@ -185,8 +192,6 @@ func (p *Provider) makeWorkDir(base, id string) (string, error) {
 		return "", fmt.Errorf("read the endpoint's dir: %w", err)
 	}
 	dir := filepath.Join(base, workersFolder, folderName(id))
-	p.dirs.Lock()
-	defer p.dirs.Unlock()
 	// A folder of the same name is a leftover of a server killed before it could clean up.
 	if err := os.RemoveAll(dir); err != nil {
 		return "", fmt.Errorf("working folder: %w", err)
@@ -209,13 +214,14 @@ func (p *Provider) makeWorkDir(base, id string) (string, error) {
 // runpodJobsFile is where runpod-python 1.7.12 to 1.10.0 keep a worker's busy state.
 const runpodJobsFile = ".runpod_jobs.pkl"
 
-// removeWorkDir removes a worker's folder (its links, not what they point to), and the folder of
-// the workers when it is left empty, so that an endpoint's dir is as it was once its workers are gone.
-func (p *Provider) removeWorkDir(dir string) {
-	p.dirs.Lock()
-	defer p.dirs.Unlock()
+// removeWorkDir removes a worker's folder: its links, not what they point to. The folder of the
+// workers stays: other providers (another Spool on the same dir, or a test beside this one) may
+// be making folders in it, and removing it under them would fail their workers' starts.
+func removeWorkDir(dir string) {
+	if filepath.Base(filepath.Dir(dir)) != workersFolder {
+		return // the endpoint's own dir, after a fallback: not the worker's to remove
+	}
 	_ = os.RemoveAll(dir)
-	_ = os.Remove(filepath.Dir(dir)) // fails while another worker's folder is there
 }
 
 // folderName makes a worker id safe as a file name.
@@ -231,6 +237,8 @@ func folderName(id string) string {
 	}
 	return n
 }
+
+func (p *Provider) running(id string) bool { return p.get(id) != nil }
 
 func (p *Provider) get(id string) *proc {
 	p.mu.Lock()
@@ -271,7 +279,7 @@ func (p *Provider) Kill(id string) {
 // Logs implements autoscale.Provider.
 func (p *Provider) Logs(id string) []string {
 	if pc := p.get(id); pc != nil {
-		return pc.logs.lines()
+		return pc.logs.Lines()
 	}
 	return nil
 }
@@ -301,34 +309,4 @@ func (p *Provider) Close() {
 		t.Stop()
 	}
 	p.wg.Wait()
-}
-
-// ring keeps the last n lines.
-type ring struct {
-	mu   sync.Mutex
-	buf  []string
-	next int
-	full bool
-}
-
-func newRing(n int) *ring { return &ring{buf: make([]string, n)} }
-
-func (r *ring) add(line string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.buf) == 0 {
-		return
-	}
-	r.buf[r.next] = line
-	r.next = (r.next + 1) % len(r.buf)
-	r.full = r.full || r.next == 0
-}
-
-func (r *ring) lines() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.full {
-		return slices.Clone(r.buf[:r.next])
-	}
-	return append(slices.Clone(r.buf[r.next:]), r.buf[:r.next]...)
 }

@@ -53,7 +53,8 @@ func (f *fixture) start(id, script string, mod func(*autoscale.WorkerSpec)) <-ch
 	f.t.Helper()
 	path := filepath.Join(f.t.TempDir(), "w.sh")
 	require.NoError(f.t, os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o700))
-	w := autoscale.WorkerSpec{Endpoint: "ep", WorkerID: id, Spec: spool.WorkerSpec{Command: "/bin/sh", Args: []string{path}}}
+	// A folder of the test's own: workers make theirs inside it.
+	w := autoscale.WorkerSpec{Endpoint: "ep", WorkerID: id, Spec: spool.WorkerSpec{Command: "/bin/sh", Args: []string{path}, Dir: f.t.TempDir()}}
 	if mod != nil {
 		mod(&w)
 	}
@@ -147,7 +148,7 @@ func TestLogsAndExitStatus(t *testing.T) {
 
 	err := f.p.Start(context.Background(), autoscale.WorkerSpec{WorkerID: "none"}, func(autoscale.Exit) {})
 	require.ErrorContains(t, err, "no command")
-	err = f.p.Start(context.Background(), autoscale.WorkerSpec{WorkerID: "bad", Spec: spool.WorkerSpec{Command: "/no/such/binary"}}, func(autoscale.Exit) {})
+	err = f.p.Start(context.Background(), autoscale.WorkerSpec{WorkerID: "bad", Spec: spool.WorkerSpec{Command: "/no/such/binary", Dir: t.TempDir()}}, func(autoscale.Exit) {})
 	require.Error(t, err)
 	_, err = process.New(process.Config{LogLines: -1})
 	require.Error(t, err)
@@ -279,8 +280,27 @@ echo busy > .runpod_jobs.pkl; echo started; exec sleep 600`
 	f.exit(again)
 	f.p.Kill("ep-b")
 	f.exit(b)
-	_, err = os.Stat(filepath.Join(base, ".spool-workers"))
-	require.ErrorIs(t, err, os.ErrNotExist, "the dir is left as it was")
+	left, err := os.ReadDir(filepath.Join(base, ".spool-workers"))
+	require.NoError(t, err)
+	require.Empty(t, left, "no worker's folder is left")
 	_, err = os.Stat(filepath.Join(base, "data.txt"))
 	require.NoError(t, err, "removing the links leaves what they point to")
+}
+
+// TestWorkerFolderFallback: where a worker cannot have a folder of its own (here something else
+// holds the name; a read-only dir does the same), it runs in the endpoint's dir, and its log says so.
+func TestWorkerFolderFallback(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, process.Config{})
+	base := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(base, ".spool-workers"), []byte("in the way"), 0o600))
+	x := f.exit(f.start("w1", "pwd -P\n", func(w *autoscale.WorkerSpec) { w.Spec.Dir = base }))
+	require.NoError(t, x.Err)
+	realBase, err := filepath.EvalSymlinks(base)
+	require.NoError(t, err)
+	require.Len(t, x.Logs, 2, "%q", x.Logs)
+	require.Contains(t, x.Logs[0], "spool: no folder of its own for this worker")
+	require.Equal(t, realBase, x.Logs[1])
+	_, err = os.Stat(base)
+	require.NoError(t, err, "the endpoint's dir is not removed with the worker")
 }
