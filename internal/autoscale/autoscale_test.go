@@ -243,7 +243,7 @@ func TestShellWorkerCrashes(t *testing.T) {
 	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho \"boom: model not found\" >&2\nexit 7\n"), 0o700))
 	e.endpoint("ep", func(ep *spool.Endpoint) {
 		ep.WorkersMin = 1
-		ep.Worker = &spool.WorkerSpec{Command: "/bin/sh", Args: []string{script}}
+		ep.Worker = &spool.WorkerSpec{Command: "/bin/sh", Args: []string{script}, Dir: e.dir}
 	})
 	for i, delay := range []string{"1s", "2s", "4s"} {
 		e.until("crash "+delay, func() bool {

@@ -129,7 +129,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 func (e *env) endpoint(name string, mod func(*spool.Endpoint)) spool.Endpoint {
 	e.t.Helper()
 	ep := spool.NewEndpoint(name)
-	ep.Worker = &spool.WorkerSpec{Command: workerBin}
+	ep.Worker = &spool.WorkerSpec{Command: workerBin, Dir: e.dir} // workers make their folders there
 	if mod != nil {
 		mod(&ep)
 	}

@@ -60,7 +60,7 @@ func TestInitTimeout(t *testing.T) {
 	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho loading forever\nwhile :; do sleep 1; done\n"), 0o700))
 	e.endpoint("ep", func(ep *spool.Endpoint) {
 		ep.WorkersMax = 1
-		ep.Worker = &spool.WorkerSpec{Command: "/bin/sh", Args: []string{script}}
+		ep.Worker = &spool.WorkerSpec{Command: "/bin/sh", Args: []string{script}, Dir: e.dir}
 	})
 	job := e.submit("ep", `{"echo":1}`, false)
 	e.tick()
