@@ -53,7 +53,7 @@ func TestAdminEndpoints(t *testing.T) {
 		{`{"name":"y","workersMax":"3"}`, "workersMax has the wrong type"},
 		{`{"name":"y","idleTimeout":0}`, "idleTimeout must be between"},
 		{`{"name":"y","executionTimeoutMs":5000}`, "executionTimeoutMs must be greater than 5000"},
-		{`{"name":"y","worker":{"args":["a"]}}`, "worker.command is required"},
+		{`{"name":"y","worker":{"args":["a"]}}`, "worker.command or worker.image is required"},
 		{`{"name":"y","worker":{"command":"x","nope":1}}`, `unknown field "nope"`},
 		{`{"name":"y"} {}`, "unexpected data"},
 		{`[]`, "must be a JSON object"},

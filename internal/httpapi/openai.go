@@ -29,6 +29,12 @@ func (s *server) routesOpenAI(mux *http.ServeMux) {
 const openAICancelGrace = 5 * time.Second
 
 func (s *server) openAI(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		// The mux routes HEAD to GET handlers; here a GET makes a job.
+		w.Header().Set("Allow", http.MethodGet)
+		s.writeOpenAIError(w, openAIError{http.StatusMethodNotAllowed, "use GET", "invalid_request_error", ""})
+		return
+	}
 	ep := r.PathValue("endpoint")
 	if _, err := s.keys.Check(r, auth.Client, ep, true); err != nil {
 		s.openAIFail(w, r, err)
@@ -45,23 +51,33 @@ func (s *server) openAI(w http.ResponseWriter, r *http.Request) {
 		s.openAIFail(w, r, err)
 		return
 	}
+	var finished bool
 	if stream {
-		err = s.relayStream(w, r, j)
+		finished = s.relayStream(w, r, j)
 	} else {
-		err = s.relayResponse(w, r, j)
+		finished, err = s.relayResponse(w, r, j)
 	}
-	if r.Context().Err() != nil {
-		// The client went away: an abandoned generation must not go on burning a GPU.
+	if !finished {
+		// Nobody will read the answer (the client went away, or was told to retry): an
+		// abandoned generation must not go on burning a GPU.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), openAICancelGrace)
 		defer cancel()
 		if _, cerr := s.eng.Cancel(ctx, ep, j.ID); cerr != nil && spool.ErrorCode(cerr) != spool.CodeNotFound {
-			s.log.Warn("cancel the job of a client that went away", "job", j.ID, "err", cerr)
+			s.log.Warn("cancel the job of an abandoned OpenAI request", "job", j.ID, "err", cerr)
 		}
-		return
 	}
-	if err != nil {
+	if err != nil && r.Context().Err() == nil {
 		s.openAIFail(w, r, err)
 	}
+}
+
+// errDraining is the answer to a request the server cannot finish because it is shutting down.
+var errDraining = &spool.Error{Code: spool.CodeUnavailable, RetryAfter: 1, Message: "the server is shutting down; retry"}
+
+// hasDone reports whether event text holds the [DONE] event (at the start of a line, not inside
+// a token).
+func hasDone(b []byte) bool {
+	return bytes.HasPrefix(b, []byte("data: [DONE]")) || bytes.Contains(b, []byte("\ndata: [DONE]"))
 }
 
 // openAIInput reads the request and makes the job's input: the route under /v1, and the body
@@ -81,20 +97,26 @@ func (s *server) openAIInput(w http.ResponseWriter, r *http.Request) (input json
 		return nil, false, err
 	}
 	var head struct {
-		Stream *bool `json:"stream"`
+		Stream json.RawMessage `json:"stream"`
 	}
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(trimmed, &head) != nil {
 		return nil, false, invalid("the request body must be a JSON object")
 	}
-	return o.Raw("openai_input", trimmed).Bytes(), head.Stream != nil && *head.Stream, nil
+	switch string(head.Stream) {
+	case "", "null", "false", "true":
+	default:
+		return nil, false, invalid("stream must be true or false")
+	}
+	return o.Raw("openai_input", trimmed).Bytes(), string(head.Stream) == "true", nil
 }
 
 // relayStream answers a streamed request with Server-Sent Events: each chunk the worker posts is
 // written and flushed as it arrives (a string is the event text itself, as vLLM-style workers
 // yield it; anything else becomes one "data:" event), with a comment every SSEKeepAlive while
 // nothing comes. A job that ends without [DONE] gets one; a job that fails gets an error event.
-func (s *server) relayStream(w http.ResponseWriter, r *http.Request, j *spool.Job) error {
+// It reports whether the job ended (else the caller cancels it: nobody reads the rest).
+func (s *server) relayStream(w http.ResponseWriter, r *http.Request, j *spool.Job) (finished bool) {
 	ctx := r.Context()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -103,7 +125,7 @@ func (s *server) relayStream(w http.ResponseWriter, r *http.Request, j *spool.Jo
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
-		return nil // the client is gone; openAI cancels the job
+		return false // the client is gone
 	}
 	var (
 		after   int64
@@ -131,18 +153,13 @@ func (s *server) relayStream(w http.ResponseWriter, r *http.Request, j *spool.Jo
 			if ctx.Err() == nil {
 				send(errorEvent(openAIErrorOf(err)))
 			}
-			return nil
+			return false
 		}
 		if wrote && (cur.Attempt != attempt || cur.State == spool.StateInQueue) {
 			// Its worker was lost after it had streamed: a new attempt would start the answer
 			// again, after what the client already has. End the stream, and the job.
 			send(errorEvent(openAIError{http.StatusBadGateway, "the worker was lost in the middle of the stream", "server_error", ""}))
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), openAICancelGrace)
-			defer cancel()
-			if _, err := s.eng.Cancel(cctx, j.Endpoint, j.ID); err != nil {
-				s.log.Warn("cancel a job whose worker was lost mid-stream", "job", j.ID, "err", err)
-			}
-			return nil
+			return false
 		}
 		for _, c := range chunks {
 			after = c.Seq
@@ -150,10 +167,10 @@ func (s *server) relayStream(w http.ResponseWriter, r *http.Request, j *spool.Jo
 				attempt = cur.Attempt
 			}
 			buf = text.event(buf[:0], c.Data)
-			sawDone = sawDone || bytes.Contains(buf, []byte("data: [DONE]"))
+			sawDone = sawDone || hasDone(buf)
 			wrote = wrote || len(buf) > 0
 			if !send(buf) {
-				return nil
+				return false
 			}
 		}
 		if cur.State.Terminal() {
@@ -163,23 +180,23 @@ func (s *server) relayStream(w http.ResponseWriter, r *http.Request, j *spool.Jo
 					// A handler that returned instead of yielding: its output is the stream.
 					buf = outputEvents(buf, cur.Output)
 				}
-				if !sawDone && !bytes.Contains(buf, []byte("data: [DONE]")) {
+				if !sawDone && !hasDone(buf) {
 					buf = append(buf, "data: [DONE]\n\n"...)
 				}
 			} else {
 				buf = append(buf, errorEvent(jobError(cur))...)
 			}
 			send(buf)
-			return nil
+			return true
 		}
 		if len(chunks) == 0 {
 			if s.cfg.Clock.Now().Sub(t0) < s.cfg.SSEKeepAlive {
 				// StreamFrom came back early with nothing: the engine drains for a shutdown.
-				send(errorEvent(openAIError{http.StatusServiceUnavailable, "the server is shutting down; retry", "server_error", ""}))
-				return nil
+				send(errorEvent(openAIErrorOf(errDraining)))
+				return false
 			}
 			if !send([]byte(": keep-alive\n\n")) {
-				return nil
+				return false
 			}
 		}
 	}
@@ -187,38 +204,44 @@ func (s *server) relayStream(w http.ResponseWriter, r *http.Request, j *spool.Jo
 
 // relayResponse answers a request that is not streamed: once the job ends, the object its worker
 // yielded (or returned) with 200, or an OpenAI error.
-func (s *server) relayResponse(w http.ResponseWriter, r *http.Request, j *spool.Job) error {
+// It reports whether the job ended (else the caller cancels it), and the error to answer with
+// when it could not answer.
+func (s *server) relayResponse(w http.ResponseWriter, r *http.Request, j *spool.Job) (finished bool, _ error) {
 	ctx := r.Context()
 	const step = time.Minute
 	for !j.State.Terminal() {
 		wire.ExtendWriteDeadline(w, step)
+		t0 := s.cfg.Clock.Now()
 		var err error
 		if j, err = s.eng.WaitTerminal(ctx, j.Endpoint, j.ID, step); err != nil {
-			return err
+			return false, err
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return false, ctx.Err()
+		}
+		if !j.State.Terminal() && s.cfg.Clock.Now().Sub(t0) < step {
+			// WaitTerminal came back early: the engine drains for a shutdown.
+			return false, errDraining
 		}
 	}
 	if j.State != spool.StateCompleted {
 		s.writeOpenAIError(w, jobError(j))
-		return nil
+		return true, nil
 	}
 	_, chunks, err := s.eng.StreamFrom(ctx, j.Endpoint, j.ID, 0, 0)
 	if err != nil {
-		return err
+		return true, err
 	}
 	body := responseObject(chunks, j.Output)
-	if body == nil {
+	switch e, isErr := workerError(body); {
+	case body == nil:
 		s.writeOpenAIError(w, openAIError{http.StatusBadGateway, "the worker sent no response object", "server_error", ""})
-		return nil
-	}
-	if e, ok := workerError(body); ok {
+	case isErr:
 		s.writeOpenAIError(w, e)
-		return nil
+	default:
+		wire.WriteJSON(w, http.StatusOK, body)
 	}
-	wire.WriteJSON(w, http.StatusOK, body)
-	return nil
+	return true, nil
 }
 
 // responseObject finds the object a worker answered with: the first object it yielded (workers

@@ -297,3 +297,32 @@ func TestOpenAITimeout(t *testing.T) {
 	require.Contains(t, r.body, `"type":"timeout"`)
 	require.Equal(t, `"TIMED_OUT"`, string(e.status(id)["status"]))
 }
+
+// TestOpenAIDrain: a request the server cannot finish because it shuts down is told to retry
+// (503, Retry-After) at once, and its job is cancelled, since nobody will read its answer.
+func TestOpenAIDrain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	done := make(chan resp, 1)
+	go func() { done <- e.do("POST", "/v2/ep/openai/v1/completions", e.client, `{"prompt":"x"}`) }()
+	id := sval(t, e.take("w1")["id"])
+	e.eng.Drain()
+	r := <-done
+	require.Equal(t, 503, r.status, r.body)
+	require.Equal(t, "1", r.header.Get("Retry-After"))
+	require.Contains(t, r.body, "shutting down")
+	require.Equal(t, `"CANCELLED"`, string(e.status(id)["status"]))
+}
+
+// TestOpenAIRequestChecks: HEAD makes no job; a stream flag that is not a boolean is named.
+func TestOpenAIRequestChecks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.do("HEAD", "/v2/ep/openai/v1/models", e.client, "")
+	require.Equal(t, 405, r.status)
+	r = e.do("POST", "/v2/ep/openai/v1/chat/completions", e.client, `{"stream":"true"}`)
+	require.Equal(t, 400, r.status)
+	require.Contains(t, r.body, "stream must be true or false")
+	h := e.do("GET", "/v2/ep/health", e.client, "")
+	require.Contains(t, h.body, `"inQueue":0`, "neither made a job")
+}

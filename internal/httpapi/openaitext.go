@@ -165,8 +165,8 @@ func errorFromFields(m map[string]any) openAIError {
 	case string:
 		e.code = code
 	}
-	if e.status == http.StatusInternalServerError && strings.Contains(strings.ToLower(e.typ), "invalid_request") ||
-		strings.EqualFold(e.typ, "BadRequestError") {
+	if e.status == http.StatusInternalServerError &&
+		(strings.Contains(strings.ToLower(e.typ), "invalid_request") || strings.EqualFold(e.typ, "BadRequestError")) {
 		e.status = http.StatusBadRequest
 	}
 	return e

@@ -14,6 +14,7 @@ func TestReportedError(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]openAIError{
 		`{'object': 'error', 'message': 'it\'s "bad"\n', 'type': 'BadRequestError', 'param': None, 'code': 400}`:   {400, "it's \"bad\"\n", "BadRequestError", "400"},
+		`{"message": "m", "type": "BadRequestError", "code": 422}`:                                                 {422, "m", "BadRequestError", "422"},
 		`{"message": "slow down", "type": "rate_limit", "code": 429}`:                                              {429, "slow down", "rate_limit", "429"},
 		`{"error": {"message": "nested", "type": "invalid_request_error"}}`:                                        {400, "nested", "invalid_request_error", ""},
 		`{'message': 'caf\xe9 \u2603', 'code': 'model_not_found', 'type': 'x', 'extra': [1, (2, 3), {'a': True}]}`: {500, "café ☃", "x", "model_not_found"},

@@ -118,7 +118,7 @@ func (s *Stream) Send(v any) error {
 			return err
 		}
 	}
-	if strings.Contains(text, "data: [DONE]") {
+	if strings.HasPrefix(text, "data: [DONE]") || strings.Contains(text, "\ndata: [DONE]") {
 		s.done = true
 	}
 	return s.job.Stream(text)
@@ -160,8 +160,9 @@ func Handler(f HandlerFunc, other spoolworker.Handler) spoolworker.Handler {
 			}
 			return []any{}, nil
 		}
-		// RunPod relays what a worker streams, so the one answer is streamed too.
-		if err := job.Stream(v); err != nil {
+		// RunPod relays what a worker streams, so the one answer is streamed too; an answer
+		// larger than a chunk may be goes as the output only, which Spool relays as well.
+		if err := job.Stream(v); err != nil && !errors.Is(err, spoolworker.ErrTooLarge) {
 			return nil, err
 		}
 		return v, nil
