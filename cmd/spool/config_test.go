@@ -122,6 +122,32 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 	require.EqualValues(t, 600000, c.Endpoints[0].ExecutionTimeoutMs)
 }
 
+// TestConfigMergeKeys: YAML merge keys share settings between sections, and what they merge is
+// checked like the rest.
+func TestConfigMergeKeys(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(writeConfig(t, `
+x-limits: &limits
+  run: 1048576
+limits:
+  <<: *limits
+  chunk: 2048
+`+"x-ep: &ep\n  workersMax: 7\n  idleTimeout: 9s\nendpoints:\n  - <<: *ep\n    name: a\n"), envMap(nil))
+	require.Error(t, err, "x- sections are not settings")
+	require.Contains(t, err.Error(), `unknown setting "x-limits"`)
+
+	c, err = loadConfig(writeConfig(t, "limits: &l\n  run: 1048576\nendpoints:\n  - &ep\n    name: a\n    workersMax: 7\n  - <<: *ep\n    name: b\n"), envMap(nil))
+	require.NoError(t, err)
+	require.EqualValues(t, 1048576, c.Limits.Run)
+	require.Equal(t, 7, c.Endpoints[1].WorkersMax, "merged")
+	require.Equal(t, "b", c.Endpoints[1].Name)
+
+	_, err = loadConfig(writeConfig(t, "endpoints:\n  - &ep\n    name: a\n    workersMax: 7\n  - <<: *ep\n    name: b\n    idleTimout: 1s\n"), envMap(nil))
+	require.ErrorContains(t, err, `unknown setting "idleTimout" in "endpoints[1]"`)
+	_, err = loadConfig(writeConfig(t, "workers: &w\n  lostAftr: 5s\nlimits:\n  <<: *w\n"), envMap(nil))
+	require.ErrorContains(t, err, `unknown setting "lostAftr"`)
+}
+
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	cases := map[string]struct{ body, want string }{

@@ -212,6 +212,22 @@ func (fc fileChecker) checkMapping(n *yaml.Node, t reflect.Type, where string) e
 	fields := settingsOf(t)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		key := n.Content[i]
+		if key.Tag == "!!merge" {
+			// "<<: *defaults" (or a list of them) merges settings of the same section.
+			merged := n.Content[i+1]
+			if merged.Kind == yaml.AliasNode || merged.Kind == yaml.MappingNode {
+				merged = &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{merged}}
+			}
+			for _, m := range merged.Content {
+				for m.Kind == yaml.AliasNode && m.Alias != nil {
+					m = m.Alias
+				}
+				if err := fc.check(m, t, where); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		ft, ok := fields[key.Value]
 		if !ok {
 			return fc.errorf(key, "unknown setting %q%s%s", key.Value, inSetting(where), suggest(key.Value, fields))
