@@ -2,6 +2,7 @@ package spool
 
 import (
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -73,12 +74,72 @@ type Endpoint struct {
 	UpdatedAt time.Time `json:"updatedAt" yaml:"-"`
 }
 
-// WorkerSpec is how the local process provider starts a worker.
+// WorkerSpec is how Spool starts an endpoint's workers: a local command (the process provider),
+// or a container image (the docker provider), exactly one of the two.
 type WorkerSpec struct {
-	Command string            `json:"command" yaml:"command"`
-	Args    []string          `json:"args,omitempty" yaml:"args,omitempty"`
-	Env     map[string]string `json:"env,omitempty" yaml:"env,omitempty"`
-	Dir     string            `json:"dir,omitempty" yaml:"dir,omitempty"`
+	// Command is a program: a name looked up in PATH, or a path relative to Dir.
+	Command string `json:"command,omitempty" yaml:"command,omitempty"`
+	// Args are the command's arguments, or the image's command (its CMD) when set.
+	Args []string          `json:"args,omitempty" yaml:"args,omitempty"`
+	Env  map[string]string `json:"env,omitempty" yaml:"env,omitempty"`
+	// Dir is the command's folder (each worker runs in a folder of its own inside it), or the
+	// container's working directory.
+	Dir string `json:"dir,omitempty" yaml:"dir,omitempty"`
+	// Image is a container image, as docker pull names it ("ghcr.io/me/worker:1.2").
+	Image string `json:"image,omitempty" yaml:"image,omitempty"`
+	// Pull says when the image is pulled: "missing" (the default), "always" or "never".
+	Pull string `json:"pull,omitempty" yaml:"pull,omitempty"`
+	// Mounts are host folders or files bound into the container.
+	Mounts []Mount `json:"mounts,omitempty" yaml:"mounts,omitempty"`
+	// RegistryAuth is how a private image is pulled.
+	RegistryAuth *RegistryAuth `json:"registryAuth,omitempty" yaml:"registryAuth,omitempty"`
+}
+
+// Mount binds a path of the host into a worker's container.
+type Mount struct {
+	Source   string `json:"source" yaml:"source"`
+	Target   string `json:"target" yaml:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty" yaml:"readOnly,omitempty"`
+}
+
+// RegistryAuth names the credentials of a private registry. The password stays in a file on
+// Spool's host, read at each pull, so that no secret is stored with the endpoint or shown by it.
+type RegistryAuth struct {
+	Username string `json:"username" yaml:"username"`
+	// PasswordFile holds the password or token (an absolute path on Spool's host).
+	PasswordFile string `json:"passwordFile" yaml:"passwordFile"`
+	// ServerAddress is the registry, e.g. ghcr.io; by default the image's.
+	ServerAddress string `json:"serverAddress,omitempty" yaml:"serverAddress,omitempty"`
+}
+
+// Pull policies of a worker image.
+const (
+	PullMissing = "missing"
+	PullAlways  = "always"
+	PullNever   = "never"
+)
+
+// validate checks a worker spec and names the first bad setting.
+func (w *WorkerSpec) validate() error {
+	switch {
+	case w.Command == "" && w.Image == "":
+		return Errorf(CodeInvalid, "worker.command or worker.image is required when worker is set")
+	case w.Command != "" && w.Image != "":
+		return Errorf(CodeInvalid, "worker.command and worker.image exclude each other: a worker is a process or a container")
+	case w.Image == "" && (w.Pull != "" || len(w.Mounts) > 0 || w.RegistryAuth != nil):
+		return Errorf(CodeInvalid, "worker.pull, worker.mounts and worker.registryAuth apply to worker.image only")
+	case w.Pull != "" && w.Pull != PullMissing && w.Pull != PullAlways && w.Pull != PullNever:
+		return Errorf(CodeInvalid, "worker.pull must be missing, always or never")
+	}
+	for i, m := range w.Mounts {
+		if !strings.HasPrefix(m.Source, "/") || !strings.HasPrefix(m.Target, "/") {
+			return Errorf(CodeInvalid, "worker.mounts[%d]: source and target must be absolute paths", i)
+		}
+	}
+	if a := w.RegistryAuth; a != nil && (a.Username == "" || !strings.HasPrefix(a.PasswordFile, "/")) {
+		return Errorf(CodeInvalid, "worker.registryAuth needs a username and an absolute passwordFile")
+	}
+	return nil
 }
 
 // NewEndpoint returns an endpoint with every default filled in. Decoders unmarshal over it, so an
@@ -136,8 +197,11 @@ func (e *Endpoint) Validate() error {
 		return Errorf(CodeInvalid, "maxQueue must be at least 0")
 	case e.OutputOffloadBytes < 0:
 		return Errorf(CodeInvalid, "outputOffloadBytes must be at least 0 (0 turns offload off)")
-	case e.Worker != nil && e.Worker.Command == "":
-		return Errorf(CodeInvalid, "worker.command is required when worker is set")
+	}
+	if e.Worker != nil {
+		if err := e.Worker.validate(); err != nil {
+			return err
+		}
 	}
 	if err := ValidateExecutionTimeout("executionTimeoutMs", e.ExecutionTimeoutMs); err != nil {
 		return err

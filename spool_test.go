@@ -94,6 +94,10 @@ func TestEndpointValidation(t *testing.T) {
 	t.Parallel()
 	ok := spool.NewEndpoint("my-endpoint_1")
 	require.NoError(t, ok.Validate())
+	ok.Worker = &spool.WorkerSpec{Image: "ghcr.io/me/w:1", Pull: spool.PullNever, Mounts: []spool.Mount{{Source: "/srv", Target: "/srv"}},
+		RegistryAuth: &spool.RegistryAuth{Username: "me", PasswordFile: "/etc/token"}}
+	require.NoError(t, ok.Validate())
+	ok.Worker = nil
 	for _, tc := range []struct {
 		field  string
 		mutate func(*spool.Endpoint)
@@ -108,6 +112,17 @@ func TestEndpointValidation(t *testing.T) {
 		{"gpuCount", func(e *spool.Endpoint) { e.GPUCount = -1 }},
 		{"maxQueue", func(e *spool.Endpoint) { e.MaxQueue = -1 }},
 		{"worker.command", func(e *spool.Endpoint) { e.Worker = &spool.WorkerSpec{} }},
+		{"worker.image exclude", func(e *spool.Endpoint) { e.Worker = &spool.WorkerSpec{Command: "w", Image: "i"} }},
+		{"worker.pull", func(e *spool.Endpoint) { e.Worker = &spool.WorkerSpec{Image: "i", Pull: "sometimes"} }},
+		{"worker.pull, worker.mounts and worker.registryAuth apply to worker.image only", func(e *spool.Endpoint) {
+			e.Worker = &spool.WorkerSpec{Command: "w", Pull: spool.PullAlways}
+		}},
+		{"worker.mounts[0]", func(e *spool.Endpoint) {
+			e.Worker = &spool.WorkerSpec{Image: "i", Mounts: []spool.Mount{{Source: "models", Target: "/models"}}}
+		}},
+		{"worker.registryAuth", func(e *spool.Endpoint) {
+			e.Worker = &spool.WorkerSpec{Image: "i", RegistryAuth: &spool.RegistryAuth{Username: "me", PasswordFile: "token"}}
+		}},
 		{"executionTimeoutMs", func(e *spool.Endpoint) { e.ExecutionTimeoutMs = 5000 }},
 		{"ttlMs", func(e *spool.Endpoint) { e.TTLMs = 1 }},
 	} {

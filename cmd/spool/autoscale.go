@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"time"
 
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/autoscale"
+	"github.com/spool-run/spool/internal/autoscale/docker"
 	"github.com/spool-run/spool/internal/autoscale/process"
 )
 
@@ -29,9 +35,23 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 			}
 		}
 	}
-	prov, err := process.New(process.Config{})
+	procs, err := process.New(process.Config{})
 	if err != nil {
 		return err
+	}
+	prov := &autoscale.Router{Processes: procs}
+	if s.cfg.Workers.Docker.Host != "off" {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		containers, err := docker.New(dctx, docker.Config{Host: s.cfg.Workers.Docker.Host, Network: s.cfg.Workers.Docker.Network,
+			Instance: dockerInstance(s.cfg), Logger: s.log})
+		cancel()
+		if err != nil {
+			// Only endpoints with a worker image need the daemon; they fail to start, saying why.
+			prov.NoContainers = err.Error()
+			s.log.Debug("no Docker daemon: image workers cannot start", "err", err)
+		} else {
+			prov.Containers = containers
+		}
 	}
 	gpus := s.cfg.Workers.GPUs
 	if len(gpus) == 0 {
@@ -53,6 +73,19 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 		CancelGrace: s.cfg.Workers.CancelGrace,
 	})
 	return err
+}
+
+// dockerInstance names this server's containers on a daemon it may share with other Spool
+// servers: its store and data directory on this host. A restart of the same server finds (and
+// removes) what its previous run left; another server's containers are not its business.
+func dockerInstance(cfg *config) string {
+	data, err := filepath.Abs(cfg.Data)
+	if err != nil {
+		data = cfg.Data
+	}
+	host, _ := os.Hostname()
+	sum := sha256.Sum256([]byte(describeStore(cfg) + "\x00" + data + "\x00" + host))
+	return hex.EncodeToString(sum[:8])
 }
 
 var nvidiaGPU = regexp.MustCompile(`(?m)^GPU (\d+):`)

@@ -71,7 +71,7 @@ func TestCheckConfigRejectsBadAutoscaleValues(t *testing.T) {
 		"duplicate gpu":        {"workers:\n  gpus: [\"0\", \"0\"]\n", "workers.gpus[1]"},
 		"empty gpu":            {"workers:\n  gpus: [\"\"]\n", "workers.gpus[0]"},
 		"gpu with comma":       {"workers:\n  gpus: [\"0,1\"]\n", "workers.gpus[0]"},
-		"worker no command":    {"endpoints:\n  - name: a\n    worker:\n      args: [x]\n", "worker.command is required"},
+		"worker no command":    {"endpoints:\n  - name: a\n    worker:\n      args: [x]\n", "worker.command or worker.image is required"},
 		"misspelt worker key":  {"endpoints:\n  - name: a\n    worker:\n      command: x\n      argz: [y]\n", `unknown setting "argz" in "endpoints[0].worker" (did you mean "args"?)`},
 		"negative gpuCount":    {"endpoints:\n  - name: a\n    gpuCount: -1\n", "gpuCount must be at least 0"},
 		"bad scalerType":       {"endpoints:\n  - name: a\n    scalerType: CPU\n", "scalerType must be"},

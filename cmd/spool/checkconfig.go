@@ -48,6 +48,9 @@ func checkSurroundings(cfg *config) error {
 // the process provider will look for it: a command with a slash is a path (relative to dir), one
 // without is looked up in PATH.
 func checkWorkerSpec(w *spool.WorkerSpec) error {
+	if w.Image != "" {
+		return checkImageSpec(w)
+	}
 	if w.Dir != "" {
 		st, err := os.Stat(w.Dir)
 		switch {
@@ -75,6 +78,24 @@ func checkWorkerSpec(w *spool.WorkerSpec) error {
 		return fmt.Errorf("command %q is a directory", path)
 	case st.Mode().Perm()&0o111 == 0:
 		return fmt.Errorf("command %q is not executable (chmod +x it)", path)
+	}
+	return nil
+}
+
+// checkImageSpec checks what a container worker needs of the host: its mounts' sources and the
+// registry password file. The image itself is the daemon's business, at the worker's start.
+func checkImageSpec(w *spool.WorkerSpec) error {
+	for i, m := range w.Mounts {
+		if _, err := os.Stat(m.Source); err != nil {
+			return fmt.Errorf("mounts[%d] source %q: %w", i, m.Source, pathError(err))
+		}
+	}
+	if a := w.RegistryAuth; a != nil {
+		f, err := os.Open(a.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("registryAuth.passwordFile %q: %w", a.PasswordFile, pathError(err))
+		}
+		_ = f.Close()
 	}
 	return nil
 }

@@ -59,6 +59,15 @@ type fileConfig struct {
 		// CancelGrace: a worker still running a cancelled or timed-out job after this long is
 		// killed and replaced. Defaults to 10s.
 		CancelGrace time.Duration `yaml:"cancelGrace"`
+		// Docker is the daemon that runs the workers of endpoints with a worker image.
+		Docker struct {
+			// Host is its address (unix:///var/run/docker.sock, tcp://…): by default
+			// DOCKER_HOST, else the default socket; "off" runs no containers.
+			Host string `yaml:"host"`
+			// Network is the containers' network mode. Defaults to host, so that workers reach
+			// Spool at its own address.
+			Network string `yaml:"network"`
+		} `yaml:"docker"`
 	} `yaml:"workers"`
 	Limits struct {
 		// Body limits in bytes. Defaults: run 10 MB, runsync 20 MB, result 20 MB, chunk 1 MB.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +52,11 @@ func TestExampleConfigIsComplete(t *testing.T) {
 	t.Parallel()
 	b, err := os.ReadFile("../../spool.example.yaml")
 	require.NoError(t, err)
+	// Settings shown switched off ("#: key: value") count, once switched on: they must parse.
+	b = regexp.MustCompile(`(?m)^(\s*)#: `).ReplaceAll(b, []byte("$1"))
+	all, err := loadConfig(writeConfig(t, string(b)), envMap(nil))
+	require.NoError(t, err, "the example with every setting switched on")
+	require.Equal(t, "ghcr.io/me/whisper-worker:1.2", all.Endpoints[2].Worker.Image)
 	var doc yaml.Node
 	require.NoError(t, yaml.Unmarshal(b, &doc))
 	present := map[string]bool{}
@@ -126,7 +132,7 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 // checked like the rest.
 func TestConfigMergeKeys(t *testing.T) {
 	t.Parallel()
-	c, err := loadConfig(writeConfig(t, `
+	_, err := loadConfig(writeConfig(t, `
 x-limits: &limits
   run: 1048576
 limits:
@@ -136,7 +142,7 @@ limits:
 	require.Error(t, err, "x- sections are not settings")
 	require.Contains(t, err.Error(), `unknown setting "x-limits"`)
 
-	c, err = loadConfig(writeConfig(t, "limits: &l\n  run: 1048576\nendpoints:\n  - &ep\n    name: a\n    workersMax: 7\n  - <<: *ep\n    name: b\n"), envMap(nil))
+	c, err := loadConfig(writeConfig(t, "limits: &l\n  run: 1048576\nendpoints:\n  - &ep\n    name: a\n    workersMax: 7\n  - <<: *ep\n    name: b\n"), envMap(nil))
 	require.NoError(t, err)
 	require.EqualValues(t, 1048576, c.Limits.Run)
 	require.Equal(t, 7, c.Endpoints[1].WorkersMax, "merged")

@@ -52,7 +52,8 @@ func newRootCmd(getenv func(string) string) *cobra.Command {
 		SilenceErrors: false,
 	}
 	root.SetVersionTemplate("{{.Version}}\n") // spool --version prints what spool version prints
-	root.AddCommand(newServeCmd(getenv), newDevCmd(getenv), newHashKeyCmd(), newBenchCmd(getenv), newBaselineCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(getenv), newDevCmd(getenv), newHashKeyCmd(), newBenchCmd(getenv), newBaselineCmd(), newVersionCmd(),
+		newHealthcheckCmd(getenv))
 	root.AddCommand(newClientCmds(getenv)...)
 	return root
 }

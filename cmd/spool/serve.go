@@ -59,6 +59,7 @@ environment, then flags. The environment it reads:
   SPOOL_PPROF_ADDR           an admin-only /debug/pprof/ listener (debug.pprofAddr)
   SPOOL_TLS_CERT             the PEM certificate chain to serve HTTPS with (tls.certFile)
   SPOOL_TLS_KEY              its PEM private key (tls.keyFile)
+  DOCKER_HOST                the Docker daemon of workers with an image (workers.docker.host)
 
 With a certificate, Spool serves HTTPS only; SIGHUP loads the certificate and key files again.`,
 		Args: cobra.NoArgs,

@@ -414,7 +414,11 @@ func (a *Autoscaler) start(ctx context.Context, slotID int, id string, ep spool.
 		a.fleet.Throttled(slotID, id, fmt.Sprintf("needs %d GPUs; %d of the pool's %d are free", ep.GPUCount, free, len(a.cfg.GPUs)), now)
 		return
 	}
-	a.fleet.Launched(slotID, fleet.Launch{Worker: id, GPUs: gpus, Logs: func() []string { return a.prov.Logs(id) }}, now)
+	launch := fleet.Launch{Worker: id, GPUs: gpus, Logs: func() []string { return a.prov.Logs(id) }}
+	if st, ok := a.prov.(Statuser); ok {
+		launch.Status = func() string { return st.Status(id) }
+	}
+	a.fleet.Launched(slotID, launch, now)
 	err := a.prov.Start(ctx, WorkerSpec{
 		Endpoint: ep.Name, WorkerID: id, Env: a.env(ep, id, gpus), GPUs: gpus, Spec: *ep.Worker,
 	}, a.exited)
@@ -480,6 +484,7 @@ func (a *Autoscaler) env(ep spool.Endpoint, id string, gpus []string) map[string
 		"RUNPOD_AI_API_KEY":              a.cfg.WorkerKey(ep.Name, id),
 		"RUNPOD_ENDPOINT_ID":             ep.Name,
 		"RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+		"RUNPOD_GPU_COUNT":               strconv.Itoa(len(gpus)),
 	}
 	if len(gpus) > 0 {
 		env["CUDA_VISIBLE_DEVICES"] = strings.Join(gpus, ",")

@@ -23,6 +23,7 @@ type slot struct {
 	startedAt time.Time
 	gpus      []string
 	logs      func() []string // the output of its process
+	status    func() string   // what its process does before it runs ("pulling image 43%")
 	lastLogs  []string        // the output of its last process that exited
 	throttled string          // why it has no process: not enough GPUs
 	fault     string          // why it has no process: it failed
@@ -182,6 +183,8 @@ type Launch struct {
 	GPUs   []string
 	// Logs returns the process's latest output lines, oldest first.
 	Logs func() []string
+	// Status, when set, says what the process does before it runs ("pulling image 43%").
+	Status func() string
 }
 
 // Launched records that a slot's process started at now: the slot's worker is initializing until
@@ -193,7 +196,7 @@ func (f *Fleet) Launched(slotID int, l Launch, now time.Time) {
 	if s == nil {
 		return
 	}
-	s.worker, s.gpus, s.logs, s.startedAt = l.Worker, slices.Clone(l.GPUs), l.Logs, now
+	s.worker, s.gpus, s.logs, s.status, s.startedAt = l.Worker, slices.Clone(l.GPUs), l.Logs, l.Status, now
 	s.throttled, s.fault, s.lastWorker, s.since = "", "", "", time.Time{}
 	f.acts[l.Worker] = &activity{mustStop: map[string]time.Time{}}
 }
@@ -316,7 +319,7 @@ func (f *Fleet) letGo(s *slot) {
 		f.retired.add(s.worker)
 		delete(f.acts, s.worker)
 	}
-	s.worker, s.gpus, s.logs = "", nil, nil
+	s.worker, s.gpus, s.logs, s.status = "", nil, nil, nil
 }
 
 func (f *Fleet) slot(id int) *slot {

@@ -126,6 +126,9 @@ func (f *Fleet) slotView(w *Worker, s *slot, held int) {
 		if s.logs != nil {
 			w.LogTail = tail(s.logs(), logTail)
 		}
+		if s.status != nil && w.State == spool.WorkerInitializing {
+			w.Error = s.status()
+		}
 	default:
 		// No process: the slot shows the worker that failed (its output kept) or the one it
 		// will start (throttled).
