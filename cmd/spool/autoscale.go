@@ -58,19 +58,20 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 		gpus = detectGPUs(ctx)
 	}
 	s.scaler, err = autoscale.New(autoscale.Config{
-		Engine:      s.eng,
-		Fleet:       s.fleet,
-		Store:       s.store,
-		Provider:    prov,
-		ServerURL:   s.URL(),
-		WorkerKey:   s.tokens.Mint, // each worker speaks for itself only
-		GPUs:        gpus,
-		Logger:      s.log,
-		Clock:       s.store.clock,
-		Leader:      s.store.leader, // workers run on the leading replica, and talk to it
-		InitTimeout: s.cfg.Workers.InitTimeout,
-		StopGrace:   s.cfg.Workers.StopGrace,
-		CancelGrace: s.cfg.Workers.CancelGrace,
+		Engine:       s.eng,
+		Fleet:        s.fleet,
+		Store:        s.store,
+		Provider:     prov,
+		ServerURL:    s.URL(),
+		ContainerURL: s.cfg.Workers.Docker.ServerURL,
+		WorkerKey:    s.tokens.Mint, // each worker speaks for itself only
+		GPUs:         gpus,
+		Logger:       s.log,
+		Clock:        s.store.clock,
+		Leader:       s.store.leader, // workers run on the leading replica, and talk to it
+		InitTimeout:  s.cfg.Workers.InitTimeout,
+		StopGrace:    s.cfg.Workers.StopGrace,
+		CancelGrace:  s.cfg.Workers.CancelGrace,
 	})
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -67,6 +68,9 @@ type fileConfig struct {
 			// Network is the containers' network mode. Defaults to host, so that workers reach
 			// Spool at its own address.
 			Network string `yaml:"network"`
+			// ServerURL is where containers reach Spool when they do not share the host's
+			// network (e.g. http://host.docker.internal:8080); by default Spool's own address.
+			ServerURL string `yaml:"serverURL"`
 		} `yaml:"docker"`
 	} `yaml:"workers"`
 	Limits struct {
@@ -284,6 +288,11 @@ func (c *config) validate() error {
 	}
 	if err := checkTLSSetting(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
 		return c.errorf("%w", err)
+	}
+	if u := c.Workers.Docker.ServerURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return c.errorf("workers.docker.serverURL must be an http(s) URL such as http://host.docker.internal:8080, not %q", u)
+		}
 	}
 	if c.Workers.TakeWait < time.Second || c.Workers.TakeWait >= 90*time.Second {
 		return c.errorf("workers.takeWait must be between 1s and 90s (runpod-python gives up at 90s), got %s", c.Workers.TakeWait)

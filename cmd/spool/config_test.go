@@ -182,6 +182,7 @@ func TestConfigErrors(t *testing.T) {
 		"bad bool":            {"keys:\n  - name: k\n    readOnly: maybe\n", `spool.yaml:3: "keys[0].readOnly" must be true or false, not "maybe"`},
 		"yaml syntax":         {"addr: [x\n", "spool.yaml:"},
 		"duplicate setting":   {"addr: a\naddr: b\n", `spool.yaml:2: mapping key "addr" already defined at line 1`},
+		"container url":       {"workers:\n  docker:\n    serverURL: host:8080\n", "workers.docker.serverURL must be an http(s) URL"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

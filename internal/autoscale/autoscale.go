@@ -40,6 +40,9 @@ type Config struct {
 	// ServerURL is the base URL workers reach the server at, e.g. http://127.0.0.1:8080.
 	// Required.
 	ServerURL string
+	// ContainerURL, when set, is the base URL container workers (an image spec) reach the server
+	// at instead, for containers that do not share the host's network.
+	ContainerURL string
 	// WorkerKey returns the key handed to a worker as RUNPOD_AI_API_KEY: a token that speaks for
 	// that worker of that endpoint only (auth.WorkerTokens). Required.
 	WorkerKey func(endpoint, worker string) string
@@ -472,7 +475,11 @@ func (a *Autoscaler) releaseGPUs(id string) {
 
 // env is the RunPod environment of a worker (docs/contract.md §4) plus its GPUs.
 func (a *Autoscaler) env(ep spool.Endpoint, id string, gpus []string) map[string]string {
-	base := strings.TrimRight(a.cfg.ServerURL, "/") + "/v2/" + ep.Name
+	server := a.cfg.ServerURL
+	if ep.Worker != nil && ep.Worker.Image != "" && a.cfg.ContainerURL != "" {
+		server = a.cfg.ContainerURL
+	}
+	base := strings.TrimRight(server, "/") + "/v2/" + ep.Name
 	env := map[string]string{
 		"RUNPOD_WEBHOOK_GET_JOB":         base + "/job-take/$ID?",
 		"RUNPOD_WEBHOOK_POST_OUTPUT":     base + "/job-done/$RUNPOD_POD_ID/$ID?",

@@ -225,3 +225,26 @@ func TestOnlyTheLeaderRunsWorkers(t *testing.T) {
 	spooltest.WaitTimers(t, e.fake, 2)
 	require.Equal(t, 1, rec.starts())
 }
+
+// Container workers reach the server at ContainerURL when it is set (containers on a network of
+// their own); process workers keep the server's own address. Each worker learns its GPU count.
+func TestContainerURL(t *testing.T) {
+	t.Parallel()
+	rec, wrap := newRecProvider(false)
+	e := newEnv(t, envOpts{provider: wrap, scaler: func(c *autoscale.Config) { c.ContainerURL = "http://host.docker.internal:8080/" }})
+	e.endpoint("img", func(ep *spool.Endpoint) {
+		ep.WorkersMin, ep.WorkersMax = 1, 1
+		ep.Worker = &spool.WorkerSpec{Image: "ghcr.io/me/w:1"} // no daemon here: its start fails, after the env is made
+	})
+	e.endpoint("proc", func(ep *spool.Endpoint) { ep.WorkersMin, ep.WorkersMax = 1, 1 })
+	e.tick()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	envs := map[string]map[string]string{}
+	for _, w := range rec.started {
+		envs[w.Endpoint] = w.Env
+	}
+	require.Equal(t, "http://host.docker.internal:8080/v2/img/job-take/$ID?", envs["img"]["RUNPOD_WEBHOOK_GET_JOB"])
+	require.Equal(t, e.srv.URL+"/v2/proc/job-take/$ID?", envs["proc"]["RUNPOD_WEBHOOK_GET_JOB"])
+	require.Equal(t, "0", envs["proc"]["RUNPOD_GPU_COUNT"])
+}
