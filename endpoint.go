@@ -130,6 +130,8 @@ func (w *WorkerSpec) validate() error {
 		return Errorf(CodeInvalid, "worker.pull, worker.mounts and worker.registryAuth apply to worker.image only")
 	case w.Pull != "" && w.Pull != PullMissing && w.Pull != PullAlways && w.Pull != PullNever:
 		return Errorf(CodeInvalid, "worker.pull must be missing, always or never")
+	case w.Image != "" && w.Dir != "" && !strings.HasPrefix(w.Dir, "/"):
+		return Errorf(CodeInvalid, "worker.dir of an image is a path in the container and must be absolute")
 	}
 	for i, m := range w.Mounts {
 		if !strings.HasPrefix(m.Source, "/") || !strings.HasPrefix(m.Target, "/") {

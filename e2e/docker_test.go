@@ -47,6 +47,11 @@ endpoints:
 		require.NoError(t, err)
 		return cs
 	}
+	t.Cleanup(func() { // a failure part way must not leave a container polling in the shared daemon
+		for _, c := range containers() {
+			_ = cli.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		}
+	})
 	until := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(90 * time.Second)

@@ -56,7 +56,9 @@ func TestSpoolImage(t *testing.T) {
 	created, err := cli.ContainerCreate(ctx, &container.Config{Image: tag, Env: []string{"SPOOL_ADDR=" + addr, "SPOOL_ADMIN_KEY=" + keys.Admin}},
 		&container.HostConfig{NetworkMode: "host"}, nil, nil, "")
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = cli.ContainerRemove(ctx, created.ID, container.RemoveOptions{Force: true}) })
+	t.Cleanup(func() {
+		_ = cli.ContainerRemove(ctx, created.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	})
 	require.NoError(t, cli.ContainerStart(ctx, created.ID, container.StartOptions{}))
 
 	s := &server{t: t, URL: "http://" + addr, Keys: keys, client: newHTTPClient()}

@@ -89,6 +89,11 @@ func TestTLS(t *testing.T) {
 	code, _ = call("GET", "/v2/ep/health", "")
 	require.Equal(t, 200, code)
 
+	// The image's health check finds out that the server speaks HTTPS (the file set it, not the
+	// environment the probe sees).
+	stdout, stderr, exit := runSpool(t, nil, "healthcheck", "--addr", strings.TrimPrefix(s.URL, "https://"))
+	require.Equal(t, 0, exit, "%s%s", stdout, stderr)
+
 	// Plain HTTP on the TLS port is refused.
 	res, err := http.Get(strings.Replace(s.URL, "https://", "http://", 1) + "/healthz")
 	require.NoError(t, err)

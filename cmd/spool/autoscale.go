@@ -41,13 +41,17 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 	}
 	prov := &autoscale.Router{Processes: procs}
 	if s.cfg.Workers.Docker.Host != "off" {
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		containers, err := docker.New(dctx, docker.Config{Host: s.cfg.Workers.Docker.Host, Network: s.cfg.Workers.Docker.Network,
-			Instance: dockerInstance(s.cfg), Logger: s.log})
-		cancel()
-		if err != nil {
-			// Only endpoints with a worker image need the daemon; they fail to start, saying why.
+		connect := func() (autoscale.Provider, error) {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return docker.New(dctx, docker.Config{Host: s.cfg.Workers.Docker.Host, Network: s.cfg.Workers.Docker.Network,
+				Instance: dockerInstance(s.cfg), Logger: s.log})
+		}
+		if containers, err := connect(); err != nil {
+			// Only endpoints with a worker image need the daemon; their workers fail to start
+			// saying why, and the daemon is looked for again at most every 30 s.
 			prov.NoContainers = err.Error()
+			prov.Connect, prov.ConnectEvery, prov.Now = connect, 30*time.Second, s.store.clock.Now
 			s.log.Debug("no Docker daemon: image workers cannot start", "err", err)
 		} else {
 			prov.Containers = containers

@@ -48,7 +48,7 @@ func TestHealthcheck(t *testing.T) {
 	status.Store(http.StatusServiceUnavailable)
 	out, code = run(nil, "--addr", "127.0.0.1:"+port)
 	require.Equal(t, 1, code, out)
-	require.Contains(t, out, "unhealthy: /healthz answered 503")
+	require.Contains(t, out, "unhealthy: /healthz answered 503 Service Unavailable")
 	srv.Close()
 	out, code = run(nil, "--addr", "127.0.0.1:"+port)
 	require.Equal(t, 1, code, out)

@@ -19,9 +19,31 @@ type Router struct {
 	Processes, Containers Provider
 	// NoContainers says why Containers is nil, for the error of an image worker.
 	NoContainers string
+	// Connect, when set, is tried again (at most every ConnectEvery) when an image worker starts
+	// while Containers is nil: a daemon that started after Spool is found without a restart.
+	Connect      func() (Provider, error)
+	ConnectEvery time.Duration
+	// Clock times the retries. Required with Connect.
+	Now func() time.Time
 
-	mu    sync.Mutex
-	owner map[string]Provider
+	mu        sync.Mutex
+	owner     map[string]Provider
+	lastTried time.Time
+}
+
+// containers returns the container provider, trying to connect again when it is due.
+func (r *Router) containers() (Provider, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.Containers == nil && r.Connect != nil && r.Now().Sub(r.lastTried) >= r.ConnectEvery {
+		r.lastTried = r.Now()
+		if p, err := r.Connect(); err != nil {
+			r.NoContainers = err.Error()
+		} else {
+			r.Containers = p
+		}
+	}
+	return r.Containers, r.NoContainers
 }
 
 var _ Provider = (*Router)(nil)
@@ -36,10 +58,11 @@ func (r *Router) of(id string) Provider {
 func (r *Router) Start(ctx context.Context, w WorkerSpec, exited func(Exit)) error {
 	p := r.Processes
 	if w.Spec.Image != "" {
-		if r.Containers == nil {
-			return fmt.Errorf("start worker %s: image workers need a Docker daemon (%s)", w.WorkerID, r.NoContainers)
+		c, why := r.containers()
+		if c == nil {
+			return fmt.Errorf("start worker %s: image workers need a Docker daemon (%s)", w.WorkerID, why)
 		}
-		p = r.Containers
+		p = c
 	}
 	r.mu.Lock()
 	if r.owner == nil {
@@ -95,8 +118,11 @@ func (r *Router) Status(id string) string {
 // Close implements Provider: both providers close at once, so that their draining workers share
 // the grace.
 func (r *Router) Close() {
+	r.mu.Lock()
+	containers := r.Containers
+	r.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, p := range []Provider{r.Processes, r.Containers} {
+	for _, p := range []Provider{r.Processes, containers} {
 		if p != nil {
 			wg.Go(p.Close)
 		}

@@ -126,7 +126,7 @@ func (p *Provider) removeLeftovers(ctx context.Context) error {
 		return fmt.Errorf("docker: list the containers of a previous run: %w", err)
 	}
 	for _, c := range left {
-		if err := p.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := p.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			return fmt.Errorf("docker: remove container %s of a previous run: %w", c.Labels[LabelWorker], err)
 		}
 		p.log.Info("removed a worker container of a previous run", "worker", c.Labels[LabelWorker], "endpoint", c.Labels[LabelEndpoint])
@@ -173,13 +173,20 @@ func (p *Provider) run(ctx context.Context, wk *worker, w autoscale.WorkerSpec) 
 	cfg, host := containerConfig(p.cfg, w)
 	created, err := p.cli.ContainerCreate(ctx, cfg, host, nil, nil, containerName(w))
 	if err != nil {
+		if ctx.Err() != nil {
+			// Stopped while the daemon created it: it may exist all the same.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			_ = p.cli.ContainerRemove(rctx, containerName(w), container.RemoveOptions{Force: true, RemoveVolumes: true})
+			return errors.New("stopped before it started")
+		}
 		return fmt.Errorf("create container: %w", err)
 	}
 	// Removed whatever happens next; the output is read before.
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := p.cli.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := p.cli.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			p.log.Warn("remove a worker container", "worker", w.WorkerID, "err", err)
 		}
 	}()
@@ -210,8 +217,6 @@ func (p *Provider) run(ctx context.Context, wk *worker, w autoscale.WorkerSpec) 
 		}
 	case err := <-waitErr:
 		exit = fmt.Errorf("wait for the container: %w", err)
-	case <-ctx.Done():
-		exit = errors.New("killed: Spool is shutting down")
 	}
 	select {
 	case <-logsDone:
@@ -244,6 +249,14 @@ func containerConfig(cfg Config, w autoscale.WorkerSpec) (*container.Config, *co
 		delete(env, "CUDA_VISIBLE_DEVICES")
 		delete(env, "NVIDIA_VISIBLE_DEVICES")
 		host.DeviceRequests = []container.DeviceRequest{{Driver: "nvidia", DeviceIDs: slices.Clone(w.GPUs), Capabilities: [][]string{{"gpu"}}}}
+	} else {
+		// Where nvidia is the default runtime, a CUDA image's own NVIDIA_VISIBLE_DEVICES=all would
+		// show it every GPU of the host, outside the pool.
+		env["NVIDIA_VISIBLE_DEVICES"] = "void"
+	}
+	if cfg.Network != "host" {
+		// So that workers.docker.serverURL can name the host as host.docker.internal on Linux too.
+		host.ExtraHosts = []string{"host.docker.internal:host-gateway"}
 	}
 	for _, m := range w.Spec.Mounts {
 		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
@@ -306,8 +319,9 @@ func (p *Provider) ensureImage(ctx context.Context, wk *worker, spec spool.Worke
 func readPull(ref string, r io.Reader, status func(string)) error {
 	type layer struct{ current, total int64 }
 	layers := map[string]layer{}
-	dec := json.NewDecoder(io.LimitReader(r, 64<<20))
-	for {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 16<<10), 1<<20) // one message per line; none is near a megabyte
+	for sc.Scan() {
 		var m struct {
 			Status   string `json:"status"`
 			ID       string `json:"id"`
@@ -317,10 +331,10 @@ func readPull(ref string, r io.Reader, status func(string)) error {
 			} `json:"progressDetail"`
 			Error string `json:"error"`
 		}
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
+		if len(strings.TrimSpace(sc.Text())) == 0 {
+			continue
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			return fmt.Errorf("pull %s: read progress: %w", ref, err)
 		}
 		if m.Error != "" {
@@ -342,6 +356,10 @@ func readPull(ref string, r io.Reader, status func(string)) error {
 			status(fmt.Sprintf("pulling image %d%%", int(math.Floor(100*float64(cur)/float64(total)))))
 		}
 	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("pull %s: read progress: %w", ref, err)
+	}
+	return nil
 }
 
 func (p *Provider) setStatus(wk *worker, s string) {
@@ -349,6 +367,9 @@ func (p *Provider) setStatus(wk *worker, s string) {
 	defer p.mu.Unlock()
 	wk.status = s
 }
+
+// maxLogLine bounds a kept line of a worker's output; the rest of a longer line is dropped.
+const maxLogLine = 4 << 10
 
 // follow copies the container's output, stdout and stderr, line by line into the worker's ring.
 func (p *Provider) follow(ctx context.Context, wk *worker, id string) {
@@ -363,12 +384,20 @@ func (p *Provider) follow(ctx context.Context, wk *worker, id string) {
 		_, err := stdcopy.StdCopy(pw, pw, rc)
 		_ = pw.CloseWithError(err)
 	}()
-	sc := bufio.NewScanner(pr)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		wk.logs.Add(sc.Text())
+	defer pr.Close()
+	br := bufio.NewReaderSize(pr, maxLogLine)
+	for {
+		line, isPrefix, err := br.ReadLine()
+		if len(line) > 0 || err == nil {
+			wk.logs.Add(string(line))
+		}
+		for isPrefix && err == nil { // a line too long: the rest goes
+			_, isPrefix, err = br.ReadLine()
+		}
+		if err != nil {
+			return
+		}
 	}
-	_, _ = io.Copy(io.Discard, pr) // a line too long ends the scan; keep the stream flowing
 }
 
 // Stop implements autoscale.Provider: SIGTERM, then SIGKILL after grace (the daemon's stop).

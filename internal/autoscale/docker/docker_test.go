@@ -164,9 +164,11 @@ func TestLeftoversRemoved(t *testing.T) {
 		_, err := cli.ContainerCreate(ctx, cfg, host, nil, nil, "")
 		require.NoError(t, err)
 	}
-	t.Cleanup(func() {
-		for _, c := range containersOf(t, cli, other) {
-			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+	t.Cleanup(func() { // the shared daemon keeps nothing of this test, whatever its outcome
+		for _, inst := range []string{mine, other} {
+			for _, c := range containersOf(t, cli, inst) {
+				_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+			}
 		}
 	})
 	newTestProvider(t, mine)
