@@ -181,7 +181,12 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 			return names
 		},
 		StoreStats: s.store.stats,
-		Logger:     s.log,
+		Workers: func(ctx context.Context, endpoint string) (map[spool.WorkerState]int, error) {
+			c, err := s.fleet.Counts(ctx, endpoint)
+			return map[spool.WorkerState]int{spool.WorkerIdle: c.Idle, spool.WorkerRunning: c.Running,
+				spool.WorkerInitializing: c.Initializing, spool.WorkerThrottled: c.Throttled, spool.WorkerUnhealthy: c.Unhealthy}, err
+		},
+		Logger: s.log,
 	})
 	// One notifier for everything in this process that waits for a change (and, on PostgreSQL,
 	// in the other replicas).
@@ -256,6 +261,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		ChunkLimit:   cfg.Limits.Chunk,
 		Ready:        func() bool { return !s.draining.Load() },
 		Mounts:       map[string]http.Handler{"GET /metrics": m.Handler()},
+		OnRequest:    m.Request,
 	})
 	if err != nil {
 		return nil, err

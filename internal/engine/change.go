@@ -157,7 +157,8 @@ func (e *Engine) tell(j *spool.Job, fx effects) {
 		e.obs.JobRequeued(j.Endpoint, fx.requeued)
 	}
 	if fx.finished != "" {
-		e.obs.JobFinished(j.Endpoint, fx.finished)
+		ran, taken := j.ExecutionTime()
+		e.obs.JobFinished(j.Endpoint, fx.finished, ran, taken)
 	}
 	w := e.workerObserver()
 	if w == nil {

@@ -52,12 +52,14 @@ func (r *recorder) Notify(topics ...notify.Topic) {
 
 func (r *recorder) JobSubmitted(ep string)                { r.add("submitted " + ep) }
 func (r *recorder) JobStarted(ep string, _ time.Duration) { r.add("started " + ep) }
-func (r *recorder) JobFinished(ep string, st spool.State) { r.add("finished " + ep + " " + string(st)) }
-func (r *recorder) JobRequeued(ep, reason string)         { r.add("requeued " + ep + " " + reason) }
-func (r *recorder) JobHanded(worker, _ string)            { r.add("handed " + worker) }
-func (r *recorder) JobReleased(worker, _ string)          { r.add("released " + worker) }
-func (r *recorder) JobMustStop(worker, _ string)          { r.add("must stop " + worker) }
-func (r *recorder) RestartAsked(worker string)            { r.add("restart " + worker) }
+func (r *recorder) JobFinished(ep string, st spool.State, _ time.Duration, _ bool) {
+	r.add("finished " + ep + " " + string(st))
+}
+func (r *recorder) JobRequeued(ep, reason string) { r.add("requeued " + ep + " " + reason) }
+func (r *recorder) JobHanded(worker, _ string)    { r.add("handed " + worker) }
+func (r *recorder) JobReleased(worker, _ string)  { r.add("released " + worker) }
+func (r *recorder) JobMustStop(worker, _ string)  { r.add("must stop " + worker) }
+func (r *recorder) RestartAsked(worker string)    { r.add("restart " + worker) }
 func (r *recorder) withID(events []string, id, as string) []string {
 	out := make([]string, len(events))
 	for i, e := range events {

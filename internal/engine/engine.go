@@ -75,18 +75,18 @@ type Observer interface {
 	JobSubmitted(endpoint string)
 	// JobStarted: a worker took a job that waited delay in the queue.
 	JobStarted(endpoint string, delay time.Duration)
-	// JobFinished: a job reached a terminal state.
-	JobFinished(endpoint string, state spool.State)
+	// JobFinished: a job reached a terminal state; taken says whether a worker ran it, for ran.
+	JobFinished(endpoint string, state spool.State, ran time.Duration, taken bool)
 	// JobRequeued: a job went back to the queue; reason is "lost_worker", "undelivered" or "retry".
 	JobRequeued(endpoint, reason string)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) JobSubmitted(string)              {}
-func (nopObserver) JobStarted(string, time.Duration) {}
-func (nopObserver) JobFinished(string, spool.State)  {}
-func (nopObserver) JobRequeued(string, string)       {}
+func (nopObserver) JobSubmitted(string)                                  {}
+func (nopObserver) JobStarted(string, time.Duration)                     {}
+func (nopObserver) JobFinished(string, spool.State, time.Duration, bool) {}
+func (nopObserver) JobRequeued(string, string)                           {}
 
 // WorkerObserver hears what committed job changes mean for the workers that hold them: the fleet
 // records it. Its methods must be fast and must not block: they run on the request path.

@@ -55,6 +55,9 @@ type Config struct {
 	// SSEKeepAlive is how often a Server-Sent Events stream with nothing new sends a comment to
 	// keep proxies from closing it. Defaults to 15 s.
 	SSEKeepAlive time.Duration
+	// OnRequest, when set, is told of each answered request: the route pattern that served it
+	// ("" when none did), its status and how long it took (metrics).
+	OnRequest func(route string, code int, d time.Duration)
 
 	// Ready reports whether the server takes traffic; /readyz answers 503 once it reports false
 	// (a draining server). Nil means always ready.
@@ -211,8 +214,11 @@ func (s *server) middleware(mux *http.ServeMux) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
-			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status,
-				"duration", time.Since(start))
+			d := time.Since(start)
+			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "duration", d)
+			if s.cfg.OnRequest != nil {
+				s.cfg.OnRequest(r.Pattern, status, d)
+			}
 		}()
 		mux.ServeHTTP(rec, r)
 	})

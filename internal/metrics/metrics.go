@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +25,11 @@ type Metrics struct {
 	started   *prometheus.CounterVec
 	delay     *prometheus.HistogramVec
 	finished  *prometheus.CounterVec
+	ran       *prometheus.HistogramVec
 	requeued  *prometheus.CounterVec
+
+	httpRequests *prometheus.CounterVec
+	httpLatency  *prometheus.HistogramVec
 
 	webhookAttempts   *prometheus.CounterVec
 	webhookLatency    *prometheus.HistogramVec
@@ -39,7 +44,9 @@ type Config struct {
 	Endpoints func() []string
 	// StoreStats, when set, reports the store's write batching (sqlitestore.Store.Stats).
 	StoreStats func() (batches, ops int64)
-	Logger     *slog.Logger
+	// Workers, when set, counts an endpoint's workers by state at scrape time (fleet.Counts).
+	Workers func(ctx context.Context, endpoint string) (map[spool.WorkerState]int, error)
+	Logger  *slog.Logger
 }
 
 // New returns metrics registered on a fresh registry (with Go runtime and process collectors).
@@ -59,9 +66,20 @@ func New(cfg Config) *Metrics {
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spool_jobs_finished_total", Help: "Jobs that reached a terminal state.",
 		}, []string{"endpoint", "state"}),
+		ran: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spool_job_execution_seconds", Help: "Time jobs ran, from the take to their end (executionTime), by final state.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}, []string{"endpoint", "state"}),
 		requeued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spool_jobs_requeued_total", Help: "Jobs sent back to the queue (lost_worker, undelivered, retry).",
 		}, []string{"endpoint", "reason"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spool_http_requests_total", Help: "HTTP requests answered, by route pattern and status code.",
+		}, []string{"route", "code"}),
+		httpLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "spool_http_request_duration_seconds", Help: "Time to answer HTTP requests (long-polls included), by route pattern.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 11),
+		}, []string{"route"}),
 	}
 	m.webhookAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "spool_webhook_attempts_total",
@@ -81,7 +99,7 @@ func New(cfg Config) *Metrics {
 		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "goversion": build.Go},
 	})
 	buildInfo.Set(1)
-	m.reg.MustRegister(m.submitted, m.started, m.delay, m.finished, m.requeued, buildInfo,
+	m.reg.MustRegister(m.submitted, m.started, m.delay, m.finished, m.ran, m.requeued, m.httpRequests, m.httpLatency, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Store != nil && cfg.Endpoints != nil {
 		m.reg.MustRegister(&jobsCollector{cfg: cfg})
@@ -111,8 +129,21 @@ func (m *Metrics) JobStarted(endpoint string, delay time.Duration) {
 	m.delay.WithLabelValues(endpoint).Observe(delay.Seconds())
 }
 
-func (m *Metrics) JobFinished(endpoint string, state spool.State) {
+func (m *Metrics) JobFinished(endpoint string, state spool.State, ran time.Duration, taken bool) {
 	m.finished.WithLabelValues(endpoint, string(state)).Inc()
+	if taken {
+		m.ran.WithLabelValues(endpoint, string(state)).Observe(ran.Seconds())
+	}
+}
+
+// Request counts one answered HTTP request. route is the pattern that served it ("" for none),
+// never the path, which holds ids.
+func (m *Metrics) Request(route string, code int, d time.Duration) {
+	if route == "" {
+		route = "unmatched"
+	}
+	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.httpLatency.WithLabelValues(route).Observe(d.Seconds())
 }
 
 func (m *Metrics) JobRequeued(endpoint, reason string) {
@@ -134,9 +165,19 @@ func (m *Metrics) WebhookFinished(endpoint string, state spool.DeliveryState) {
 // right after a restart and on every replica.
 type jobsCollector struct{ cfg Config }
 
-var jobsDesc = prometheus.NewDesc("spool_jobs", "Retained jobs by endpoint and state.", []string{"endpoint", "state"}, nil)
+var (
+	jobsDesc    = prometheus.NewDesc("spool_jobs", "Retained jobs by endpoint and state.", []string{"endpoint", "state"}, nil)
+	queueDesc   = prometheus.NewDesc("spool_queue_depth", "Queued jobs by endpoint and priority (normal, low).", []string{"endpoint", "priority"}, nil)
+	workersDesc = prometheus.NewDesc("spool_workers", "Workers by endpoint and state, as /health counts them.", []string{"endpoint", "state"}, nil)
+)
 
-func (c *jobsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- jobsDesc }
+func (c *jobsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- jobsDesc
+	ch <- queueDesc
+	if c.cfg.Workers != nil {
+		ch <- workersDesc
+	}
+}
 
 func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -151,6 +192,25 @@ func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, s := range spool.States {
 			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(counts.ByState[s]), ep, string(s))
+		}
+		if q, err := c.cfg.Store.QueueDepth(ctx, ep); err == nil {
+			ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(q.Normal), ep, "normal")
+			ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(q.Low), ep, "low")
+		} else if c.cfg.Logger != nil {
+			c.cfg.Logger.Warn("metrics: queue depth", "endpoint", ep, "err", err)
+		}
+		if c.cfg.Workers == nil {
+			continue
+		}
+		ws, err := c.cfg.Workers(ctx, ep)
+		if err != nil {
+			if c.cfg.Logger != nil {
+				c.cfg.Logger.Warn("metrics: count workers", "endpoint", ep, "err", err)
+			}
+			continue
+		}
+		for _, st := range []spool.WorkerState{spool.WorkerIdle, spool.WorkerRunning, spool.WorkerInitializing, spool.WorkerThrottled, spool.WorkerUnhealthy} {
+			ch <- prometheus.MustNewConstMetric(workersDesc, prometheus.GaugeValue, float64(ws[st]), ep, string(st))
 		}
 	}
 }
