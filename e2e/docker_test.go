@@ -26,9 +26,7 @@ func TestContainerWorkers(t *testing.T) {
 	host := dockertest.Host(t)
 	img := dockertest.Image(t, "../examples/worker", "spool-test/words:latest")
 	cli := dockertest.Client(t)
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	ep := "words-" + hex.EncodeToString(b) // the daemon is shared: the label finds this test's containers
+	ep := uniqueEndpoint("words") // the daemon is shared: the label finds this test's containers
 	s := startServer(t, serverOpts{Env: []string{"DOCKER_HOST=" + host}, Config: fmt.Sprintf(`
 endpoints:
   - name: %s
@@ -126,9 +124,7 @@ func TestContainerWorkerCrash(t *testing.T) {
 	t.Parallel()
 	host := dockertest.Host(t)
 	img := dockertest.Image(t, "../internal/autoscale/testdata/worker", "spool-test/autoscale-worker:latest")
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	ep := "crash-" + hex.EncodeToString(b)
+	ep := uniqueEndpoint("crash")
 	s := startServer(t, serverOpts{Env: []string{"DOCKER_HOST=" + host}, Config: fmt.Sprintf(`
 endpoints:
   - name: %s
@@ -169,4 +165,11 @@ endpoints:
 	r = s.do(t, "POST", "/v2/"+ep+"/cancel/"+job.ID, admin, nil)
 	require.Equal(t, 200, r.Code, "%s", r)
 	s.Stop()
+}
+
+// uniqueEndpoint names an endpoint no other test run on the shared daemon uses.
+func uniqueEndpoint(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
 }
