@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -47,28 +49,7 @@ func TestMetrics(t *testing.T) {
 	for _, id := range ids {
 		require.NotContains(t, string(r.Body), id, "job ids are never labels")
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(r.Body))
-	require.NoError(t, err)
-	value := func(name string, labels map[string]string) float64 {
-		t.Helper()
-		f, ok := families[name]
-		require.True(t, ok, "no metric %s", name)
-		for _, m := range f.GetMetric() {
-			if matches(m, labels) {
-				switch {
-				case m.Counter != nil:
-					return m.GetCounter().GetValue()
-				case m.Gauge != nil:
-					return m.GetGauge().GetValue()
-				case m.Histogram != nil:
-					return float64(m.GetHistogram().GetSampleCount())
-				}
-			}
-		}
-		t.Fatalf("no %s with %v", name, labels)
-		return 0
-	}
+	value := parseMetrics(t, r.Body)
 	ep := map[string]string{"endpoint": "ep"}
 	require.Equal(t, 4.0, value("spool_jobs_submitted_total", ep))
 	require.Equal(t, 2.0, value("spool_jobs_started_total", ep))
@@ -88,6 +69,60 @@ func TestMetrics(t *testing.T) {
 	require.Equal(t, 1.0, value("spool_build_info", nil))
 }
 
+// TestWorkerMetrics: a worker Spool starts, which takes a job and crashes, is a cold start and a
+// restart; every write is a group commit of the store.
+func TestWorkerMetrics(t *testing.T) {
+	t.Parallel()
+	crasher := buildExample(t, "./internal/autoscale/testdata/worker")
+	s := startServer(t, serverOpts{Config: "endpoints:\n  - name: auto\n    workersMax: 1\n    worker:\n      command: " + crasher + "\n"})
+	r := s.do(t, "POST", "/v2/auto/run", adminHeader(s), []byte(`{"input":{"crash":3}}`))
+	require.Equal(t, 200, r.Code, "%s", r)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r = s.do(t, "GET", "/metrics", nil, nil)
+		if bytes.Contains(r.Body, []byte(`spool_worker_restarts_total{endpoint="auto",reason="failed"}`)) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no restart counted: %s", grepLines(r.Body, "spool_worker"))
+		<-time.After(50 * time.Millisecond) // polls a real worker process's crash
+	}
+	value := parseMetrics(t, r.Body)
+	auto := map[string]string{"endpoint": "auto"}
+	require.GreaterOrEqual(t, value("spool_worker_cold_start_seconds", auto), 1.0)
+	require.GreaterOrEqual(t, value("spool_worker_restarts_total", map[string]string{"endpoint": "auto", "reason": "failed"}), 1.0)
+	commits := value("spool_store_commit_seconds", nil)
+	require.GreaterOrEqual(t, commits, 5.0, "every write above is committed")
+	require.Equal(t, commits, value("spool_store_commit_writes", nil), "one batch size per commit")
+}
+
+// parseMetrics parses a /metrics answer with the Prometheus text parser and returns a lookup of
+// one series: a counter's or gauge's value, or a histogram's count of samples.
+func parseMetrics(t *testing.T, body []byte) func(name string, labels map[string]string) float64 {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	require.NoError(t, err)
+	return func(name string, labels map[string]string) float64 {
+		t.Helper()
+		f, ok := families[name]
+		require.True(t, ok, "no metric %s", name)
+		for _, m := range f.GetMetric() {
+			if matches(m, labels) {
+				switch {
+				case m.Counter != nil:
+					return m.GetCounter().GetValue()
+				case m.Gauge != nil:
+					return m.GetGauge().GetValue()
+				case m.Histogram != nil:
+					return float64(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+		t.Fatalf("no %s with %v", name, labels)
+		return 0
+	}
+}
+
 // matches reports whether m carries every label of want.
 func matches(m *dto.Metric, want map[string]string) bool {
 	have := map[string]string{}
@@ -100,4 +135,15 @@ func matches(m *dto.Metric, want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// grepLines returns the lines of b that hold s.
+func grepLines(b []byte, s string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -23,7 +23,7 @@ const autoscalerKeyName = "spool-autoscaler"
 
 // openAutoscaler makes the autoscaler that runs the workers of endpoints with a worker spec.
 // Its loop starts with run.
-func (s *server) openAutoscaler(ctx context.Context) error {
+func (s *server) openAutoscaler(ctx context.Context, onRestart func(endpoint, reason string)) error {
 	all, err := s.keys.List(ctx)
 	if err != nil {
 		return err
@@ -76,6 +76,7 @@ func (s *server) openAutoscaler(ctx context.Context) error {
 		InitTimeout:  s.cfg.Workers.InitTimeout,
 		StopGrace:    s.cfg.Workers.StopGrace,
 		CancelGrace:  s.cfg.Workers.CancelGrace,
+		OnRestart:    onRestart,
 	})
 	return err
 }

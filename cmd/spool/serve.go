@@ -188,6 +188,9 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		},
 		Logger: s.log,
 	})
+	if s.store.onCommit != nil {
+		s.store.onCommit(m.StoreCommit)
+	}
 	// One notifier for everything in this process that waits for a change (and, on PostgreSQL,
 	// in the other replicas).
 	hub := s.store.notifier
@@ -230,7 +233,8 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		return nil, err
 	}
 	s.eng = eng
-	if s.fleet, err = fleet.New(fleet.Config{Engine: eng, Store: s.store, Logger: s.log, LostAfter: cfg.Workers.LostAfter, Leader: s.store.leader}); err != nil {
+	if s.fleet, err = fleet.New(fleet.Config{Engine: eng, Store: s.store, Logger: s.log, LostAfter: cfg.Workers.LostAfter,
+		Leader: s.store.leader, OnColdStart: m.ColdStart}); err != nil {
 		return nil, err
 	}
 	if err := s.fleet.Start(ctx); err != nil {
@@ -306,7 +310,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	if s.cert != nil {
 		s.http.TLSConfig = s.cert.config()
 	}
-	if err := s.openAutoscaler(ctx); err != nil {
+	if err := s.openAutoscaler(ctx, m.WorkerRestart); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/leader"
@@ -74,6 +75,8 @@ type openedStore struct {
 	leader   leader.Leader
 	// stats reports the write batching of the embedded store (batches, ops); nil otherwise.
 	stats func() (int64, int64)
+	// onCommit, when set, tells of each group commit (the embedded store only).
+	onCommit func(func(d time.Duration, writes int))
 	// closers release, in order, what was opened besides the store.
 	closers []func()
 }
@@ -97,7 +100,8 @@ func openStore(ctx context.Context, cfg *config, log *slog.Logger) (_ *openedSto
 			return nil, err
 		}
 		return &openedStore{Store: st, notifier: notify.NewHub(), clock: clock.Real{}, leader: leader.Always{},
-			stats: func() (int64, int64) { s := st.Stats(); return s.Batches, s.Ops }}, nil
+			stats:    func() (int64, int64) { s := st.Stats(); return s.Batches, s.Ops },
+			onCommit: st.OnCommit}, nil
 	}
 	st, err := pgstore.Open(ctx, cfg.Store)
 	if err != nil {

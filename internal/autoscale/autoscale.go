@@ -52,6 +52,10 @@ type Config struct {
 	Clock clock.Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// OnRestart, when set, is told of each worker replaced: reason is "failed" (it exited, did
+	// not start or did not ask for a job in time), "overdue" (it ran a job the server ended past
+	// cancelGrace) or "refresh" (its result asked for it, stopPod). For metrics.
+	OnRestart func(endpoint, reason string)
 	// Interval is the time between ticks of Start's loop. Defaults to 1 s.
 	Interval time.Duration
 	// InitTimeout is how long a started worker may take to ask for its first job before it is
@@ -307,6 +311,7 @@ func (a *Autoscaler) act(ctx context.Context, obs observation, p plan) error {
 	for _, r := range p.Kill {
 		// It runs a job the server ended: kill it now; its jobs go back to the queue.
 		a.log.Info("worker replaced", "endpoint", ep.Name, "worker", r.Worker, "why", r.Why)
+		a.restarted(ep.Name, "overdue")
 		a.prov.Kill(r.Worker)
 		a.fleet.LetGo(r.Slot)
 		if _, err := a.eng.LoseWorkerJobs(ctx, r.Worker, "worker "+r.Why); err != nil {
@@ -316,6 +321,7 @@ func (a *Autoscaler) act(ctx context.Context, obs observation, p plan) error {
 	for _, r := range p.Restart {
 		// It asked for a restart and holds no job: stop it gracefully.
 		a.log.Info("worker replaced", "endpoint", ep.Name, "worker", r.Worker, "why", r.Why)
+		a.restarted(ep.Name, "refresh")
 		a.prov.Stop(r.Worker, a.cfg.StopGrace)
 		a.fleet.RestartHandled(r.Worker)
 		a.fleet.LetGo(r.Slot)
@@ -391,11 +397,18 @@ func (a *Autoscaler) fail(ctx context.Context, s fleet.Slot, why string, logs []
 	}
 	a.fleet.Failed(s.ID, "worker "+id+" "+why+"; restart in "+delay.String(), logs, failures, now, now.Add(delay))
 	a.log.Warn("worker unhealthy", "endpoint", s.Endpoint, "worker", id, "why", why, "restartIn", delay)
+	a.restarted(s.Endpoint, "failed")
 	if id == "" {
 		return nil
 	}
 	_, err := a.eng.LoseWorkerJobs(ctx, id, "worker "+why)
 	return err
+}
+
+func (a *Autoscaler) restarted(endpoint, reason string) {
+	if a.cfg.OnRestart != nil {
+		a.cfg.OnRestart(endpoint, reason)
+	}
 }
 
 // remove stops a slot's process (gracefully) and drops the slot.

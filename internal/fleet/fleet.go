@@ -51,6 +51,9 @@ type Config struct {
 	// Recheck is the safety interval of job-stop polls: without a notification they look again
 	// this often. Defaults to the engine's.
 	Recheck time.Duration
+	// OnColdStart, when set, is told of each cold start that ends: a worker the autoscaler
+	// started asked for its first job d after its start (metrics).
+	OnColdStart func(endpoint string, d time.Duration)
 }
 
 func (c Config) withDefaults() Config {
@@ -264,6 +267,9 @@ func (f *Fleet) TakeRequested(worker string) {
 			c.count++
 			c.last, c.total = d, c.total+d
 			f.cold[s.endpoint] = c
+			if f.cfg.OnColdStart != nil {
+				f.cfg.OnColdStart(s.endpoint, d)
+			}
 		}
 		for id, since := range a.mustStop {
 			if !since.After(now) {

@@ -31,6 +31,11 @@ type Metrics struct {
 	httpRequests *prometheus.CounterVec
 	httpLatency  *prometheus.HistogramVec
 
+	coldStarts    *prometheus.HistogramVec
+	restarts      *prometheus.CounterVec
+	commitLatency prometheus.Histogram
+	commitWrites  prometheus.Histogram
+
 	webhookAttempts   *prometheus.CounterVec
 	webhookLatency    *prometheus.HistogramVec
 	webhookDeliveries *prometheus.CounterVec
@@ -93,6 +98,22 @@ func New(cfg Config) *Metrics {
 		Name: "spool_webhook_deliveries_total", Help: "Webhook deliveries that ended, by outcome (delivered, failed).",
 	}, []string{"endpoint", "outcome"})
 	m.reg.MustRegister(m.webhookAttempts, m.webhookLatency, m.webhookDeliveries)
+	m.coldStarts = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "spool_worker_cold_start_seconds", Help: "Time from a worker's start to its first job-take request, for the workers Spool starts.",
+		Buckets: prometheus.ExponentialBuckets(0.1, 2.5, 10),
+	}, []string{"endpoint"})
+	m.restarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "spool_worker_restarts_total", Help: "Workers Spool replaced, by reason (failed, overdue, refresh).",
+	}, []string{"endpoint", "reason"})
+	m.commitLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "spool_store_commit_seconds", Help: "Time of the store's group commits, fsync included (SQLite).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 3, 10),
+	})
+	m.commitWrites = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "spool_store_commit_writes", Help: "Writes per group commit of the store (SQLite).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+	})
+	m.reg.MustRegister(m.coldStarts, m.restarts, m.commitLatency, m.commitWrites)
 	build := version.Get()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "spool_build_info", Help: "Always 1; the labels say which Spool this is.",
@@ -134,6 +155,22 @@ func (m *Metrics) JobFinished(endpoint string, state spool.State, ran time.Durat
 	if taken {
 		m.ran.WithLabelValues(endpoint, string(state)).Observe(ran.Seconds())
 	}
+}
+
+// ColdStart records a worker's cold start (fleet.Config.OnColdStart).
+func (m *Metrics) ColdStart(endpoint string, d time.Duration) {
+	m.coldStarts.WithLabelValues(endpoint).Observe(d.Seconds())
+}
+
+// WorkerRestart counts a worker Spool replaced (autoscale.Config.OnRestart).
+func (m *Metrics) WorkerRestart(endpoint, reason string) {
+	m.restarts.WithLabelValues(endpoint, reason).Inc()
+}
+
+// StoreCommit records one group commit of the store (sqlitestore.Store.OnCommit).
+func (m *Metrics) StoreCommit(d time.Duration, writes int) {
+	m.commitLatency.Observe(d.Seconds())
+	m.commitWrites.Observe(float64(writes))
 }
 
 // Request counts one answered HTTP request. route is the pattern that served it ("" for none),

@@ -18,6 +18,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -45,6 +47,7 @@ type Store struct {
 	done   chan struct{} // closed when the writer goroutine has exited
 
 	stats     counters
+	onCommit  atomic.Pointer[func(time.Duration, int)] // see OnCommit
 	counts    *counts
 	closeOnce sync.Once
 	closeErr  error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
 
 	"github.com/spool-run/spool/store"
 )
@@ -47,6 +48,10 @@ type counters struct{ batches, ops, retried atomic.Int64 }
 func (s *Store) Stats() Stats {
 	return Stats{Batches: s.stats.batches.Load(), Ops: s.stats.ops.Load(), Retried: s.stats.retried.Load()}
 }
+
+// OnCommit sets what is told of each group commit: how long its transaction took, fsync
+// included, and how many writes it held (metrics).
+func (s *Store) OnCommit(f func(d time.Duration, writes int)) { s.onCommit.Store(&f) }
 
 // do queues fn for the writer and waits until the transaction that ran it has committed. If ctx
 // ends before the writer has picked fn up, fn never runs and do returns ctx.Err(); once picked up,
@@ -147,7 +152,11 @@ func (s *Store) runBatch(batch []*op) {
 	if len(live) == 0 {
 		return
 	}
+	start := time.Now()
 	errs, err := s.runTx(live)
+	if f := s.onCommit.Load(); f != nil {
+		(*f)(time.Since(start), len(live))
+	}
 	s.stats.batches.Add(1)
 	s.stats.ops.Add(int64(len(live)))
 	for i, o := range live {
