@@ -102,8 +102,10 @@ func (t *textDecoder) unquote(buf, s []byte) []byte {
 				buf = utf8.AppendRune(buf, r)
 				continue
 			}
-		default: // \" \\ \/ and anything else: the character itself
-			r = rune(esc)
+		default: // \" \\ \/ and anything else: the byte itself (it may start a multi-byte character)
+			buf = append(buf, t.flush()...)
+			buf = append(buf, esc)
+			continue
 		}
 		buf = append(buf, t.flush()...)
 		buf = utf8.AppendRune(buf, r)
