@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/netip"
@@ -34,6 +35,8 @@ type fileConfig struct {
 	Store string `yaml:"store"`
 	// LogLevel is debug, info, warn or error. Defaults to info.
 	LogLevel string `yaml:"logLevel"`
+	// LogFormat is text (key=value lines) or json (one object per line). Defaults to text.
+	LogFormat string `yaml:"logFormat"`
 	// Retention is how long results stay readable.
 	Retention struct {
 		// Run defaults to 30m; Runsync to 1m.
@@ -177,7 +180,7 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 	for _, o := range []struct {
 		env string
 		dst *string
-	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_STORE", &c.Store}, {"SPOOL_LOG_LEVEL", &c.LogLevel}, {"SPOOL_PPROF_ADDR", &c.Debug.PprofAddr},
+	}{{"SPOOL_ADDR", &c.Addr}, {"SPOOL_DATA", &c.Data}, {"SPOOL_STORE", &c.Store}, {"SPOOL_LOG_LEVEL", &c.LogLevel}, {"SPOOL_LOG_FORMAT", &c.LogFormat}, {"SPOOL_PPROF_ADDR", &c.Debug.PprofAddr},
 		{"SPOOL_TLS_CERT", &c.TLS.CertFile}, {"SPOOL_TLS_KEY", &c.TLS.KeyFile}} {
 		if v := getenv(o.env); v != "" {
 			*o.dst = v
@@ -232,6 +235,9 @@ func (c *config) withDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.LogFormat == "" {
+		c.LogFormat = "text"
+	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
@@ -282,6 +288,9 @@ func (c *config) errorf(format string, args ...any) error {
 func (c *config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return c.errorf("logFormat (or SPOOL_LOG_FORMAT, --log-format) must be text or json, got %q", c.LogFormat)
 	}
 	if err := checkStoreSetting(c.Store); err != nil {
 		return err
@@ -389,6 +398,16 @@ func (c *config) validate() error {
 		ids[k.ID] = true
 	}
 	return nil
+}
+
+// newLogger makes the server's logger: cfg's level and format, on w.
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func parseLevel(s string) (slog.Level, error) {

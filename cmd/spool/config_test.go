@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -202,4 +204,31 @@ func TestConfigErrors(t *testing.T) {
 	}
 	_, err := loadConfig(filepath.Join(t.TempDir(), "missing.yaml"), envMap(nil))
 	require.Error(t, err, "an explicitly named config file must exist")
+}
+
+// TestLogFormat: the server logs text by default and JSON when asked, one object per line.
+func TestLogFormat(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig("", envMap(map[string]string{"SPOOL_LOG_FORMAT": "json"}))
+	require.NoError(t, err)
+	var b strings.Builder
+	newLogger(c, &b).Info("job finished", "job", "j1", "state", "COMPLETED")
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(b.String()), &m), b.String())
+	require.Equal(t, "job finished", m["msg"])
+	require.Equal(t, "j1", m["job"])
+
+	c, err = loadConfig("", envMap(nil))
+	require.NoError(t, err)
+	b.Reset()
+	newLogger(c, &b).Info("job finished", "job", "j1")
+	require.Contains(t, b.String(), `msg="job finished" job=j1`)
+
+	_, err = loadConfig("", envMap(map[string]string{"SPOOL_LOG_FORMAT": "xml"}))
+	require.ErrorContains(t, err, "logFormat (or SPOOL_LOG_FORMAT, --log-format) must be text or json")
+	out, err := exec.Command(spoolBin, "serve", "--check-config", "--data", t.TempDir(), "--log-format", "xml").CombinedOutput()
+	require.Error(t, err, "the flag is checked too")
+	require.Contains(t, string(out), "must be text or json")
+	out, err = exec.Command(spoolBin, "serve", "--check-config", "--data", t.TempDir(), "--log-format", "json").CombinedOutput()
+	require.NoError(t, err, "%s", out)
 }

@@ -39,6 +39,7 @@ func newServeCmd(getenv func(string) string) *cobra.Command {
 		storeURL    string
 		tlsCert     string
 		tlsKey      string
+		logFormat   string
 		checkConfig bool
 	)
 	cmd := &cobra.Command{
@@ -53,6 +54,7 @@ environment, then flags. The environment it reads:
   SPOOL_DATA                 the data directory (data)
   SPOOL_STORE                sqlite or a postgres:// URL (store); PGPASSWORD and PGPASSFILE apply
   SPOOL_LOG_LEVEL            debug, info, warn or error (logLevel)
+  SPOOL_LOG_FORMAT           text or json (logFormat)
   SPOOL_ADMIN_KEY            an admin key's plaintext, kept only as a hash
   SPOOL_SECRET_KEY           the base64 key that seals s3Configs and webhook secrets (secrets.keyFile)
   SPOOL_WEBHOOK_ALLOW_CIDRS  networks webhooks may reach, comma-separated (webhooks.allowCIDRs)
@@ -73,6 +75,12 @@ With a certificate, Spool serves HTTPS only; SIGHUP loads the certificate and ke
 			}
 			if cmd.Flags().Changed("data") {
 				cfg.Data = data
+			}
+			if cmd.Flags().Changed("log-format") {
+				cfg.LogFormat = logFormat
+				if err := cfg.validate(); err != nil {
+					return err
+				}
 			}
 			if cmd.Flags().Changed("tls-cert") {
 				cfg.TLS.CertFile = tlsCert
@@ -114,6 +122,7 @@ With a certificate, Spool serves HTTPS only; SIGHUP loads the certificate and ke
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
 	f.StringVar(&data, "data", "./spool-data", "data directory")
 	f.StringVar(&storeURL, "store", "", "sqlite (the default, in --data) or a postgres:// URL shared by several replicas")
+	f.StringVar(&logFormat, "log-format", "text", "log lines as text (key=value) or json (one object per line)")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain (with --tls-key; reloaded on SIGHUP)")
 	f.StringVar(&tlsKey, "tls-key", "", "the PEM private key of --tls-cert")
 	f.BoolVar(&checkConfig, "check-config", false, "validate the configuration and exit")
@@ -154,8 +163,7 @@ type server struct {
 // openServer opens the store, starts the engine, applies the config's endpoints, starts the
 // webhook dispatcher and binds the listener. On error everything opened so far is closed again.
 func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, err error) {
-	level, _ := parseLevel(cfg.LogLevel)
-	s := &server{cfg: cfg, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	s := &server{cfg: cfg, log: newLogger(cfg, stderr)}
 	defer func() {
 		if err != nil {
 			s.abort()

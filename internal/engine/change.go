@@ -147,18 +147,32 @@ func (e *Engine) after(changes ...Change) {
 }
 
 // tell reports a change's effects to the observers.
+// logFinished is the one info line of a job's end: its state, with its worker and how long it
+// ran when one ran it. Never its input, output or error: a handler's error may quote anything
+// the handler saw (a traceback with credentials), and /status shows it to those who may read it.
+func (e *Engine) logFinished(j *spool.Job, state spool.State, ran time.Duration, taken bool) {
+	attrs := []any{"job", j.ID, "endpoint", j.Endpoint, "state", string(state)}
+	if taken {
+		attrs = append(attrs, "worker", j.WorkerID, "executionMs", ran.Milliseconds())
+	}
+	e.log.Info("job finished", attrs...)
+}
+
 func (e *Engine) tell(j *spool.Job, fx effects) {
 	switch {
 	case fx.submitted:
 		e.obs.JobSubmitted(j.Endpoint)
+		e.log.Debug("job accepted", "job", j.ID, "endpoint", j.Endpoint)
 	case fx.started:
 		e.obs.JobStarted(j.Endpoint, fx.delay)
 	case fx.requeued != "":
 		e.obs.JobRequeued(j.Endpoint, fx.requeued)
+		e.log.Info("job requeued", "job", j.ID, "endpoint", j.Endpoint, "worker", fx.releasedBy, "reason", fx.requeued, "retries", j.Retries)
 	}
 	if fx.finished != "" {
 		ran, taken := j.ExecutionTime()
 		e.obs.JobFinished(j.Endpoint, fx.finished, ran, taken)
+		e.logFinished(j, fx.finished, ran, taken)
 	}
 	w := e.workerObserver()
 	if w == nil {

@@ -215,7 +215,12 @@ func (s *server) middleware(mux *http.ServeMux) http.Handler {
 				status = http.StatusOK
 			}
 			d := time.Since(start)
-			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "duration", d)
+			if id := r.PathValue("id"); id != "" {
+				// The job the request is about, so that its requests can be found by its id.
+				s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "duration", d, "job", id)
+			} else {
+				s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "duration", d)
+			}
 			if s.cfg.OnRequest != nil {
 				s.cfg.OnRequest(r.Pattern, status, d)
 			}
