@@ -1,11 +1,9 @@
 package engine_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,23 +12,11 @@ import (
 	"github.com/spool-run/spool/internal/engine"
 )
 
-// lockedBuffer is a bytes.Buffer for a logger's concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) records(t *testing.T) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// records decodes the JSON lines a logger wrote.
+func records(t *testing.T, s string) []map[string]any {
+	t.Helper()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
 		if line == "" {
 			continue
 		}
@@ -45,7 +31,7 @@ func (l *lockedBuffer) records(t *testing.T) []map[string]any {
 // queue, are one info line each, with its id, endpoint and worker; never its input or output.
 func TestJobTransitionsAreLogged(t *testing.T) {
 	t.Parallel()
-	var buf lockedBuffer
+	var buf syncBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f := newFixture(t, func(c *engine.Config) { c.Logger = log })
 	const canary = "canary-log-71bc"
@@ -60,7 +46,7 @@ func TestJobTransitionsAreLogged(t *testing.T) {
 	require.NoError(t, err)
 
 	var got []string
-	for _, r := range buf.records(t) {
+	for _, r := range records(t, buf.String()) {
 		if r["job"] != j.ID {
 			continue
 		}
@@ -83,7 +69,5 @@ func TestJobTransitionsAreLogged(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"accepted", "requeued", "finished"}, got)
-	buf.mu.Lock()
-	defer buf.mu.Unlock()
-	require.NotContains(t, buf.b.String(), canary, "no input or output in the log")
+	require.NotContains(t, buf.String(), canary, "no input or output in the log")
 }
