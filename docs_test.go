@@ -11,6 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// outsideNotes is the folder beside the repository that the team's notes live in, spelt in two
+// pieces so that this file does not name it itself.
+var outsideNotes = "../" + "shared"
+
 var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 
 // TestDocsLinkInsideTheRepository: a clone has only its own files, so every relative link of every
@@ -39,9 +43,7 @@ func TestDocsLinkInsideTheRepository(t *testing.T) {
 			return err
 		}
 		rel, _ := filepath.Rel(root, path)
-		if rel != "docs_test.go" {
-			require.NotContains(t, string(b), "../shared", "%s refers outside the repository", rel)
-		}
+		require.NotContains(t, string(b), outsideNotes, "%s refers outside the repository", rel)
 		if ext != ".md" {
 			return nil
 		}
