@@ -164,7 +164,7 @@ func TestCreateValidation(t *testing.T) {
 		{spool.Key{Name: "x", Scope: "root"}, "scope must be"},
 		{spool.Key{Name: "x"}, "scope must be"},
 		{spool.Key{Name: "x", Scope: spool.ScopeAdmin, Endpoints: []string{"ep"}}, "endpoints cannot be set on an admin key"},
-		{spool.Key{Name: "x", Scope: spool.ScopeWorker, ReadOnly: true}, "readOnly applies to client keys only"},
+		{spool.Key{Name: "x", Scope: spool.ScopeWorker, ReadOnly: true}, "readOnly applies to client and admin keys only"},
 		{spool.Key{Name: "x", Scope: spool.ScopeClient, Endpoints: []string{"bad name"}}, "not a valid endpoint name"},
 		{spool.Key{Name: strings.Repeat("n", 201), Scope: spool.ScopeClient}, "at most 200"},
 	}
@@ -259,6 +259,7 @@ func TestAuthorize(t *testing.T) {
 	client := &spool.Key{Scope: spool.ScopeClient}
 	clientEP := &spool.Key{Scope: spool.ScopeClient, Endpoints: []string{"ep"}}
 	readOnly := &spool.Key{Scope: spool.ScopeClient, ReadOnly: true}
+	adminRO := &spool.Key{Scope: spool.ScopeAdmin, ReadOnly: true}
 	worker := &spool.Key{Scope: spool.ScopeWorker}
 	workerEP := &spool.Key{Scope: spool.ScopeWorker, Endpoints: []string{"ep"}}
 	cases := []struct {
@@ -272,6 +273,11 @@ func TestAuthorize(t *testing.T) {
 		{"admin everywhere/client", admin, auth.Client, "x", true, ""},
 		{"admin everywhere/worker", admin, auth.Worker, "x", true, ""},
 		{"admin everywhere/admin", admin, auth.Admin, "", true, ""},
+		{"read-only admin reads /api", adminRO, auth.Admin, "", false, ""},
+		{"read-only admin reads a job", adminRO, auth.Client, "x", false, ""},
+		{"read-only admin writes /api", adminRO, auth.Admin, "", true, "read-only admin key"},
+		{"read-only admin cancels", adminRO, auth.Client, "x", true, "read-only admin key"},
+		{"read-only admin takes jobs", adminRO, auth.Worker, "x", false, "read-only admin key"},
 		{"client any endpoint", client, auth.Client, "x", true, ""},
 		{"client listed endpoint", clientEP, auth.Client, "ep", true, ""},
 		{"client other endpoint", clientEP, auth.Client, "other", false, `client key for endpoint "other"`},

@@ -258,8 +258,8 @@ func checkKey(k *spool.Key) error {
 		return spool.Errorf(spool.CodeInvalid, "name must be at most 200 characters")
 	case k.Scope == spool.ScopeAdmin && len(k.Endpoints) > 0:
 		return spool.Errorf(spool.CodeInvalid, "endpoints cannot be set on an admin key: it may use every endpoint")
-	case k.ReadOnly && k.Scope != spool.ScopeClient:
-		return spool.Errorf(spool.CodeInvalid, "readOnly applies to client keys only")
+	case k.ReadOnly && k.Scope == spool.ScopeWorker:
+		return spool.Errorf(spool.CodeInvalid, "readOnly applies to client and admin keys only")
 	}
 	for _, e := range k.Endpoints {
 		if !spool.ValidEndpointName(e) {

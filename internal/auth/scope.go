@@ -16,7 +16,7 @@ const (
 	// Worker is the RunPod worker protocol (/v2/{endpoint}/job-take, ...): admin keys, and worker
 	// keys that allow the endpoint.
 	Worker
-	// Admin is /api: admin keys only.
+	// Admin is /api: admin keys only (read-only ones for reads only).
 	Admin
 )
 
@@ -26,6 +26,11 @@ const (
 // a message that says what the route needs.
 func Authorize(key *spool.Key, surface Surface, endpoint string, write bool) error {
 	if key.Scope == spool.ScopeAdmin {
+		// A read-only admin key (the dashboard's viewers, monitoring) reads everything and
+		// changes nothing; it speaks for no worker.
+		if key.ReadOnly && (write || surface == Worker) {
+			return spool.Errorf(spool.CodeForbidden, "this key is a read-only admin key: it may read, not change anything")
+		}
 		return nil
 	}
 	switch surface {

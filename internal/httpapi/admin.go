@@ -34,7 +34,8 @@ func (s *server) routesAdmin(mux *http.ServeMux) {
 
 func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if _, err := s.keys.Check(r, auth.Admin, "", true); err != nil {
+		write := r.Method != http.MethodGet && r.Method != http.MethodHead
+		if _, err := s.keys.Check(r, auth.Admin, "", write); err != nil {
 			s.fail(w, r, err)
 			return
 		}

@@ -142,7 +142,7 @@ func TestAdminKeys(t *testing.T) {
 		{`{"name":"x"}`, "scope must be"},
 		{`{"name":"x","scope":"client","readOnlyy":true}`, `unknown field "readOnlyy"`},
 		{`{"name":"x","scope":"admin","endpoints":["ep"]}`, "endpoints cannot be set on an admin key"},
-		{`{"name":"x","scope":"worker","readOnly":true}`, "readOnly applies to client keys only"},
+		{`{"name":"x","scope":"worker","readOnly":true}`, "readOnly applies to client and admin keys only"},
 		{`{"name":"x","scope":"client","endpoints":"ep"}`, "endpoints has the wrong type"},
 	} {
 		r := e.do("POST", "/api/keys", e.admin, c.body)
