@@ -35,7 +35,7 @@ func (s *server) openAutoscaler(ctx context.Context, onRestart func(endpoint, re
 			}
 		}
 	}
-	procs, err := process.New(process.Config{})
+	procs, err := process.New(process.Config{OnLine: s.jobLog.Line})
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func (s *server) openAutoscaler(ctx context.Context, onRestart func(endpoint, re
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			return docker.New(dctx, docker.Config{Host: s.cfg.Workers.Docker.Host, Network: s.cfg.Workers.Docker.Network,
-				Instance: dockerInstance(s.cfg), Logger: s.log})
+				Instance: dockerInstance(s.cfg), Logger: s.log, OnLine: s.jobLog.Line})
 		}
 		if containers, err := connect(); err != nil {
 			// Only endpoints with a worker image need the daemon; their workers fail to start

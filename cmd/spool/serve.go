@@ -25,6 +25,7 @@ import (
 	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/httpapi"
 	"github.com/spool-run/spool/internal/httplimit"
+	"github.com/spool-run/spool/internal/joblog"
 	"github.com/spool-run/spool/internal/metrics"
 	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/webhook"
@@ -158,12 +159,13 @@ type server struct {
 	scaler   *autoscale.Autoscaler // runs the workers of endpoints with a worker spec
 	tokens   *auth.WorkerTokens    // the keys of the workers the autoscaler starts
 	cert     *certificate          // nil: plain HTTP
+	jobLog   *joblog.Index         // what workers wrote about each job
 }
 
 // openServer opens the store, starts the engine, applies the config's endpoints, starts the
 // webhook dispatcher and binds the listener. On error everything opened so far is closed again.
 func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, err error) {
-	s := &server{cfg: cfg, log: newLogger(cfg, stderr)}
+	s := &server{cfg: cfg, log: newLogger(cfg, stderr), jobLog: joblog.New(joblog.Config{})}
 	defer func() {
 		if err != nil {
 			s.abort()
@@ -274,6 +276,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		Ready:        func() bool { return !s.draining.Load() },
 		Mounts:       map[string]http.Handler{"GET /metrics": m.Handler()},
 		OnRequest:    m.Request,
+		JobLog:       s.jobLog,
 	})
 	if err != nil {
 		return nil, err

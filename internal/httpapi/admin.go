@@ -11,6 +11,7 @@ import (
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
+	"github.com/spool-run/spool/internal/joblog"
 	"github.com/spool-run/spool/internal/wire"
 	"github.com/spool-run/spool/store"
 )
@@ -27,6 +28,7 @@ func (s *server) routesAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/keys/{id}", s.admin(s.deleteKey))
 	mux.HandleFunc("GET /api/jobs", s.admin(s.listJobs))
 	mux.HandleFunc("GET /api/jobs/{id}", s.admin(s.getJob))
+	mux.HandleFunc("GET /api/jobs/{id}/logs", s.admin(s.getJobLogs))
 	mux.HandleFunc("GET /api/jobs/{id}/webhook", s.admin(s.getWebhook))
 	mux.HandleFunc("POST /api/jobs/{id}/webhook/redeliver", s.admin(s.redeliverWebhook))
 	mux.HandleFunc("GET /api/workers", s.admin(s.listWorkers))
@@ -335,6 +337,25 @@ func (s *server) getJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	wire.WriteJSON(w, http.StatusOK, json.RawMessage(withWaitInfo(adminJob(j), info)))
+	return nil
+}
+
+// getJobLogs answers the lines the job's workers wrote about it and its progress updates, oldest
+// first (internal/joblog). A job must exist; one without lines has an empty list.
+func (s *server) getJobLogs(w http.ResponseWriter, r *http.Request) error {
+	j, err := s.eng.JobAnyEndpoint(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	entries, dropped := s.cfg.JobLog.Entries(j.ID)
+	if entries == nil {
+		entries = []joblog.Entry{}
+	}
+	wire.WriteJSON(w, http.StatusOK, struct {
+		ID      string         `json:"id"`
+		Entries []joblog.Entry `json:"entries"`
+		Dropped int            `json:"dropped"`
+	}{j.ID, entries, dropped})
 	return nil
 }
 

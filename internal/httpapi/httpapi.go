@@ -17,6 +17,7 @@ import (
 	"github.com/spool-run/spool/internal/clock"
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/fleet"
+	"github.com/spool-run/spool/internal/joblog"
 	"github.com/spool-run/spool/internal/wire"
 	"github.com/spool-run/spool/internal/workerapi"
 )
@@ -55,6 +56,9 @@ type Config struct {
 	// SSEKeepAlive is how often a Server-Sent Events stream with nothing new sends a comment to
 	// keep proxies from closing it. Defaults to 15 s.
 	SSEKeepAlive time.Duration
+	// JobLog, when set, is the per-job log of worker lines and progress updates
+	// (GET /api/jobs/{id}/logs); without it that route answers an empty log.
+	JobLog *joblog.Index
 	// OnRequest, when set, is told of each answered request: the route pattern that served it
 	// ("" when none did), its status and how long it took (metrics).
 	OnRequest func(route string, code int, d time.Duration)
@@ -160,6 +164,7 @@ func New(cfg Config) (http.Handler, error) {
 	err := workerapi.Register(mux, workerapi.Config{
 		Engine: cfg.Engine, Fleet: cfg.Fleet, Keys: cfg.Keys, Logger: cfg.Logger,
 		TakeWait: cfg.TakeWait, ResultLimit: cfg.ResultLimit, ChunkLimit: cfg.ChunkLimit,
+		OnProgress: cfg.JobLog.Progress,
 	})
 	if err != nil {
 		return nil, err

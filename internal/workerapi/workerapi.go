@@ -40,6 +40,8 @@ type Config struct {
 	ResultLimit int64
 	// ChunkLimit bounds a job-stream body; a larger one gets 413. Defaults to 1 MB.
 	ChunkLimit int64
+	// OnProgress, when set, is told of each progress update that was applied (the per-job log).
+	OnProgress func(worker, job string, output []byte)
 }
 
 // MaxTakeWait is the exclusive upper bound of Config.TakeWait: runpod-python abandons a take
@@ -407,9 +409,13 @@ func (a *api) done(w http.ResponseWriter, r *http.Request) {
 	if !d.InProgress {
 		p.Error = d.Error
 	}
-	if _, err := a.eng.Done(r.Context(), p); err != nil {
+	res, err := a.eng.Done(r.Context(), p)
+	if err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if p.InProgress && res.Applied && a.cfg.OnProgress != nil {
+		a.cfg.OnProgress(p.WorkerID, p.JobID, p.Output)
 	}
 	if !p.InProgress {
 		failpoint.Hit(failpoint.AfterResultCommit)

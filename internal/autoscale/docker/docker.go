@@ -54,6 +54,8 @@ type Config struct {
 	Network string
 	// LogLines is how many lines of each worker's output are kept. Defaults to 200.
 	LogLines int
+	// OnLine, when set, is told of every line a worker writes (the per-job log index).
+	OnLine func(worker, line string)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -368,8 +370,13 @@ func (p *Provider) setStatus(wk *worker, s string) {
 	wk.status = s
 }
 
-// maxLogLine bounds a kept line of a worker's output; the rest of a longer line is dropped.
-const maxLogLine = 4 << 10
+// maxLogLine bounds a line read from a worker's output; the rest of a longer line is dropped.
+// runpod-python cuts a message at 4,096 characters, and its JSON wrapping must fit too, so that
+// the job log index can still parse the line.
+const maxLogLine = 16 << 10
+
+// maxTailLine bounds a line kept in the worker's tail.
+const maxTailLine = 4 << 10
 
 // follow copies the container's output, stdout and stderr, line by line into the worker's ring.
 func (p *Provider) follow(ctx context.Context, wk *worker, id string) {
@@ -389,7 +396,14 @@ func (p *Provider) follow(ctx context.Context, wk *worker, id string) {
 	for {
 		line, isPrefix, err := br.ReadLine()
 		if len(line) > 0 || err == nil {
-			wk.logs.Add(string(line))
+			text := string(line)
+			if p.cfg.OnLine != nil {
+				p.cfg.OnLine(wk.id, text)
+			}
+			if len(text) > maxTailLine {
+				text = text[:maxTailLine]
+			}
+			wk.logs.Add(text)
 		}
 		for isPrefix && err == nil { // a line too long: the rest goes
 			_, isPrefix, err = br.ReadLine()

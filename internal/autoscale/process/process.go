@@ -28,6 +28,8 @@ import (
 type Config struct {
 	// LogLines is how many lines of each worker's output are kept. Defaults to 200.
 	LogLines int
+	// OnLine, when set, is told of every line a worker writes (the per-job log index).
+	OnLine func(worker, line string)
 	// Clock times the SIGKILL after a Stop's grace period. Defaults to the wall clock.
 	Clock clock.Clock
 	// Environ is the base environment of every worker. Defaults to the server's own environment
@@ -150,6 +152,9 @@ func (p *Provider) Start(_ context.Context, w autoscale.WorkerSpec, exited func(
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			pc.logs.Add(sc.Text())
+			if p.cfg.OnLine != nil {
+				p.cfg.OnLine(w.WorkerID, sc.Text())
+			}
 		}
 		_, _ = io.Copy(io.Discard, pr) // a line too long ends the scan; keep the pipe flowing
 		_ = pr.Close()

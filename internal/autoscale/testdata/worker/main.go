@@ -8,10 +8,13 @@
 //	{"ignoreStop": path}   returns once path exists, ignoring job-stop
 //	{"crash": code}        exits with code at once
 //	{"refresh": true}      returns "ok" with stopPod (RefreshWorker)
+//	{"log": [m, ...]}      writes each message as runpod-python does (JSON with the job id, and
+//	                       the same as text), reports {"logged": n} as progress, returns "logged"
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -23,13 +26,14 @@ import (
 )
 
 type input struct {
-	Echo        any    `json:"echo"`
-	Env         string `json:"env"`
-	WaitFile    string `json:"waitFile"`
-	StartedFile string `json:"startedFile"`
-	IgnoreStop  string `json:"ignoreStop"`
-	Crash       int    `json:"crash"`
-	Refresh     bool   `json:"refresh"`
+	Echo        any      `json:"echo"`
+	Env         string   `json:"env"`
+	WaitFile    string   `json:"waitFile"`
+	StartedFile string   `json:"startedFile"`
+	IgnoreStop  string   `json:"ignoreStop"`
+	Crash       int      `json:"crash"`
+	Refresh     bool     `json:"refresh"`
+	Log         []string `json:"log"`
 }
 
 func exists(path string) bool {
@@ -72,6 +76,16 @@ func handle(ctx context.Context, job *spoolworker.Job) (any, error) {
 		return "released", nil
 	case in.Refresh:
 		return spoolworker.Result{Output: "ok", RefreshWorker: true}, nil
+	case in.Log != nil:
+		for _, m := range in.Log {
+			line, _ := json.Marshal(map[string]any{"requestId": job.ID, "message": m, "level": "INFO"})
+			fmt.Println(string(line))
+			fmt.Fprintf(os.Stderr, "%-7s| %s | %s\n", "WARN", job.ID, m)
+		}
+		if err := job.Progress(map[string]int{"logged": len(in.Log)}); err != nil {
+			return nil, err
+		}
+		return "logged", nil
 	}
 	return in.Echo, nil
 }
