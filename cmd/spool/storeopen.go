@@ -75,7 +75,9 @@ type openedStore struct {
 	leader   leader.Leader
 	// stats reports the write batching of the embedded store (batches, ops); nil otherwise.
 	stats func() (int64, int64)
-	// onCommit, when set, tells of each group commit (the embedded store only).
+	// onCommit sets what is told of each write transaction the store commits, its time and how
+	// many writes it held (the metrics): a group commit of the embedded store, a pipelined batch or
+	// a single write of PostgreSQL's.
 	onCommit func(func(d time.Duration, writes int))
 	// closers release, in order, what was opened besides the store.
 	closers []func()
@@ -107,7 +109,7 @@ func openStore(ctx context.Context, cfg *config, log *slog.Logger) (_ *openedSto
 	if err != nil {
 		return nil, err
 	}
-	o := &openedStore{Store: st}
+	o := &openedStore{Store: st, onCommit: st.OnCommit}
 	defer func() {
 		if err != nil {
 			_ = o.Close()

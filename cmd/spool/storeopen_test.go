@@ -3,12 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/spool-run/spool"
+	"github.com/spool-run/spool/store"
+	"github.com/spool-run/spool/store/pgstore/pgtest"
 )
 
 // TestStoreSetting: the store setting selects a backend, and no error or description of it ever
@@ -85,4 +93,47 @@ func TestDevKeepsItsOwnData(t *testing.T) {
 	cmd := newDevCmd(envMap(nil))
 	require.Equal(t, devDataDir, cmd.Flags().Lookup("data").DefValue)
 	require.NotEqual(t, newServeCmd(envMap(nil)).Flags().Lookup("data").DefValue, devDataDir)
+}
+
+// TestOpenStoreReportsCommits: both stores tell the metrics of their commits (onCommit), with
+// the time each took and the writes it held. The PostgreSQL case needs SPOOL_TEST_POSTGRES.
+func TestOpenStoreReportsCommits(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		store func(t *testing.T) string
+	}{
+		{"sqlite", func(*testing.T) string { return "sqlite" }},
+		{"postgres", func(t *testing.T) string { return pgtest.URL(t) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := &config{fileConfig: fileConfig{Data: t.TempDir(), Store: tc.store(t)}}
+			o, err := openStore(t.Context(), cfg, slog.New(slog.DiscardHandler))
+			require.NoError(t, err)
+			defer func() { require.NoError(t, o.Close()) }()
+			require.NotNil(t, o.onCommit)
+			var (
+				mu     sync.Mutex
+				writes []int
+			)
+			o.onCommit(func(d time.Duration, n int) {
+				mu.Lock()
+				defer mu.Unlock()
+				require.Positive(t, d)
+				writes = append(writes, n)
+			})
+			now := time.Now().UTC().Truncate(time.Millisecond)
+			for _, id := range []string{"a", "b"} {
+				require.NoError(t, o.CreateJob(t.Context(), store.CreateJobParams{Job: &spool.Job{
+					ID: id, Endpoint: "ep", State: spool.StateInQueue, Input: json.RawMessage(`{}`),
+					Policy:    spool.Policy{ExecutionTimeoutMs: spool.DefaultExecutionTimeoutMs, TTLMs: spool.DefaultTTLMs},
+					CreatedAt: now, QueuedAt: now, ExpiresAt: now.Add(time.Hour), RetentionMs: 60_000,
+				}}))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			require.Equal(t, []int{1, 1}, writes, "two writes one after the other: two commits of one write")
+		})
+	}
 }

@@ -106,11 +106,11 @@ func New(cfg Config) *Metrics {
 		Name: "spool_worker_restarts_total", Help: "Workers Spool replaced, by reason (failed, overdue, refresh).",
 	}, []string{"endpoint", "reason"})
 	m.commitLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "spool_store_commit_seconds", Help: "Time of the store's group commits, fsync included (SQLite).",
+		Name: "spool_store_commit_seconds", Help: "Time of the store's commits, from the first statement to the durable COMMIT (fsync or WAL flush) included.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 3, 10),
 	})
 	m.commitWrites = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "spool_store_commit_writes", Help: "Writes per group commit of the store (SQLite).",
+		Name: "spool_store_commit_writes", Help: "Writes per commit of the store (a group commit carries several).",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 	})
 	m.reg.MustRegister(m.coldStarts, m.restarts, m.commitLatency, m.commitWrites)
@@ -167,7 +167,7 @@ func (m *Metrics) WorkerRestart(endpoint, reason string) {
 	m.restarts.WithLabelValues(endpoint, reason).Inc()
 }
 
-// StoreCommit records one group commit of the store (sqlitestore.Store.OnCommit).
+// StoreCommit records one commit of the store (sqlitestore and pgstore Store.OnCommit).
 func (m *Metrics) StoreCommit(d time.Duration, writes int) {
 	m.commitLatency.Observe(d.Seconds())
 	m.commitWrites.Observe(float64(writes))

@@ -155,3 +155,7 @@ var Unavailable = unavailable
 func (s *Store) PipelineStats() (statements, batches, rerun int64) {
 	return s.pipeline.statements.Load(), s.pipeline.batches.Load(), s.pipeline.rerun.Load()
 }
+
+// ReportCommit tells OnCommit's function, if any, of a commit that started at start, as the
+// store's writes do.
+func (s *Store) ReportCommit(start time.Time, writes int) { s.commits.committed(start, writes) }

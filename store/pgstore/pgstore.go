@@ -39,7 +39,9 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -56,7 +58,8 @@ const DefaultMaxConns = 16
 // Store is the PostgreSQL implementation of store.Store. It is safe for concurrent use.
 type Store struct {
 	pool     *pgxpool.Pool
-	pipeline *pipeline // the hot single-statement writes, batched under load
+	pipeline *pipeline  // the hot single-statement writes, batched under load
+	commits  commitHook // see OnCommit
 
 	// mu guards closed: every method holds it shared for its whole call, so Close, which takes it
 	// exclusively, waits for the calls in flight before it closes the pool.
@@ -94,7 +97,36 @@ func Open(ctx context.Context, connString string) (*Store, error) {
 		pool.Close()
 		return nil, redact("open postgres store "+where, err, secrets(connString, cfg))
 	}
-	return &Store{pool: pool, pipeline: newPipeline(pool)}, nil
+	s := &Store{pool: pool}
+	s.pipeline = newPipeline(pool, &s.commits)
+	return s, nil
+}
+
+// OnCommit sets what is told of each write transaction the store commits: how long it took, from
+// its first statement to the server's acknowledgement of its COMMIT (the WAL flush included; not
+// the wait for a pooled connection), and how many writes it held: the statements of a pipelined
+// batch (pipeline.go), 1 for any other write (a single statement, or one method's transaction).
+// A write that fails, or a transaction rolled back, is not reported. f runs on the goroutine that
+// committed, before the writes' callers return, so it must be quick; nil stops the reports.
+func (s *Store) OnCommit(f func(d time.Duration, writes int)) {
+	if f == nil {
+		s.commits.f.Store(nil)
+		return
+	}
+	s.commits.f.Store(&f)
+}
+
+// commitHook holds the function OnCommit set, if any.
+type commitHook struct {
+	f atomic.Pointer[func(d time.Duration, writes int)]
+}
+
+// committed tells the hook, if set, of a write transaction that started at start and has just
+// committed with writes writes. Unset, it costs an atomic load.
+func (h *commitHook) committed(start time.Time, writes int) {
+	if f := h.f.Load(); f != nil {
+		(*f)(time.Since(start), writes)
+	}
 }
 
 // prepare checks the session's durability and migrates the schema.
@@ -160,10 +192,11 @@ func (s *Store) read(ctx context.Context, fn func(q querier) error) error {
 	return unavailable(fn(s.pool))
 }
 
-// write runs fn, a write of one statement (its own transaction), on the pool. The context is
-// checked once, before: after that fn gets a context that is not cancelled with it, so that a
-// caller whose context ends while the statement runs is not told "not applied" about a statement
-// that committed. Its values still reach fn.
+// write runs fn, a write of one statement (its own transaction), on a connection of the pool. The
+// context is checked once, before: after that fn gets a context that is not cancelled with it, so
+// that a caller whose context ends while the statement runs is not told "not applied" about a
+// statement that committed. Its values still reach fn. A write that returns nil is reported to
+// OnCommit.
 func (s *Store) write(ctx context.Context, fn func(ctx context.Context, q querier) error) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -172,7 +205,18 @@ func (s *Store) write(ctx context.Context, fn func(ctx context.Context, q querie
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return unavailable(fn(context.WithoutCancel(ctx), s.pool))
+	ctx = context.WithoutCancel(ctx)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer conn.Release()
+	start := time.Now()
+	if err := fn(ctx, conn); err != nil {
+		return unavailable(err)
+	}
+	s.commits.committed(start, 1)
+	return nil
 }
 
 // pipeWrite runs st, one statement, through the pipeline: batched with the other statements
@@ -244,19 +288,26 @@ func unavailable(err error) error {
 	return err
 }
 
+// runTx runs fn in one transaction, and reports it to OnCommit once it has committed.
 func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// Released after the rollback below: a connection left in a transaction (a failed rollback,
+	// a failed COMMIT) is discarded by the pool, and the server then aborts the transaction.
+	defer conn.Release()
+	start := time.Now()
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			// A rollback that fails leaves a broken connection, which the pool discards: the
-			// server then aborts the transaction.
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
@@ -267,7 +318,11 @@ func (s *Store) runTx(ctx context.Context, fn func(ctx context.Context, tx pgx.T
 		return err
 	}
 	committed = true
-	return tx.Commit(context.WithoutCancel(ctx))
+	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	s.commits.committed(start, 1)
+	return nil
 }
 
 // uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.

@@ -53,17 +53,18 @@ type pipeOp struct {
 }
 
 type pipeline struct {
-	pool *pgxpool.Pool
-	ops  chan *pipeOp
-	wg   sync.WaitGroup
+	pool    *pgxpool.Pool
+	ops     chan *pipeOp
+	wg      sync.WaitGroup
+	commits *commitHook // the store's: told of each batch, and each statement alone, that committed
 
 	// Counters: statements run, batches of more than one, and batches rolled back and run again
 	// one by one.
 	statements, batches, rerun atomic.Int64
 }
 
-func newPipeline(pool *pgxpool.Pool) *pipeline {
-	p := &pipeline{pool: pool, ops: make(chan *pipeOp, pipeMax*pipeWriters)}
+func newPipeline(pool *pgxpool.Pool, commits *commitHook) *pipeline {
+	p := &pipeline{pool: pool, ops: make(chan *pipeOp, pipeMax*pipeWriters), commits: commits}
 	p.wg.Add(pipeWriters)
 	for range pipeWriters {
 		go p.writer()
@@ -171,13 +172,24 @@ func (p *pipeline) run(batch []*pipeOp) {
 	}
 }
 
-// alone runs one statement by itself (its own transaction).
+// alone runs one statement by itself (its own transaction), and reports it to OnCommit when it
+// succeeded.
 func (p *pipeline) alone(ctx context.Context, st statement) error {
-	rows, err := p.pool.Query(ctx, st.sql, st.args...)
+	conn, err := p.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	return readRows(rows, st.read)
+	defer conn.Release()
+	start := time.Now()
+	rows, err := conn.Query(ctx, st.sql, st.args...)
+	if err != nil {
+		return err
+	}
+	if err := readRows(rows, st.read); err != nil {
+		return err
+	}
+	p.commits.committed(start, 1)
+	return nil
 }
 
 // errRolledBack says a batch's transaction was rolled back because one of its statements failed.
@@ -185,6 +197,7 @@ var errRolledBack = errors.New("pgstore: the batch was rolled back")
 
 // together runs statements as one pipelined transaction. errs holds each statement's own error
 // when the batch committed: an error of reading its rows, after the statement had been applied.
+// A batch that committed is reported to OnCommit with all its statements.
 //
 // The batch goes out with one Sync: after a statement fails, the server skips the rest, the
 // COMMIT included, and the transaction is left aborted; every later result reports the same
@@ -203,6 +216,7 @@ func (p *pipeline) together(ctx context.Context, ops []*pipeOp) (errs []error, e
 		}
 		conn.Release()
 	}()
+	start := time.Now()
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	for _, o := range ops {
@@ -246,6 +260,7 @@ func (p *pipeline) together(ctx context.Context, ops []*pipeOp) (errs []error, e
 	case closeErr != nil:
 		return nil, closeErr
 	}
+	p.commits.committed(start, len(ops))
 	return errs, nil
 }
 
