@@ -55,6 +55,7 @@ func newRootCmd(getenv func(string) string) *cobra.Command {
 	root.AddCommand(newServeCmd(getenv), newDevCmd(getenv), newHashKeyCmd(), newBenchCmd(getenv), newBaselineCmd(), newVersionCmd(),
 		newHealthcheckCmd(getenv))
 	root.AddCommand(newClientCmds(getenv)...)
+	root.AddCommand(newAdminCmds(getenv)...)
 	return root
 }
 
