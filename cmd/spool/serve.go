@@ -21,11 +21,13 @@ import (
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/autoscale"
 	"github.com/spool-run/spool/internal/clock"
+	"github.com/spool-run/spool/internal/dashboard"
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/httpapi"
 	"github.com/spool-run/spool/internal/httplimit"
 	"github.com/spool-run/spool/internal/joblog"
+	"github.com/spool-run/spool/internal/jobstats"
 	"github.com/spool-run/spool/internal/metrics"
 	"github.com/spool-run/spool/internal/notify"
 	"github.com/spool-run/spool/internal/webhook"
@@ -201,6 +203,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	if s.store.onCommit != nil {
 		s.store.onCommit(m.StoreCommit)
 	}
+	stats := jobstats.New(s.store.clock) // the dashboard's last hour
 	// One notifier for everything in this process that waits for a change (and, on PostgreSQL,
 	// in the other replicas).
 	hub := s.store.notifier
@@ -229,7 +232,7 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		Notifier:       hub,
 		Clock:          s.store.clock,
 		Leader:         s.store.leader,
-		Observer:       m,
+		Observer:       engine.Observers(m, stats),
 		Logger:         s.log,
 		Retention:      spool.Retention{Run: cfg.Retention.Run, Sync: cfg.Retention.Runsync},
 		MaxRetries:     cfg.Workers.MaxRetries,
@@ -263,6 +266,12 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	if err := s.webhooks.Start(ctx); err != nil {
 		return nil, err
 	}
+	dash, err := dashboard.New(dashboard.Config{Keys: s.keys, Sealer: sealer, Clock: s.store.clock, Logger: s.log})
+	if err != nil {
+		return nil, err
+	}
+	mounts := dash.Routes()
+	mounts["GET /metrics"] = m.Handler()
 	handler, err := httpapi.New(httpapi.Config{
 		Engine:       eng,
 		Fleet:        s.fleet,
@@ -274,9 +283,12 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 		ResultLimit:  cfg.Limits.Result,
 		ChunkLimit:   cfg.Limits.Chunk,
 		Ready:        func() bool { return !s.draining.Load() },
-		Mounts:       map[string]http.Handler{"GET /metrics": m.Handler()},
+		Mounts:       mounts,
 		OnRequest:    m.Request,
 		JobLog:       s.jobLog,
+		Sessions:     dash,
+		QueueDepth:   s.store.QueueDepth,
+		Stats:        stats,
 	})
 	if err != nil {
 		return nil, err

@@ -218,7 +218,12 @@ func (k *Keyring) Authenticate(ctx context.Context, header string) (*spool.Key, 
 		}
 		return nil, spool.Errorf(spool.CodeUnauthorized, "unknown API key")
 	}
-	hash := spool.HashKey(secret)
+	return k.AuthenticateHash(ctx, spool.HashKey(secret))
+}
+
+// AuthenticateHash finds the key whose secret has hash (spool.HashKey), as Authenticate does for
+// the secret itself: the dashboard's sessions hold the hash, never the key.
+func (k *Keyring) AuthenticateHash(ctx context.Context, hash string) (*spool.Key, error) {
 	if k.changed != nil && k.changed.Take() {
 		// Created or deleted by another keyring; if the store cannot tell, MaxAge still bounds it.
 		_ = k.maybeReload(ctx, 0)

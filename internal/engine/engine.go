@@ -81,6 +81,35 @@ type Observer interface {
 	JobRequeued(endpoint, reason string)
 }
 
+// Observers tells each of obs of every event, in order.
+func Observers(obs ...Observer) Observer { return observers(obs) }
+
+type observers []Observer
+
+func (o observers) JobSubmitted(ep string) {
+	for _, x := range o {
+		x.JobSubmitted(ep)
+	}
+}
+
+func (o observers) JobStarted(ep string, delay time.Duration) {
+	for _, x := range o {
+		x.JobStarted(ep, delay)
+	}
+}
+
+func (o observers) JobFinished(ep string, state spool.State, ran time.Duration, taken bool) {
+	for _, x := range o {
+		x.JobFinished(ep, state, ran, taken)
+	}
+}
+
+func (o observers) JobRequeued(ep, reason string) {
+	for _, x := range o {
+		x.JobRequeued(ep, reason)
+	}
+}
+
 type nopObserver struct{}
 
 func (nopObserver) JobSubmitted(string)                                  {}

@@ -29,15 +29,18 @@ func (s *server) routesAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/jobs", s.admin(s.listJobs))
 	mux.HandleFunc("GET /api/jobs/{id}", s.admin(s.getJob))
 	mux.HandleFunc("GET /api/jobs/{id}/logs", s.admin(s.getJobLogs))
+	mux.HandleFunc("GET /api/jobs/{id}/chunks", s.admin(s.getJobChunks))
 	mux.HandleFunc("GET /api/jobs/{id}/webhook", s.admin(s.getWebhook))
 	mux.HandleFunc("POST /api/jobs/{id}/webhook/redeliver", s.admin(s.redeliverWebhook))
 	mux.HandleFunc("GET /api/workers", s.admin(s.listWorkers))
+	mux.HandleFunc("GET /api/overview", s.admin(s.getOverview))
+	mux.HandleFunc("GET /api/events", s.admin(s.events))
 }
 
 func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		write := r.Method != http.MethodGet && r.Method != http.MethodHead
-		if _, err := s.keys.Check(r, auth.Admin, "", write); err != nil {
+		if _, err := s.authorize(r, auth.Admin, "", write); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -328,15 +331,11 @@ func parseBefore(v string) (time.Time, string, error) {
 }
 
 func (s *server) getJob(w http.ResponseWriter, r *http.Request) error {
-	j, err := s.eng.JobAnyEndpoint(r.Context(), r.PathValue("id"))
+	b, err := s.jobView(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	info, err := s.fleet.WaitInfo(r.Context(), j)
-	if err != nil {
-		return err
-	}
-	wire.WriteJSON(w, http.StatusOK, json.RawMessage(withWaitInfo(adminJob(j), info)))
+	wire.WriteJSON(w, http.StatusOK, json.RawMessage(b))
 	return nil
 }
 
@@ -356,6 +355,38 @@ func (s *server) getJobLogs(w http.ResponseWriter, r *http.Request) error {
 		Entries []joblog.Entry `json:"entries"`
 		Dropped int            `json:"dropped"`
 	}{j.ID, entries, dropped})
+	return nil
+}
+
+// MaxListChunks bounds one answer of GET /api/jobs/{id}/chunks; ?after= pages on.
+const MaxListChunks = 500
+
+// getJobChunks answers the stream chunks a job holds, without consuming them (a RunPod client
+// reading /stream still gets every one): {"chunks":[{"seq":1,"output":…}],"more":false}.
+func (s *server) getJobChunks(w http.ResponseWriter, r *http.Request) error {
+	j, err := s.eng.JobAnyEndpoint(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	var after int64
+	if v := r.URL.Query().Get("after"); v != "" {
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			return invalid("after must be a chunk sequence number")
+		}
+	}
+	_, chunks, err := s.eng.StreamFrom(r.Context(), j.Endpoint, j.ID, after, 0)
+	if err != nil {
+		return err
+	}
+	more := len(chunks) > MaxListChunks
+	if more {
+		chunks = chunks[:MaxListChunks]
+	}
+	elems := make([][]byte, len(chunks))
+	for i, c := range chunks {
+		elems[i] = wire.NewObject().Int("seq", c.Seq).Raw("output", c.Data).Bytes()
+	}
+	wire.WriteJSON(w, http.StatusOK, wire.NewObject().Raw("chunks", wire.Array(elems)).Bool("more", more))
 	return nil
 }
 

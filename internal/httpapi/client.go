@@ -38,7 +38,7 @@ func (s *server) client(write bool, h func(http.ResponseWriter, *http.Request, s
 func (s *server) clientWriteIf(write func(*http.Request) bool, h func(http.ResponseWriter, *http.Request, string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ep := r.PathValue("endpoint")
-		if _, err := s.keys.Check(r, auth.Client, ep, write(r)); err != nil {
+		if _, err := s.authorize(r, auth.Client, ep, write(r)); err != nil {
 			s.fail(w, r, err)
 			return
 		}

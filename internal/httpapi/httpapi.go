@@ -6,6 +6,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/spool-run/spool/internal/engine"
 	"github.com/spool-run/spool/internal/fleet"
 	"github.com/spool-run/spool/internal/joblog"
+	"github.com/spool-run/spool/internal/jobstats"
 	"github.com/spool-run/spool/internal/wire"
 	"github.com/spool-run/spool/internal/workerapi"
 )
@@ -59,6 +61,16 @@ type Config struct {
 	// JobLog, when set, is the per-job log of worker lines and progress updates
 	// (GET /api/jobs/{id}/logs); without it that route answers an empty log.
 	JobLog *joblog.Index
+	// Sessions, when set, lets the dashboard's signed-in browsers use /api and the client API
+	// without an Authorization header.
+	Sessions Sessions
+	// QueueDepth, when set, splits GET /api/overview's queue by priority; without it every
+	// queued job counts as normal.
+	QueueDepth func(ctx context.Context, endpoint string) (spool.QueueDepth, error)
+	// Stats, when set, gives GET /api/overview each endpoint's last hour.
+	Stats *jobstats.Recorder
+	// EventsEvery paces GET /api/events. Defaults to 2 s.
+	EventsEvery time.Duration
 	// OnRequest, when set, is told of each answered request: the route pattern that served it
 	// ("" when none did), its status and how long it took (metrics).
 	OnRequest func(route string, code int, d time.Duration)
@@ -120,6 +132,9 @@ func (c Config) withDefaults() Config {
 	if c.SSEKeepAlive == 0 {
 		c.SSEKeepAlive = 15 * time.Second
 	}
+	if c.EventsEvery == 0 {
+		c.EventsEvery = eventsEveryDefault
+	}
 	return c
 }
 
@@ -135,8 +150,8 @@ func (c Config) validate() error {
 		return errors.New("httpapi: RunSyncWait must be between 1 s and 300 s")
 	case c.StatusSyncWait < 0 || c.StatusSyncWait > time.Duration(MaxWaitMs)*time.Millisecond:
 		return errors.New("httpapi: StatusSyncWait must be between 0 and 300 s")
-	case c.SSEKeepAlive < 0:
-		return errors.New("httpapi: SSEKeepAlive must not be negative")
+	case c.SSEKeepAlive < 0 || c.EventsEvery < 0:
+		return errors.New("httpapi: SSEKeepAlive and EventsEvery must not be negative")
 	}
 	return nil
 }
