@@ -445,3 +445,27 @@ type ListWorkersParams struct {
 type DeleteWorkersParams struct {
 	SeenBefore time.Time
 }
+
+// Session is a sign-in to the dashboard. The browser holds a random session id; the store holds
+// only its hash, so that a copy of the database opens no session.
+type Session struct {
+	// Hash is spool.HashKey of the session id.
+	Hash string
+	// KeyHash is the hash of the key signed in with: the session speaks for that key while it
+	// exists.
+	KeyHash   string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// SessionStore holds the dashboard's sessions; both stores implement it.
+type SessionStore interface {
+	// PutSession stores a new session. ErrConflict if its hash is in use.
+	PutSession(ctx context.Context, s Session) error
+	// GetSession returns the session with hash. ErrNotFound if absent.
+	GetSession(ctx context.Context, hash string) (Session, error)
+	// DeleteSession deletes the session with hash; absent is not an error (signing out twice).
+	DeleteSession(ctx context.Context, hash string) error
+	// DeleteSessionsBefore deletes the sessions that expire at or before t and says how many.
+	DeleteSessionsBefore(ctx context.Context, t time.Time) (int, error)
+}

@@ -151,6 +151,16 @@ CREATE TABLE webhook_attempts (
 	PRIMARY KEY (delivery_id, n)
 );
 `,
+	// 2: the dashboard's sessions (store.SessionStore).
+	`
+CREATE TABLE sessions (
+	hash       TEXT   PRIMARY KEY,
+	key_hash   TEXT   NOT NULL,
+	created_at BIGINT NOT NULL,
+	expires_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+`,
 }
 
 // migrationLock is the advisory lock that serialises migrations of one schema: a fixed string

@@ -224,6 +224,16 @@ DROP INDEX jobs_take;
 CREATE INDEX jobs_queue ON jobs (endpoint, low_priority, queued_at, seq) WHERE state = 'IN_QUEUE';
 CREATE INDEX jobs_running ON jobs (endpoint, worker_id, taken_at) WHERE state = 'IN_PROGRESS';
 `,
+	// 6: the dashboard's sessions (store.SessionStore).
+	`
+CREATE TABLE sessions (
+	hash       TEXT    PRIMARY KEY,
+	key_hash   TEXT    NOT NULL,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+`,
 }
 
 // migrate brings the schema up to date. Each migration re-checks, inside its IMMEDIATE

@@ -248,3 +248,35 @@ func testClose(t *testing.T, open opener) {
 		require.ErrorIs(t, call(), store.ErrClosed, name)
 	}
 }
+
+func testSessions(t *testing.T, open opener) {
+	st := open(t)
+	s, ok := st.(store.SessionStore)
+	require.True(t, ok, "the store keeps the dashboard's sessions")
+	ctx := t.Context()
+	a := store.Session{Hash: spool.HashKey("session-a"), KeyHash: spool.HashKey("key-1"), CreatedAt: t0, ExpiresAt: at(time.Hour)}
+	b := store.Session{Hash: spool.HashKey("session-b"), KeyHash: spool.HashKey("key-1"), CreatedAt: t0, ExpiresAt: at(2 * time.Hour)}
+	require.NoError(t, s.PutSession(ctx, a))
+	require.NoError(t, s.PutSession(ctx, b))
+	require.ErrorIs(t, s.PutSession(ctx, a), store.ErrConflict)
+
+	got, err := s.GetSession(ctx, a.Hash)
+	require.NoError(t, err)
+	require.Equal(t, a.KeyHash, got.KeyHash)
+	require.True(t, a.ExpiresAt.Equal(got.ExpiresAt) && a.CreatedAt.Equal(got.CreatedAt), "%+v", got)
+	_, err = s.GetSession(ctx, spool.HashKey("never"))
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// Expired sessions go; the others stay.
+	n, err := s.DeleteSessionsBefore(ctx, at(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	_, err = s.GetSession(ctx, a.Hash)
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// Signing out deletes; twice is fine.
+	require.NoError(t, s.DeleteSession(ctx, b.Hash))
+	require.NoError(t, s.DeleteSession(ctx, b.Hash))
+	_, err = s.GetSession(ctx, b.Hash)
+	require.ErrorIs(t, err, store.ErrNotFound)
+}

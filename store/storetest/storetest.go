@@ -76,6 +76,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"DeleteWorkers", testDeleteWorkers},
 		{"Endpoints", testEndpoints},
 		{"Keys", testKeys},
+		{"Sessions", testSessions},
 		{"OutboxWithJob", testOutboxWithJob},
 		{"CreateDelivery", testCreateDelivery},
 		{"ClaimDeliveries", testClaimDeliveries},
