@@ -290,11 +290,13 @@ func TestDashboard(t *testing.T) {
 }
 
 // TestDashboardSessions checks the session rules over plain HTTP: the cookie's attributes, the
-// CSRF token and Origin on writes, a revoked key ending its sessions, non-admin keys refused, and
-// no s3Config in any answer or SSE message.
+// CSRF token and Origin on writes, sign-out and key revocation ending a session (and its open
+// stream), non-admin keys refused, read-only limits, and no s3Config or worker environment in any
+// answer or SSE message.
 func TestDashboardSessions(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, serverOpts{Config: "endpoints:\n  - name: q\n"})
+	const envCanary = "CANARY-hf-token-51c0"
+	s := startServer(t, serverOpts{Config: "endpoints:\n  - name: q\n  - name: gpu\n    worker:\n      command: /bin/true\n      env:\n        HF_TOKEN: " + envCanary + "\n"})
 	id := submit(t, s, "q", `{"input":{"n":1},"s3Config":{"accessId":"a","accessSecret":"`+s3Canary+`","bucketName":"b","endpointUrl":"http://127.0.0.1:1"}}`)
 
 	signIn := func(key string) (resp, *http.Cookie, string) {
@@ -313,11 +315,20 @@ func TestDashboardSessions(t *testing.T) {
 		require.NoError(t, err)
 		return r, cookie, me.CSRF
 	}
+	withCookie := func(c *http.Cookie, extra ...string) http.Header {
+		h := http.Header{"Cookie": {c.Name + "=" + c.Value}}
+		for i := 0; i+1 < len(extra); i += 2 {
+			h.Set(extra[i], extra[i+1])
+		}
+		return h
+	}
 	r, _, _ := signIn("spool_wrong")
 	require.Equal(t, http.StatusUnauthorized, r.Code, "%s", r)
 	r, _, _ = signIn(s.Keys.Client)
 	require.Equal(t, http.StatusForbidden, r.Code, "%s", r)
 	require.Contains(t, string(r.Body), "needs an admin key")
+	r = s.do(t, "POST", "/ui/session", http.Header{"Origin": {"https://evil.example"}}, []byte(`{"key":"`+s.Keys.Admin+`"}`))
+	require.Equal(t, http.StatusForbidden, r.Code, "a sign-in from another site: %s", r)
 
 	r = s.do(t, "POST", "/api/keys", adminHeader(s), []byte(`{"name":"ops","scope":"admin"}`))
 	require.Equal(t, 201, r.Code, "%s", r)
@@ -325,55 +336,91 @@ func TestDashboardSessions(t *testing.T) {
 	require.NoError(t, json.Unmarshal(r.Body, &ops))
 	r, cookie, csrf := signIn(ops.Key)
 	require.Equal(t, 200, r.Code, "%s", r)
-	withCookie := func(extra ...string) http.Header {
-		h := http.Header{"Cookie": {cookie.Name + "=" + cookie.Value}}
-		for i := 0; i+1 < len(extra); i += 2 {
-			h.Set(extra[i], extra[i+1])
-		}
-		return h
-	}
 
-	// Reads need only the cookie; writes the CSRF token too, and no foreign Origin.
+	// Reads of /api need only the cookie; nothing shows the s3Config.
 	for _, path := range []string{"/api/overview", "/api/jobs/" + id, "/api/jobs?endpoint=q", "/api/jobs/" + id + "/logs",
-		"/api/jobs/" + id + "/chunks", "/api/jobs/" + id + "/webhook", "/api/endpoints", "/api/workers", "/v2/q/status/" + id} {
-		r = s.do(t, "GET", path, withCookie(), nil)
+		"/api/jobs/" + id + "/chunks", "/api/jobs/" + id + "/webhook", "/api/endpoints", "/api/workers"} {
+		r = s.do(t, "GET", path, withCookie(cookie), nil)
 		require.Equal(t, 200, r.Code, "%s: %s", path, r)
 		require.NotContains(t, string(r.Body), s3Canary, path)
 	}
-	r = s.do(t, "POST", "/v2/q/cancel/"+id, withCookie(), nil)
+	// The client API, even its reads (a /stream read drains), and every write need the token too,
+	// and no foreign Origin.
+	r = s.do(t, "GET", "/v2/q/stream/"+id, withCookie(cookie), nil)
+	require.Equal(t, http.StatusForbidden, r.Code, "%s", r)
+	r = s.do(t, "GET", "/v2/q/status/"+id, withCookie(cookie, "X-Spool-CSRF", csrf), nil)
+	require.Equal(t, 200, r.Code, "%s", r)
+	require.NotContains(t, string(r.Body), s3Canary)
+	r = s.do(t, "POST", "/v2/q/cancel/"+id, withCookie(cookie), nil)
 	require.Equal(t, http.StatusForbidden, r.Code, "%s", r)
 	require.Contains(t, string(r.Body), "CSRF")
-	r = s.do(t, "POST", "/v2/q/cancel/"+id, withCookie("X-Spool-CSRF", "forged"), nil)
+	r = s.do(t, "POST", "/v2/q/cancel/"+id, withCookie(cookie, "X-Spool-CSRF", "forged"), nil)
 	require.Equal(t, http.StatusForbidden, r.Code, "%s", r)
-	r = s.do(t, "POST", "/v2/q/cancel/"+id, withCookie("X-Spool-CSRF", csrf, "Origin", "https://evil.example"), nil)
+	r = s.do(t, "POST", "/v2/q/cancel/"+id, withCookie(cookie, "X-Spool-CSRF", csrf, "Origin", "https://evil.example"), nil)
 	require.Equal(t, http.StatusForbidden, r.Code, "%s", r)
 	require.Equal(t, "IN_QUEUE", jobStatus(t, s, id), "refused writes changed nothing")
 
 	// The live stream carries the overview and the job, never its s3Config.
-	events := readEvents(t, s, "/api/events?job="+id, withCookie(), 2)
+	events := readEvents(t, s, "/api/events?job="+id, withCookie(cookie), 2, nil)
 	require.Contains(t, events, "event: overview")
 	require.Contains(t, events, "event: job")
 	require.Contains(t, events, `"hasS3Config":true`)
 	require.NotContains(t, events, s3Canary)
 
-	r = s.do(t, "POST", "/v2/q/cancel/"+id, withCookie("X-Spool-CSRF", csrf, "Origin", s.URL), nil)
+	r = s.do(t, "POST", "/v2/q/cancel/"+id, withCookie(cookie, "X-Spool-CSRF", csrf, "Origin", s.URL), nil)
 	require.Equal(t, 200, r.Code, "%s", r)
 
-	// A session is no better than its key: revoked, every session of it ends.
-	r = s.do(t, "DELETE", "/api/keys/"+ops.ID, adminHeader(s), nil)
+	// Signing out ends the session: a copy of the cookie kept elsewhere opens nothing after it.
+	r = s.do(t, "DELETE", "/ui/session", withCookie(cookie, "X-Spool-CSRF", csrf), nil)
 	require.Equal(t, http.StatusNoContent, r.Code, "%s", r)
-	r = s.do(t, "GET", "/api/overview", withCookie(), nil)
+	r = s.do(t, "GET", "/api/overview", withCookie(cookie), nil)
 	require.Equal(t, http.StatusUnauthorized, r.Code, "%s", r)
-	require.Contains(t, string(r.Body), "revoked")
+	require.Contains(t, string(r.Body), "session has ended")
 
-	// A cookie that was tampered with opens nowhere.
-	cookie.Value = cookie.Value[:len(cookie.Value)-2] + "AA"
-	r = s.do(t, "GET", "/ui/session", withCookie(), nil)
+	// A session is no better than its key: revoked, every session of it ends, open streams too.
+	_, cookie, _ = signIn(ops.Key)
+	events = readEvents(t, s, "/api/events", withCookie(cookie), 1, func() {
+		r := s.do(t, "DELETE", "/api/keys/"+ops.ID, adminHeader(s), nil)
+		require.Equal(t, http.StatusNoContent, r.Code, "%s", r)
+	})
+	require.Contains(t, events, "event: error")
+	require.Contains(t, events, "revoked")
+	r = s.do(t, "GET", "/api/overview", withCookie(cookie), nil)
 	require.Equal(t, http.StatusUnauthorized, r.Code, "%s", r)
+
+	// A made-up cookie opens nothing.
+	r = s.do(t, "GET", "/ui/session", withCookie(&http.Cookie{Name: cookie.Name, Value: "made-up-session-id"}), nil)
+	require.Equal(t, http.StatusUnauthorized, r.Code, "%s", r)
+
+	// A read-only admin key reads, never sees a worker's environment, and changes nothing.
+	r = s.do(t, "POST", "/api/keys", adminHeader(s), []byte(`{"name":"viewer","scope":"admin","readOnly":true}`))
+	require.Equal(t, 201, r.Code, "%s", r)
+	var viewer struct{ Key string }
+	require.NoError(t, json.Unmarshal(r.Body, &viewer))
+	ro := http.Header{"Authorization": {"Bearer " + viewer.Key}}
+	for _, path := range []string{"/api/endpoints", "/api/endpoints/gpu"} {
+		r = s.do(t, "GET", path, ro, nil)
+		require.Equal(t, 200, r.Code, "%s", r)
+		require.NotContains(t, string(r.Body), envCanary, path)
+		require.Contains(t, string(r.Body), `"HF_TOKEN":"(hidden)"`, path)
+	}
+	r = s.do(t, "GET", "/api/endpoints/gpu", adminHeader(s), nil)
+	require.Contains(t, string(r.Body), envCanary, "an admin who may edit the endpoint sees it")
+	streamed := submit(t, s, "q", `{"input":{}}`)
+	for _, c := range []struct{ method, path string }{
+		{"POST", "/v2/q/run"}, {"POST", "/v2/q/cancel/" + streamed}, {"POST", "/v2/q/purge-queue"},
+		{"GET", "/v2/q/stream/" + streamed}, {"POST", "/api/keys"}, {"DELETE", "/api/endpoints/q"},
+		{"GET", "/v2/q/job-take/w1"}, {"POST", "/v2/q/openai/v1/chat/completions"},
+	} {
+		r = s.do(t, c.method, c.path, ro, []byte(`{"input":{}}`))
+		require.Equal(t, http.StatusForbidden, r.Code, "%s %s: %s", c.method, c.path, r)
+	}
+	require.Equal(t, "IN_QUEUE", jobStatus(t, s, streamed))
 }
 
-// readEvents reads n events of a Server-Sent Events stream.
-func readEvents(t *testing.T, s *server, path string, h http.Header, n int) string {
+// readEvents reads a Server-Sent Events stream: n events, then, after calling then (when not
+// nil), the rest of the stream until it ends.
+func readEvents(t *testing.T, s *server, path string, h http.Header, n int, then func()) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -388,15 +435,19 @@ func readEvents(t *testing.T, s *server, path string, h http.Header, n int) stri
 	var b strings.Builder
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(make([]byte, 1<<20), 4<<20)
-	for seen := 0; seen < n && sc.Scan(); {
+	for seen := 0; sc.Scan(); {
 		b.WriteString(sc.Text() + "\n")
 		if strings.HasPrefix(sc.Text(), "event: ") {
 			seen++
 		}
+		if seen == n && sc.Text() == "" { // the end of the n-th event
+			if then == nil {
+				break
+			}
+			then()
+			then, n = nil, -1 // read to the end
+		}
 	}
-	// The last event's data line.
-	if sc.Scan() {
-		b.WriteString(sc.Text() + "\n")
-	}
+	require.NoError(t, ctx.Err(), "the stream did not end; it said:\n%s", b.String())
 	return b.String()
 }

@@ -266,7 +266,11 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 	if err := s.webhooks.Start(ctx); err != nil {
 		return nil, err
 	}
-	dash, err := dashboard.New(dashboard.Config{Keys: s.keys, Sealer: sealer, Clock: s.store.clock, Logger: s.log})
+	sessions, ok := s.store.Store.(store.SessionStore)
+	if !ok {
+		return nil, fmt.Errorf("the %T store keeps no dashboard sessions", s.store.Store)
+	}
+	dash, err := dashboard.New(dashboard.Config{Keys: s.keys, Sessions: sessions, Clock: s.store.clock, Logger: s.log})
 	if err != nil {
 		return nil, err
 	}

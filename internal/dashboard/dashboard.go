@@ -3,33 +3,36 @@
 // and client API routes as everyone else; httpapi lets a session stand in for the Authorization
 // header there (Authenticate).
 //
-// A session is a cookie holding, sealed with the server's secret key (AES-GCM), the hash of the
-// key signed in with, an expiry and a CSRF token: never the key itself, and nothing the browser
-// can read (HttpOnly) or send to another site (SameSite=Strict; Secure over TLS). Every replica
-// with the same secret key opens it, and a revoked key ends its sessions at once, because each
-// request looks the hash up again. A request that changes something must also carry the CSRF
-// token in the X-Spool-CSRF header, which only the dashboard's own pages can read (from
-// GET /ui/session), and an Origin, when sent, that is this server.
+// A session is a random id in a cookie the pages cannot read (HttpOnly) and browsers send to this
+// site only (SameSite=Strict; Secure over HTTPS). The store keeps the id's hash, the hash of the
+// key signed in with and the expiry, so a copy of the database opens no session; signing out
+// deletes it, and since every request looks the key up again, a revoked key ends its sessions at
+// once. A request that changes something must also carry the session's CSRF token in the
+// X-Spool-CSRF header, which only the dashboard's own pages can read (from GET /ui/session), and
+// an Origin, when sent, that is this server.
 package dashboard
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/clock"
-	"github.com/spool-run/spool/internal/secret"
 	"github.com/spool-run/spool/internal/wire"
+	"github.com/spool-run/spool/store"
 )
 
 //go:embed assets
@@ -41,15 +44,12 @@ const CookieName = "spool_session"
 // CSRFHeader carries the session's CSRF token on requests that change something.
 const CSRFHeader = "X-Spool-CSRF"
 
-// sessionAD binds sealed sessions to their use: a value sealed for anything else does not open.
-var sessionAD = []byte("spool dashboard session v1")
-
 // Config configures the dashboard.
 type Config struct {
 	// Keys authenticates sign-ins and, at every request, the key behind a session. Required.
 	Keys *auth.Keyring
-	// Sealer seals the session cookies: the server's secret key. Required.
-	Sealer *secret.Sealer
+	// Sessions stores the sessions. Required.
+	Sessions store.SessionStore
 	// Clock dates sessions. Defaults to the wall clock.
 	Clock clock.Clock
 	// TTL is how long a session lasts. Defaults to 12 h.
@@ -62,12 +62,13 @@ type Config struct {
 type Dashboard struct {
 	cfg    Config
 	static http.Handler
+	etags  map[string]string // by asset path: the assets change only with the binary
 }
 
 // New returns the dashboard.
 func New(cfg Config) (*Dashboard, error) {
-	if cfg.Keys == nil || cfg.Sealer == nil {
-		return nil, errors.New("dashboard: Keys and Sealer are required")
+	if cfg.Keys == nil || cfg.Sessions == nil {
+		return nil, errors.New("dashboard: Keys and Sessions are required")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
@@ -82,7 +83,20 @@ func New(cfg Config) (*Dashboard, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Dashboard{cfg: cfg, static: http.StripPrefix("/ui/", http.FileServerFS(sub))}, nil
+	etags := map[string]string{}
+	err = fs.WalkDir(sub, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(sub, path)
+		sum := sha256.Sum256(b)
+		etags[path] = `"` + hex.EncodeToString(sum[:8]) + `"`
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Dashboard{cfg: cfg, static: http.StripPrefix("/ui/", http.FileServerFS(sub)), etags: etags}, nil
 }
 
 // Routes are the dashboard's routes, by http.ServeMux pattern.
@@ -120,16 +134,24 @@ func (d *Dashboard) index(w http.ResponseWriter, r *http.Request) {
 
 func (d *Dashboard) asset(w http.ResponseWriter, r *http.Request) {
 	securityHeaders(w.Header())
-	// The assets change with the binary: revalidate (the file server answers 304 by date).
+	// The assets change with the binary: revalidate, and the file server answers 304 by ETag.
 	w.Header().Set("Cache-Control", "no-cache")
+	if tag, ok := d.etags[strings.TrimPrefix(r.URL.Path, "/ui/")]; ok {
+		w.Header().Set("ETag", tag)
+	}
 	d.static.ServeHTTP(w, r)
 }
 
-// session is what the cookie holds, sealed.
+// session is a signed-in browser: its stored record and its CSRF token, derived from the id the
+// cookie holds (so that neither the store nor anything but the cookie's holder can tell it).
 type session struct {
-	Hash    string `json:"h"`
-	Expires int64  `json:"e"` // Unix seconds
-	CSRF    string `json:"c"`
+	store.Session
+	csrf string
+}
+
+func csrfOf(id string) string {
+	sum := sha256.Sum256([]byte("spool dashboard csrf v1\x00" + id))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // whoamiView answers GET and POST /ui/session.
@@ -142,8 +164,8 @@ type whoamiView struct {
 }
 
 func (d *Dashboard) view(k *spool.Key, s session) whoamiView {
-	return whoamiView{Name: k.Name, KeyID: k.ID, ReadOnly: k.ReadOnly, CSRF: s.CSRF,
-		Expires: wire.FormatTime(time.Unix(s.Expires, 0))}
+	return whoamiView{Name: k.Name, KeyID: k.ID, ReadOnly: k.ReadOnly, CSRF: s.csrf,
+		Expires: wire.FormatTime(s.ExpiresAt)}
 }
 
 // maxSignIn bounds a sign-in body: a key and some JSON.
@@ -175,20 +197,21 @@ func (d *Dashboard) signIn(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, spool.Errorf(spool.CodeForbidden, "the dashboard needs an admin key (read-only or not); this key has the %s scope", key.Scope))
 		return
 	}
-	s := session{Hash: spool.HashKey(req.Key), Expires: d.cfg.Clock.Now().Add(d.cfg.TTL).Unix(), CSRF: newToken()}
-	plain, err := json.Marshal(s)
-	if err != nil {
-		wire.WriteErrorLog(w, d.cfg.Logger, err)
-		return
+	now := d.cfg.Clock.Now()
+	// Sign-ins clear the sessions that ended: the table holds live sessions and no more.
+	if _, err := d.cfg.Sessions.DeleteSessionsBefore(r.Context(), now); err != nil {
+		d.cfg.Logger.Warn("delete ended dashboard sessions", "err", err)
 	}
-	sealed, err := d.cfg.Sealer.Seal(plain, sessionAD)
-	if err != nil {
+	id := newToken()
+	s := session{Session: store.Session{Hash: spool.HashKey(id), KeyHash: spool.HashKey(req.Key),
+		CreatedAt: now, ExpiresAt: now.Add(d.cfg.TTL)}, csrf: csrfOf(id)}
+	if err := d.cfg.Sessions.PutSession(r.Context(), s.Session); err != nil {
 		wire.WriteErrorLog(w, d.cfg.Logger, err)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: CookieName, Value: base64.RawURLEncoding.EncodeToString(sealed), Path: "/",
-		MaxAge: int(d.cfg.TTL / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		Name: CookieName, Value: id, Path: "/", MaxAge: int(d.cfg.TTL / time.Second),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(r),
 	})
 	d.cfg.Logger.Info("dashboard sign-in", "key", key.ID, "readOnly", key.ReadOnly)
 	wire.WriteJSON(w, http.StatusOK, d.view(key, s))
@@ -208,13 +231,27 @@ func (d *Dashboard) whoami(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Dashboard) signOut(w http.ResponseWriter, r *http.Request) {
-	if _, ok, err := d.Authenticate(r, true); ok && err != nil && spool.ErrorCode(err) != spool.CodeUnauthorized {
-		wire.WriteError(w, err) // a cross-site sign-out is refused; an expired session is gone anyway
+	_, ok, err := d.Authenticate(r, true)
+	switch {
+	case ok && err != nil && spool.ErrorCode(err) != spool.CodeUnauthorized:
+		wire.WriteError(w, err) // a cross-site sign-out is refused
 		return
+	case ok && err == nil:
+		c, _ := r.Cookie(CookieName)
+		if err := d.cfg.Sessions.DeleteSession(r.Context(), spool.HashKey(c.Value)); err != nil {
+			wire.WriteErrorLog(w, d.cfg.Logger, err)
+			return
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(r)})
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// secure says whether the cookie must be Secure: the request came over TLS, or through a proxy
+// that ends TLS, which the browser's Origin (sent on the POST that signs in) tells.
+func secure(r *http.Request) bool {
+	return r.TLS != nil || strings.HasPrefix(r.Header.Get("Origin"), "https://")
 }
 
 // Authenticate returns the key of the request's session (httpapi.Sessions). ok is false when
@@ -230,7 +267,7 @@ func (d *Dashboard) Authenticate(r *http.Request, write bool) (*spool.Key, bool,
 			return nil, true, err
 		}
 		got := r.Header.Get(CSRFHeader)
-		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.CSRF)) != 1 {
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.csrf)) != 1 {
 			return nil, true, spool.Errorf(spool.CodeForbidden, "missing or wrong CSRF token: a dashboard session changes things only from the dashboard's pages (header %s)", CSRFHeader)
 		}
 	}
@@ -242,20 +279,20 @@ func (d *Dashboard) session(r *http.Request) (*spool.Key, session, bool, error) 
 	if err != nil || c.Value == "" {
 		return nil, session{}, false, nil
 	}
-	expired := spool.Errorf(spool.CodeUnauthorized, "your dashboard session has ended; sign in again")
-	sealed, err := base64.RawURLEncoding.DecodeString(c.Value)
-	if err != nil {
-		return nil, session{}, true, expired
+	ended := spool.Errorf(spool.CodeUnauthorized, "your dashboard session has ended; sign in again")
+	if len(c.Value) > 100 {
+		return nil, session{}, true, ended
 	}
-	plain, err := d.cfg.Sealer.Open(sealed, sessionAD)
-	if err != nil {
-		return nil, session{}, true, expired // another server's key, or tampered with
+	stored, err := d.cfg.Sessions.GetSession(r.Context(), spool.HashKey(c.Value))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, session{}, true, ended // signed out, or never made here
+	case err != nil:
+		return nil, session{}, true, err
+	case !d.cfg.Clock.Now().Before(stored.ExpiresAt):
+		return nil, session{}, true, ended
 	}
-	var s session
-	if err := json.Unmarshal(plain, &s); err != nil || d.cfg.Clock.Now().Unix() >= s.Expires {
-		return nil, session{}, true, expired
-	}
-	key, err := d.cfg.Keys.AuthenticateHash(r.Context(), s.Hash)
+	key, err := d.cfg.Keys.AuthenticateHash(r.Context(), stored.KeyHash)
 	if err != nil {
 		if spool.ErrorCode(err) == spool.CodeUnauthorized {
 			err = spool.Errorf(spool.CodeUnauthorized, "the key of this dashboard session was revoked; sign in again")
@@ -263,9 +300,9 @@ func (d *Dashboard) session(r *http.Request) (*spool.Key, session, bool, error) 
 		return nil, session{}, true, err
 	}
 	if key.Scope != spool.ScopeAdmin {
-		return nil, session{}, true, expired
+		return nil, session{}, true, ended
 	}
-	return key, s, true, nil
+	return key, session{Session: stored, csrf: csrfOf(c.Value)}, true, nil
 }
 
 // sameOrigin refuses a request whose Origin header names another site. Browsers send Origin on

@@ -211,6 +211,13 @@ func (e *Engine) StreamFrom(ctx context.Context, endpoint, id string, after int6
 	return e.readStream(ctx, endpoint, id, wait, store.ReadChunksParams{ID: id, After: after, With: store.PayloadOutput})
 }
 
+// Chunks returns at most limit of the job's chunks after seq, without consuming them and at once
+// (the admin API).
+func (e *Engine) Chunks(ctx context.Context, endpoint, id string, after int64, limit int) ([]spool.Chunk, error) {
+	_, chunks, err := e.readStream(ctx, endpoint, id, 0, store.ReadChunksParams{ID: id, After: after, Limit: limit})
+	return chunks, err
+}
+
 func (e *Engine) readStream(ctx context.Context, endpoint, id string, wait time.Duration, p store.ReadChunksParams) (*spool.Job, []spool.Chunk, error) {
 	if _, err := e.read(ctx, endpoint, id, 0); err != nil {
 		return nil, nil, err

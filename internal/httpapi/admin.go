@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -40,14 +41,26 @@ func (s *server) routesAdmin(mux *http.ServeMux) {
 func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		write := r.Method != http.MethodGet && r.Method != http.MethodHead
-		if _, err := s.authorize(r, auth.Admin, "", write); err != nil {
+		key, err := s.authorize(r, auth.Admin, "", write)
+		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
+		r = r.WithContext(context.WithValue(r.Context(), keyContext{}, key))
 		if err := h(w, r); err != nil {
 			s.fail(w, r, err)
 		}
 	}
+}
+
+// keyContext carries the key of an /api request to its handler.
+type keyContext struct{}
+
+// readOnly reports whether the request's key may only read: such a key is shown no secret a
+// writer needs to see to edit it (a worker's environment).
+func readOnly(r *http.Request) bool {
+	k, _ := r.Context().Value(keyContext{}).(*spool.Key)
+	return k == nil || k.ReadOnly
 }
 
 // decodeStrict decodes an /api body into v: one JSON object, unknown fields refused (so a typo
@@ -84,9 +97,22 @@ type endpointView struct {
 	HasWebhookSecret bool      `json:"hasWebhookSecret"`
 }
 
-func viewEndpoint(ep spool.Endpoint) endpointView {
+// viewEndpoint shows ep; hideEnv replaces the values of its worker's environment, which may hold
+// tokens, by "(hidden)" (for read-only keys).
+func viewEndpoint(ep spool.Endpoint, hideEnv bool) endpointView {
+	if hideEnv && ep.Worker != nil && len(ep.Worker.Env) > 0 {
+		w := *ep.Worker
+		w.Env = make(map[string]string, len(ep.Worker.Env))
+		for k := range ep.Worker.Env {
+			w.Env[k] = hiddenValue
+		}
+		ep.Worker = &w
+	}
 	return endpointView{Endpoint: ep, HasWebhookSecret: ep.WebhookSecret != ""}
 }
+
+// hiddenValue stands for a value a read-only key is not shown.
+const hiddenValue = "(hidden)"
 
 // endpointBody is an endpoint as /api takes it. webhookSecret is a pointer to tell an omitted
 // secret (PUT keeps the stored one) from "" (PUT removes it); hasWebhookSecret, read-only, is
@@ -101,7 +127,7 @@ func (s *server) listEndpoints(w http.ResponseWriter, r *http.Request) error {
 	eps := s.eng.Endpoints()
 	views := make([]endpointView, len(eps))
 	for i, ep := range eps {
-		views[i] = viewEndpoint(ep)
+		views[i] = viewEndpoint(ep, readOnly(r))
 	}
 	wire.WriteJSON(w, http.StatusOK, struct {
 		Endpoints []endpointView `json:"endpoints"`
@@ -114,7 +140,7 @@ func (s *server) getEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wire.WriteJSON(w, http.StatusOK, viewEndpoint(ep))
+	wire.WriteJSON(w, http.StatusOK, viewEndpoint(ep, readOnly(r)))
 	return nil
 }
 
@@ -152,7 +178,7 @@ func (s *server) createEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wire.WriteJSON(w, http.StatusCreated, viewEndpoint(stored))
+	wire.WriteJSON(w, http.StatusCreated, viewEndpoint(stored, false))
 	return nil
 }
 
@@ -173,13 +199,16 @@ func (s *server) putEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if created {
 		status = http.StatusCreated
 	}
-	wire.WriteJSON(w, status, viewEndpoint(stored))
+	wire.WriteJSON(w, status, viewEndpoint(stored, false))
 	return nil
 }
 
 func (s *server) deleteEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err := s.eng.DeleteEndpoint(r.Context(), r.PathValue("name")); err != nil {
 		return err
+	}
+	if s.cfg.Stats != nil {
+		s.cfg.Stats.Forget(r.PathValue("name")) // a new endpoint of that name starts afresh
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -374,7 +403,7 @@ func (s *server) getJobChunks(w http.ResponseWriter, r *http.Request) error {
 			return invalid("after must be a chunk sequence number")
 		}
 	}
-	_, chunks, err := s.eng.StreamFrom(r.Context(), j.Endpoint, j.ID, after, 0)
+	chunks, err := s.eng.Chunks(r.Context(), j.Endpoint, j.ID, after, MaxListChunks+1)
 	if err != nil {
 		return err
 	}

@@ -38,8 +38,15 @@ func (s *server) client(write bool, h func(http.ResponseWriter, *http.Request, s
 func (s *server) clientWriteIf(write func(*http.Request) bool, h func(http.ResponseWriter, *http.Request, string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ep := r.PathValue("endpoint")
-		if _, err := s.authorize(r, auth.Client, ep, write(r)); err != nil {
+		key, err := s.authorize(r, auth.Client, ep, write(r))
+		if err != nil {
 			s.fail(w, r, err)
+			return
+		}
+		if key.Scope == spool.ScopeAdmin && key.ReadOnly && strings.Contains(r.Pattern, "/stream/") && !wantsEventStream(r) {
+			// A viewer must not take chunks from the client waiting for them: /stream drains.
+			s.fail(w, r, spool.Errorf(spool.CodeForbidden, "a read-only admin key may not consume a job's stream; "+
+				"read it with Accept: text/event-stream or GET /api/jobs/{id}/chunks"))
 			return
 		}
 		if err := h(w, r, ep); err != nil {

@@ -24,9 +24,12 @@ type Sessions interface {
 
 // authorize authenticates the request by its Authorization header or, without one, by its
 // dashboard session, and authorizes it for surface, endpoint and write (auth.Authorize).
+//
+// A session needs its CSRF token on every request of the client API, reads included: a read
+// there may consume something (/stream drains chunks), and the dashboard reads through /api.
 func (s *server) authorize(r *http.Request, surface auth.Surface, endpoint string, write bool) (*spool.Key, error) {
 	if s.cfg.Sessions != nil && r.Header.Get("Authorization") == "" {
-		key, ok, err := s.cfg.Sessions.Authenticate(r, write)
+		key, ok, err := s.cfg.Sessions.Authenticate(r, write || surface == auth.Client)
 		if ok {
 			if err != nil {
 				return nil, err
@@ -60,13 +63,17 @@ type endpointOverview struct {
 	jobstats.Summary
 }
 
-// overview is every endpoint's state now and its last hour (GET /api/overview, the dashboard).
+// overview is every endpoint's state now and its last hour (GET /api/overview, the dashboard),
+// as a JSON array.
 func (s *server) overview(ctx context.Context) ([]byte, error) {
 	eps := s.eng.Endpoints()
 	out := make([]endpointOverview, 0, len(eps))
 	for _, ep := range eps {
 		o := endpointOverview{Name: ep.Name, WorkersMin: ep.WorkersMin, WorkersMax: ep.WorkersMax}
 		counts, err := s.eng.Counts(ctx, ep.Name)
+		if spool.ErrorCode(err) == spool.CodeNotFound {
+			continue // deleted meanwhile
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -91,10 +98,12 @@ func (s *server) overview(ctx context.Context) ([]byte, error) {
 		}
 		out = append(out, o)
 	}
-	return json.Marshal(struct {
-		At        string             `json:"at"`
-		Endpoints []endpointOverview `json:"endpoints"`
-	}{wire.FormatTime(s.cfg.Clock.Now()), out})
+	return json.Marshal(out)
+}
+
+// overviewObject is the answer of GET /api/overview: when, and the endpoints.
+func (s *server) overviewObject(endpoints []byte) []byte {
+	return wire.NewObject().Time("at", s.cfg.Clock.Now()).Raw("endpoints", endpoints).Bytes()
 }
 
 func (s *server) getOverview(w http.ResponseWriter, r *http.Request) error {
@@ -102,7 +111,7 @@ func (s *server) getOverview(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wire.WriteJSON(w, http.StatusOK, json.RawMessage(b))
+	wire.WriteJSON(w, http.StatusOK, json.RawMessage(s.overviewObject(b)))
 	return nil
 }
 
@@ -120,9 +129,11 @@ func (s *server) jobView(ctx context.Context, id string) ([]byte, error) {
 }
 
 // events serves GET /api/events, the dashboard's live view, as Server-Sent Events: an "overview"
-// event (GET /api/overview's answer) every EventsEvery while it changes, and with ?job=ID a "job"
-// event (GET /api/jobs/{id}'s answer) whenever the job changes. Nothing is sent that the admin
-// API does not already show: no s3Config, no webhook secret.
+// event (GET /api/overview's answer) whenever it changes, and with ?job=ID a "job" event
+// (GET /api/jobs/{id}'s answer) whenever the job changes, looked at every EventsEvery. Nothing is
+// sent that the admin API does not already show: no s3Config, no webhook secret. The request's
+// key (or session) is checked again at every look, so a revoked key, an ended session or a
+// signed-out browser stops getting events: an "error" event says why and the stream ends.
 func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	jobID := r.URL.Query().Get("job")
@@ -141,11 +152,19 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	var lastOverview, lastJob []byte
 	lastSent := s.cfg.Clock.Now()
 	var buf bytes.Buffer
-	for {
+	for first := true; ; first = false {
 		buf.Reset()
+		if !first {
+			if _, err := s.authorize(r, auth.Admin, "", false); err != nil {
+				writeEvent(&buf, "error", "", wire.NewObject().String("error", spool.ErrorMessage(err)).Bytes())
+				_, _ = w.Write(buf.Bytes())
+				_ = rc.Flush()
+				return nil
+			}
+		}
 		ov, err := s.overview(ctx)
 		if err == nil && !bytes.Equal(ov, lastOverview) {
-			writeEvent(&buf, "overview", "", ov)
+			writeEvent(&buf, "overview", "", s.overviewObject(ov))
 			lastOverview = ov
 		}
 		if jobID != "" {

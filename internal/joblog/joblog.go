@@ -6,9 +6,9 @@
 // set, as Spool sets it), or as text, "LEVEL  | <id> | message". Lines without an id stay in the
 // worker's own log tail only.
 //
-// The index lives in memory and is bounded three ways: a job keeps its last PerJob entries, a
-// message is cut at MaxMessage bytes, and the index keeps the MaxJobs jobs most recently written
-// to, forgetting the oldest first. It is per process: on several replicas, the lines are on the
+// The index lives in memory and is bounded four ways: a job keeps its last PerJob entries, a
+// message is cut at MaxMessage bytes, and the index keeps at most the MaxJobs jobs most recently
+// written to and MaxBytes of messages, forgetting the least recently written jobs first. It is per process: on several replicas, the lines are on the
 // replica whose autoscaler runs the worker (the leader).
 package joblog
 
@@ -49,15 +49,21 @@ type Config struct {
 	MaxJobs int
 	// MaxMessage cuts longer messages (on a UTF-8 boundary). Defaults to 4 KiB.
 	MaxMessage int
+	// MaxBytes bounds the messages and worker ids kept in all. Defaults to 64 MiB.
+	MaxBytes int
 }
 
 // Index is the per-job log. It is safe for concurrent use; a nil *Index ignores what it is told.
 type Index struct {
-	cfg  Config
-	mu   sync.Mutex
-	jobs map[string]*list.Element // of *jobEntries, most recently written at the front
-	lru  *list.List
+	cfg   Config
+	mu    sync.Mutex
+	jobs  map[string]*list.Element // of *jobEntries, most recently written at the front
+	lru   *list.List
+	bytes int // of the entries kept: see size
 }
+
+// size is what an entry counts against MaxBytes: its strings and a fixed part for the rest.
+func size(e Entry) int { return len(e.Message) + len(e.Worker) + len(e.Level) + 64 }
 
 type jobEntries struct {
 	id      string
@@ -79,6 +85,9 @@ func New(cfg Config) *Index {
 	}
 	if cfg.MaxMessage <= 0 {
 		cfg.MaxMessage = 4 << 10
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 64 << 20
 	}
 	return &Index{cfg: cfg, jobs: map[string]*list.Element{}, lru: list.New()}
 }
@@ -113,21 +122,35 @@ func (x *Index) add(job string, e Entry) {
 		x.lru.MoveToFront(el)
 	} else {
 		if x.lru.Len() >= x.cfg.MaxJobs {
-			oldest := x.lru.Back()
-			x.lru.Remove(oldest)
-			delete(x.jobs, oldest.Value.(*jobEntries).id)
+			x.forgetOldest()
 		}
 		el = x.lru.PushFront(&jobEntries{id: job})
 		x.jobs[job] = el
 	}
 	j := el.Value.(*jobEntries)
+	x.bytes += size(e)
 	if len(j.entries) < x.cfg.PerJob {
 		j.entries = append(j.entries, e)
-		return
+	} else {
+		x.bytes -= size(j.entries[j.next])
+		j.entries[j.next] = e
+		j.next = (j.next + 1) % len(j.entries)
+		j.dropped++
 	}
-	j.entries[j.next] = e
-	j.next = (j.next + 1) % len(j.entries)
-	j.dropped++
+	for x.bytes > x.cfg.MaxBytes && x.lru.Len() > 1 {
+		x.forgetOldest()
+	}
+}
+
+// forgetOldest drops the job least recently written to.
+func (x *Index) forgetOldest() {
+	oldest := x.lru.Back()
+	j := oldest.Value.(*jobEntries)
+	for _, e := range j.entries {
+		x.bytes -= size(e)
+	}
+	x.lru.Remove(oldest)
+	delete(x.jobs, j.id)
 }
 
 // Entries returns job's entries, oldest first, and how many older ones were dropped.

@@ -94,3 +94,28 @@ func TestIndex(t *testing.T) {
 	got, _ = nilIndex.Entries(jobA)
 	require.Nil(t, got)
 }
+
+func TestIndexBytes(t *testing.T) {
+	t.Parallel()
+	x := joblog.New(joblog.Config{MaxBytes: 3 * (1000 + 2 + 64)})
+	line := strings.Repeat("x", 1000)
+	for i := range 5 {
+		x.Progress("w1", fmt.Sprintf("job-%d", i), []byte(line))
+	}
+	for i := range 2 {
+		got, _ := x.Entries(fmt.Sprintf("job-%d", i))
+		require.Empty(t, got, "job-%d is over the byte bound", i)
+	}
+	for i := 2; i < 5; i++ {
+		got, _ := x.Entries(fmt.Sprintf("job-%d", i))
+		require.Len(t, got, 1, "job-%d", i)
+	}
+	// Entries a job drops from its own ring are counted out too.
+	y := joblog.New(joblog.Config{PerJob: 1, MaxBytes: 2 * (1000 + 2 + 64)})
+	for range 10 {
+		y.Progress("w1", "job-1a", []byte(line))
+	}
+	y.Progress("w1", "job-2b", []byte(line))
+	got, _ := y.Entries("job-1a")
+	require.Len(t, got, 1, "job-1a holds one entry, within the bound")
+}

@@ -372,8 +372,9 @@ func (p *Provider) setStatus(wk *worker, s string) {
 
 // maxLogLine bounds a line read from a worker's output; the rest of a longer line is dropped.
 // runpod-python cuts a message at 4,096 characters, and its JSON wrapping must fit too, so that
-// the job log index can still parse the line.
-const maxLogLine = 16 << 10
+// the job log index can still parse the line: json.dumps escapes every non-ASCII character, up to
+// 12 bytes for one (a surrogate pair).
+const maxLogLine = 64 << 10
 
 // maxTailLine bounds a line kept in the worker's tail.
 const maxTailLine = 4 << 10

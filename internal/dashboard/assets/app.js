@@ -377,7 +377,8 @@ async function jobPage(id) {
     if (live) actions.append(h('button', {class: 'danger', 'data-action': 'cancel', onclick: () => act('Cancel', async () => {
       await api('POST', `/v2/${ep}/cancel/${enc}`); return 'Cancel asked';
     })}, 'Cancel'));
-    if (!live && job.status !== 'COMPLETED') actions.append(h('button', {'data-action': 'retry', onclick: () => act('Retry', async () => {
+    // The server retries FAILED and TIMED_OUT jobs whose s3Config is not gone with their end.
+    if ((job.status === 'FAILED' || job.status === 'TIMED_OUT') && !job.hasS3Config) actions.append(h('button', {'data-action': 'retry', onclick: () => act('Retry', async () => {
       await api('POST', `/v2/${ep}/retry/${enc}`); return 'Queued again';
     })}, 'Retry'));
     if (job.webhook && !live) actions.append(h('button', {class: 'secondary', 'data-action': 'redeliver', onclick: () => act('Redeliver', async () => {
