@@ -24,6 +24,7 @@ func (s *server) routesAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/endpoints/{name}", s.admin(s.getEndpoint))
 	mux.HandleFunc("PUT /api/endpoints/{name}", s.admin(s.putEndpoint))
 	mux.HandleFunc("DELETE /api/endpoints/{name}", s.admin(s.deleteEndpoint))
+	mux.HandleFunc("GET /api/endpoints/{name}/scaling", s.admin(s.getScaling))
 	mux.HandleFunc("GET /api/keys", s.admin(s.listKeys))
 	mux.HandleFunc("POST /api/keys", s.admin(s.createKey))
 	mux.HandleFunc("DELETE /api/keys/{id}", s.admin(s.deleteKey))

@@ -118,7 +118,7 @@ func NewServer(t testing.TB, o Options) *Server {
 	if o.Handler != nil {
 		h, err = o.Handler(s.Engine, s.Fleet, s.Keys)
 	} else {
-		cfg := httpapi.Config{Engine: s.Engine, Fleet: s.Fleet, Keys: s.Keys, Logger: quiet}
+		cfg := httpapi.Config{Engine: s.Engine, Fleet: s.Fleet, Keys: s.Keys, Logger: quiet, QueueDepth: st.QueueDepth}
 		if o.API != nil {
 			o.API(&cfg)
 		}
