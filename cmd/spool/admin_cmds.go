@@ -187,19 +187,7 @@ func (a *adminCmds) completeEndpoints(cmd *cobra.Command, toComplete string) ([]
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
-	defer cancel()
-	names, err := spoolclient.New(t.URL, t.Key, spoolclient.WithUserAgent("spool-cli")).EndpointNames(ctx)
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var out []cobra.Completion
-	for _, n := range names {
-		if strings.HasPrefix(n, toComplete) {
-			out = append(out, n)
-		}
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+	return endpointCompletions(cmd.Context(), spoolclient.New(t.URL, t.Key, spoolclient.WithUserAgent("spool-cli")), toComplete)
 }
 
 // endpointArg completes a first positional argument that names an endpoint.

@@ -147,19 +147,7 @@ func (c *clientCmds) setup(cmd *cobra.Command, args cobra.PositionalArgs, run fu
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
-		defer cancel()
-		names, err := client.EndpointNames(ctx)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		}
-		var out []cobra.Completion
-		for _, n := range names {
-			if strings.HasPrefix(n, toComplete) {
-				out = append(out, n)
-			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
+		return endpointCompletions(cmd.Context(), client, toComplete)
 	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		client, err := connect(cmd)
@@ -490,3 +478,21 @@ func (c *clientCmds) healthCmd() *cobra.Command {
 }
 
 var _ pflag.Value = (*msDuration)(nil)
+
+// endpointCompletions offers the server's endpoint names that start with toComplete, when it
+// answers within a moment (listing them needs an admin key); else nothing.
+func endpointCompletions(ctx context.Context, client *spoolclient.Client, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	names, err := client.EndpointNames(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for _, n := range names {
+		if strings.HasPrefix(n, toComplete) {
+			out = append(out, n)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}

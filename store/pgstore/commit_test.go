@@ -3,7 +3,6 @@ package pgstore_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -110,27 +109,7 @@ func TestOnCommit(t *testing.T) {
 	// duplicate's batch is rolled back (not told) and its statements run again alone.
 	_, batchesBefore, rerunBefore := s.PipelineStats()
 	const writers, each = 32, 20
-	var wg sync.WaitGroup
-	errs := make([]error, writers*each)
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				id := fmt.Sprintf("w%d-%d", w, i)
-				if w == 5 && i == 10 {
-					id = "a"
-				}
-				errs[w*each+i] = s.CreateJob(ctx, store.CreateJobParams{Job: job(id)})
-			}
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if i == 5*each+10 {
-			require.ErrorIs(t, err, store.ErrConflict)
-			continue
-		}
-		require.NoError(t, err, "submission %d", i)
-	}
+	submitConcurrently(t, s, writers, each, "a")
 	_, batchesAfter, rerunAfter := s.PipelineStats()
 	total, shared := 0, 0
 	for _, w := range writesOf(t, log.take()) {

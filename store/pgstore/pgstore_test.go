@@ -705,27 +705,7 @@ func TestPipelineBatchesAndIsolatesFailures(t *testing.T) {
 	ctx := t.Context()
 	require.NoError(t, s.CreateJob(ctx, store.CreateJobParams{Job: job("dup")}))
 	const writers, each = 32, 20
-	var wg sync.WaitGroup
-	errs := make([]error, writers*each)
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				id := fmt.Sprintf("w%d-%d", w, i)
-				if w == 7 && i == 10 {
-					id = "dup"
-				}
-				errs[w*each+i] = s.CreateJob(ctx, store.CreateJobParams{Job: job(id)})
-			}
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if i == 7*each+10 {
-			require.ErrorIs(t, err, store.ErrConflict)
-			continue
-		}
-		require.NoError(t, err, "submission %d", i)
-	}
+	submitConcurrently(t, s, writers, each, "dup")
 	n, err := s.CountQueued(ctx, store.CountQueuedParams{Endpoint: "ep", Limit: 10000})
 	require.NoError(t, err)
 	require.Equal(t, writers*each, n, "every submission once, the duplicate not twice")
@@ -758,4 +738,31 @@ func TestConnectTakesThePoolsURL(t *testing.T) {
 	_, err = pgstore.SmallPool(t.Context(), "postgres://u:"+password+"@[bad", 1)
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), password)
+}
+
+// submitConcurrently makes writers goroutines submit each jobs apiece at once, one of them (the
+// 11th of the 8th writer) with the id dup, which must already exist: it alone is refused.
+func submitConcurrently(t *testing.T, s *pgstore.Store, writers, each int, dup string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, writers*each)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				if w == 7 && i == 10 {
+					id = dup
+				}
+				errs[w*each+i] = s.CreateJob(t.Context(), store.CreateJobParams{Job: job(id)})
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 7*each+10 {
+			require.ErrorIs(t, err, store.ErrConflict)
+			continue
+		}
+		require.NoError(t, err, "submission %d", i)
+	}
 }
