@@ -258,7 +258,9 @@ func openServer(ctx context.Context, cfg *config, stderr io.Writer) (_ *server, 
 			return nil, fmt.Errorf("endpoint %s from config: %w", ep.Name, err)
 		}
 	}
-	s.tokens = auth.NewWorkerTokens()
+	// Under the server's secret, so that every replica takes the tokens of the workers the leader
+	// starts (pods reach any replica through their Service).
+	s.tokens = auth.NewWorkerTokensWithKey(sealer.Derive("worker tokens v1"))
 	if s.keys, err = newKeyring(ctx, cfg, s.store, hub, s.store.clock, s.tokens); err != nil {
 		return nil, err
 	}

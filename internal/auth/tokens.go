@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -13,9 +14,10 @@ import (
 // WorkerTokens mints and checks the per-worker tokens of the workers Spool starts itself. A worker
 // key of an endpoint may speak for any worker id (a RunPod worker names itself in every URL); a
 // token speaks for one worker of one endpoint, so a compromised worker cannot take, finish or
-// stop another's jobs. Tokens are stateless (an HMAC of the endpoint and worker id under a key
-// made at each start, like the workers themselves, which a restart replaces): nothing is stored,
-// and nothing is left to clean up when a worker goes.
+// stop another's jobs. Tokens are stateless (an HMAC of the endpoint and worker id): nothing is
+// stored, and nothing is left to clean up when a worker goes. Under a key derived from the
+// server's secret key (NewWorkerTokensWithKey), every replica checks the tokens any of them
+// minted, and they outlive a restart: a worker pod reaches whichever replica its Service picks.
 type WorkerTokens struct {
 	key []byte
 }
@@ -26,11 +28,16 @@ const tokenPrefix = "spoolw1."
 // tokenSource is the Source of the key a token authenticates as.
 const tokenSource = "worker-token"
 
-// NewWorkerTokens returns a minter with a fresh random key.
+// NewWorkerTokens returns a minter with a fresh random key: its tokens die with the process.
 func NewWorkerTokens() *WorkerTokens {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key) // never fails (crypto/rand)
 	return &WorkerTokens{key: key}
+}
+
+// NewWorkerTokensWithKey returns a minter under key (at least 32 bytes, from the server's secret).
+func NewWorkerTokensWithKey(key []byte) *WorkerTokens {
+	return &WorkerTokens{key: bytes.Clone(key)}
 }
 
 // b64 is strict: a token has one spelling (non-zero padding bits would give others).

@@ -1,8 +1,11 @@
 package auth_test
 
 import (
+	"bytes"
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -58,4 +61,25 @@ func otherChar(c string) string {
 		return "B"
 	}
 	return "A"
+}
+
+// TestWorkerTokensWithKey: minters under the same key (replicas with the same secret) take each
+// other's tokens; under another key, nothing.
+func TestWorkerTokensWithKey(t *testing.T) {
+	t.Parallel()
+	key := bytes.Repeat([]byte{7}, 32)
+	a, b := auth.NewWorkerTokensWithKey(key), auth.NewWorkerTokensWithKey(key)
+	other := auth.NewWorkerTokensWithKey(bytes.Repeat([]byte{8}, 32))
+	ctx := context.Background()
+	st := openStore(t)
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	ringB, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Tokens: b})
+	require.NoError(t, err)
+	k, err := ringB.Authenticate(ctx, a.Mint("gpu", "gpu-1"))
+	require.NoError(t, err, "a token minted by another replica")
+	require.Equal(t, "gpu-1", k.WorkerID)
+	ringOther, err := auth.NewKeyring(ctx, auth.Config{Store: st, Clock: fake, Tokens: other})
+	require.NoError(t, err)
+	_, err = ringOther.Authenticate(ctx, a.Mint("gpu", "gpu-1"))
+	require.Equal(t, spool.CodeUnauthorized, spool.ErrorCode(err))
 }

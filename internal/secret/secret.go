@@ -7,9 +7,12 @@
 package secret
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -38,6 +41,7 @@ var ErrOpen = errors.New("secret: the sealed value cannot be opened with this ke
 // Sealer seals and opens values under one key. It is safe for concurrent use.
 type Sealer struct {
 	aead cipher.AEAD
+	key  []byte // for Derive only
 }
 
 // New returns a Sealer for a KeySize-byte key.
@@ -53,7 +57,7 @@ func New(key []byte) (*Sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret: %w", err)
 	}
-	return &Sealer{aead: aead}, nil
+	return &Sealer{aead: aead, key: bytes.Clone(key)}, nil
 }
 
 // NewRandom returns a Sealer under a fresh random key that is kept nowhere: what it seals cannot be
@@ -71,6 +75,15 @@ func GenerateKey() []byte {
 	k := make([]byte, KeySize)
 	_, _ = rand.Read(k) // crypto/rand.Read never fails (it panics on a broken system source)
 	return k
+}
+
+// Derive returns a 32-byte key for purpose, made from the sealing key (HMAC-SHA256 of the
+// purpose): other uses of the server's secret never meet the sealing key itself, and every
+// replica with the same secret derives the same.
+func (s *Sealer) Derive(purpose string) []byte {
+	h := hmac.New(sha256.New, s.key)
+	h.Write([]byte("spool derived key\x00" + purpose))
+	return h.Sum(nil)
 }
 
 // Seal encrypts plaintext, authenticating ad with it.

@@ -138,3 +138,16 @@ func TestReadKeyFileRefusesLoosePermissions(t *testing.T) {
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "CANARY")
 }
+
+func TestDerive(t *testing.T) {
+	t.Parallel()
+	key := secret.GenerateKey()
+	a, err := secret.New(key)
+	require.NoError(t, err)
+	b, err := secret.New(bytes.Clone(key))
+	require.NoError(t, err)
+	require.Len(t, a.Derive("x"), 32)
+	require.Equal(t, a.Derive("x"), b.Derive("x"), "the same secret derives the same key")
+	require.NotEqual(t, a.Derive("x"), a.Derive("y"), "each purpose its own key")
+	require.NotEqual(t, key, a.Derive("x"), "never the sealing key itself")
+}
