@@ -93,6 +93,41 @@ type WorkerSpec struct {
 	Mounts []Mount `json:"mounts,omitempty" yaml:"mounts,omitempty"`
 	// RegistryAuth is how a private image is pulled.
 	RegistryAuth *RegistryAuth `json:"registryAuth,omitempty" yaml:"registryAuth,omitempty"`
+	// Kubernetes is what an image worker's pod gets besides its image when Spool runs workers as
+	// pods (workers.kubernetes); the other providers ignore it.
+	Kubernetes *PodSettings `json:"kubernetes,omitempty" yaml:"kubernetes,omitempty"`
+}
+
+// PodSettings place and size a worker's pod. Resources are Kubernetes quantities ("2", "500m",
+// "8Gi"); the endpoint's gpuCount becomes the nvidia.com/gpu limit unless Limits names it.
+type PodSettings struct {
+	NodeSelector     map[string]string `json:"nodeSelector,omitempty" yaml:"nodeSelector,omitempty"`
+	Tolerations      []Toleration      `json:"tolerations,omitempty" yaml:"tolerations,omitempty"`
+	Requests         map[string]string `json:"requests,omitempty" yaml:"requests,omitempty"`
+	Limits           map[string]string `json:"limits,omitempty" yaml:"limits,omitempty"`
+	ServiceAccount   string            `json:"serviceAccount,omitempty" yaml:"serviceAccount,omitempty"`
+	ImagePullSecrets []string          `json:"imagePullSecrets,omitempty" yaml:"imagePullSecrets,omitempty"`
+	Volumes          []PodVolume       `json:"volumes,omitempty" yaml:"volumes,omitempty"`
+}
+
+// Toleration lets a worker's pod onto tainted nodes (a GPU pool), as in a PodSpec.
+type Toleration struct {
+	Key      string `json:"key,omitempty" yaml:"key,omitempty"`
+	Operator string `json:"operator,omitempty" yaml:"operator,omitempty"` // Equal (the default) or Exists
+	Value    string `json:"value,omitempty" yaml:"value,omitempty"`
+	Effect   string `json:"effect,omitempty" yaml:"effect,omitempty"` // NoSchedule, PreferNoSchedule, NoExecute
+}
+
+// PodVolume mounts one volume into a worker's pod at MountPath: a claim, a Secret, a ConfigMap or
+// an empty folder, exactly one.
+type PodVolume struct {
+	Name                  string `json:"name" yaml:"name"`
+	MountPath             string `json:"mountPath" yaml:"mountPath"`
+	ReadOnly              bool   `json:"readOnly,omitempty" yaml:"readOnly,omitempty"`
+	PersistentVolumeClaim string `json:"persistentVolumeClaim,omitempty" yaml:"persistentVolumeClaim,omitempty"`
+	Secret                string `json:"secret,omitempty" yaml:"secret,omitempty"`
+	ConfigMap             string `json:"configMap,omitempty" yaml:"configMap,omitempty"`
+	EmptyDir              bool   `json:"emptyDir,omitempty" yaml:"emptyDir,omitempty"`
 }
 
 // Mount binds a path of the host into a worker's container.
@@ -126,8 +161,8 @@ func (w *WorkerSpec) validate() error {
 		return Errorf(CodeInvalid, "worker.command or worker.image is required when worker is set")
 	case w.Command != "" && w.Image != "":
 		return Errorf(CodeInvalid, "worker.command and worker.image exclude each other: a worker is a process or a container")
-	case w.Image == "" && (w.Pull != "" || len(w.Mounts) > 0 || w.RegistryAuth != nil):
-		return Errorf(CodeInvalid, "worker.pull, worker.mounts and worker.registryAuth apply to worker.image only")
+	case w.Image == "" && (w.Pull != "" || len(w.Mounts) > 0 || w.RegistryAuth != nil || w.Kubernetes != nil):
+		return Errorf(CodeInvalid, "worker.pull, worker.mounts, worker.registryAuth and worker.kubernetes apply to worker.image only")
 	case w.Pull != "" && w.Pull != PullMissing && w.Pull != PullAlways && w.Pull != PullNever:
 		return Errorf(CodeInvalid, "worker.pull must be missing, always or never")
 	case w.Image != "" && w.Dir != "" && !strings.HasPrefix(w.Dir, "/"):
@@ -140,6 +175,27 @@ func (w *WorkerSpec) validate() error {
 	}
 	if a := w.RegistryAuth; a != nil && (a.Username == "" || !strings.HasPrefix(a.PasswordFile, "/")) {
 		return Errorf(CodeInvalid, "worker.registryAuth needs a username and an absolute passwordFile")
+	}
+	if k := w.Kubernetes; k != nil {
+		for i, t := range k.Tolerations {
+			if t.Operator != "" && t.Operator != "Equal" && t.Operator != "Exists" {
+				return Errorf(CodeInvalid, "worker.kubernetes.tolerations[%d].operator must be Equal or Exists", i)
+			}
+		}
+		for i, v := range k.Volumes {
+			sources := 0
+			for _, set := range []bool{v.PersistentVolumeClaim != "", v.Secret != "", v.ConfigMap != "", v.EmptyDir} {
+				if set {
+					sources++
+				}
+			}
+			switch {
+			case v.Name == "" || !strings.HasPrefix(v.MountPath, "/"):
+				return Errorf(CodeInvalid, "worker.kubernetes.volumes[%d] needs a name and an absolute mountPath", i)
+			case sources != 1:
+				return Errorf(CodeInvalid, "worker.kubernetes.volumes[%d] needs exactly one of persistentVolumeClaim, secret, configMap and emptyDir", i)
+			}
+		}
 	}
 	return nil
 }

@@ -114,8 +114,21 @@ func TestEndpointValidation(t *testing.T) {
 		{"worker.command", func(e *spool.Endpoint) { e.Worker = &spool.WorkerSpec{} }},
 		{"worker.image exclude", func(e *spool.Endpoint) { e.Worker = &spool.WorkerSpec{Command: "w", Image: "i"} }},
 		{"worker.pull", func(e *spool.Endpoint) { e.Worker = &spool.WorkerSpec{Image: "i", Pull: "sometimes"} }},
-		{"worker.pull, worker.mounts and worker.registryAuth apply to worker.image only", func(e *spool.Endpoint) {
+		{"worker.pull, worker.mounts, worker.registryAuth and worker.kubernetes apply to worker.image only", func(e *spool.Endpoint) {
 			e.Worker = &spool.WorkerSpec{Command: "w", Pull: spool.PullAlways}
+		}},
+		{"worker.kubernetes apply to worker.image only", func(e *spool.Endpoint) {
+			e.Worker = &spool.WorkerSpec{Command: "w", Kubernetes: &spool.PodSettings{}}
+		}},
+		{"worker.kubernetes.tolerations[0].operator", func(e *spool.Endpoint) {
+			e.Worker = &spool.WorkerSpec{Image: "i", Kubernetes: &spool.PodSettings{Tolerations: []spool.Toleration{{Operator: "In"}}}}
+		}},
+		{"worker.kubernetes.volumes[0] needs exactly one", func(e *spool.Endpoint) {
+			e.Worker = &spool.WorkerSpec{Image: "i", Kubernetes: &spool.PodSettings{Volumes: []spool.PodVolume{
+				{Name: "m", MountPath: "/m", Secret: "s", ConfigMap: "c"}}}}
+		}},
+		{"worker.kubernetes.volumes[0] needs a name", func(e *spool.Endpoint) {
+			e.Worker = &spool.WorkerSpec{Image: "i", Kubernetes: &spool.PodSettings{Volumes: []spool.PodVolume{{MountPath: "m", EmptyDir: true}}}}
 		}},
 		{"worker.mounts[0]", func(e *spool.Endpoint) {
 			e.Worker = &spool.WorkerSpec{Image: "i", Mounts: []spool.Mount{{Source: "models", Target: "/models"}}}

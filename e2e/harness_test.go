@@ -28,6 +28,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/spool-run/spool/internal/k8stest"
 )
 
 // spoolBin is the binary built once by TestMain.
@@ -68,10 +70,19 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "e2e: built %s (race=%v) in %s\n", spoolBin, raceEnabled, time.Since(start).Round(time.Millisecond))
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+	goleak.VerifyTestMain(runThenStopK8s{m}, goleak.Cleanup(func(code int) {
 		_ = os.RemoveAll(dir)
 		os.Exit(code)
 	}))
+}
+
+// runThenStopK8s stops the shared Kubernetes API server once the tests ran, before goleak looks
+// for goroutines left behind: the clients' connections to it end with it.
+type runThenStopK8s struct{ m *testing.M }
+
+func (r runThenStopK8s) Run() int {
+	defer k8stest.StopShared()
+	return r.m.Run()
 }
 
 // testKeys are the secrets a test server accepts. Admin comes from SPOOL_ADMIN_KEY; Worker and

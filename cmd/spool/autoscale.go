@@ -1,19 +1,26 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"time"
 
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/spool-run/spool/internal/auth"
 	"github.com/spool-run/spool/internal/autoscale"
 	"github.com/spool-run/spool/internal/autoscale/docker"
+	"github.com/spool-run/spool/internal/autoscale/kubernetes"
 	"github.com/spool-run/spool/internal/autoscale/process"
 )
 
@@ -40,7 +47,14 @@ func (s *server) openAutoscaler(ctx context.Context, onRestart func(endpoint, re
 		return err
 	}
 	prov := &autoscale.Router{Processes: procs}
-	if s.cfg.Workers.Docker.Host != "off" {
+	containerURL := s.cfg.Workers.Docker.ServerURL
+	if k := s.cfg.Workers.Kubernetes; k.Namespace != "" {
+		pods, err := openPods(ctx, k.Kubeconfig, k.Namespace, cmp.Or(k.Instance, "spool"), s.log)
+		if err != nil {
+			return err
+		}
+		prov.Pods, containerURL = pods, k.ServerURL
+	} else if s.cfg.Workers.Docker.Host != "off" {
 		connect := func() (autoscale.Provider, error) {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
@@ -67,7 +81,7 @@ func (s *server) openAutoscaler(ctx context.Context, onRestart func(endpoint, re
 		Store:        s.store,
 		Provider:     prov,
 		ServerURL:    s.URL(),
-		ContainerURL: s.cfg.Workers.Docker.ServerURL,
+		ContainerURL: containerURL,
 		WorkerKey:    s.tokens.Mint, // each worker speaks for itself only
 		GPUs:         gpus,
 		Logger:       s.log,
@@ -79,6 +93,30 @@ func (s *server) openAutoscaler(ctx context.Context, onRestart func(endpoint, re
 		OnRestart:    onRestart,
 	})
 	return err
+}
+
+// openPods connects to the cluster (a kubeconfig file, else the pod's own account) and starts
+// the provider of workers as pods.
+func openPods(ctx context.Context, kubeconfig, namespace, instance string, log *slog.Logger) (*kubernetes.Provider, error) {
+	var (
+		rc  *rest.Config
+		err error
+	)
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("workers.kubernetes: %w", err)
+	}
+	client, err := corev1client.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("workers.kubernetes: %w", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return kubernetes.New(cctx, kubernetes.Config{Client: client, Namespace: namespace, Instance: instance, Logger: log})
 }
 
 // dockerInstance names this server's containers on a daemon it may share with other Spool

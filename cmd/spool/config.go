@@ -75,6 +75,20 @@ type fileConfig struct {
 			// network (e.g. http://host.docker.internal:8080); by default Spool's own address.
 			ServerURL string `yaml:"serverURL"`
 		} `yaml:"docker"`
+		// Kubernetes, when Namespace is set, runs the workers of endpoints with a worker image as
+		// pods of a cluster instead of containers of a Docker daemon.
+		Kubernetes struct {
+			// Namespace holds the workers' pods.
+			Namespace string `yaml:"namespace"`
+			// Kubeconfig is a kubeconfig file; empty: the pod's own service account (in-cluster).
+			Kubeconfig string `yaml:"kubeconfig"`
+			// ServerURL is where pods reach Spool, its Service (http://spool.spool.svc:8080).
+			// Required with Namespace.
+			ServerURL string `yaml:"serverURL"`
+			// Instance labels this Spool's pods (run.spool/instance), so that several in one
+			// namespace keep apart. Defaults to spool.
+			Instance string `yaml:"instance"`
+		} `yaml:"kubernetes"`
 	} `yaml:"workers"`
 	Limits struct {
 		// Body limits in bytes. Defaults: run 10 MB, runsync 20 MB, result 20 MB, chunk 1 MB.
@@ -302,6 +316,13 @@ func (c *config) validate() error {
 		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			return c.errorf("workers.docker.serverURL must be an http(s) URL such as http://host.docker.internal:8080, not %q", u)
 		}
+	}
+	if k := c.Workers.Kubernetes; k.Namespace != "" {
+		if p, err := url.Parse(k.ServerURL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return c.errorf("workers.kubernetes.serverURL must be the http(s) URL where pods reach Spool, such as http://spool.spool.svc:8080, not %q", k.ServerURL)
+		}
+	} else if k.Kubeconfig != "" || k.ServerURL != "" {
+		return c.errorf("workers.kubernetes needs a namespace to run workers as pods")
 	}
 	if c.Workers.TakeWait < time.Second || c.Workers.TakeWait >= 90*time.Second {
 		return c.errorf("workers.takeWait must be between 1s and 90s (runpod-python gives up at 90s), got %s", c.Workers.TakeWait)

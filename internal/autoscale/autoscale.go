@@ -425,10 +425,19 @@ func (a *Autoscaler) start(ctx context.Context, slotID int, id string, ep spool.
 	if id == "" {
 		id = ep.Name + "-" + randomHex(6)
 	}
-	gpus, free := a.takeGPUs(id, ep.GPUCount)
-	if ep.GPUCount > 0 && gpus == nil {
-		a.fleet.Throttled(slotID, id, fmt.Sprintf("needs %d GPUs; %d of the pool's %d are free", ep.GPUCount, free, len(a.cfg.GPUs)), now)
-		return
+	var (
+		gpus     []string
+		gpuCount int
+	)
+	if gs, ok := a.prov.(GPUScheduler); ok && gs.SchedulesGPUs(*ep.Worker) {
+		gpuCount = ep.GPUCount // the cluster's scheduler finds them
+	} else {
+		var free int
+		gpus, free = a.takeGPUs(id, ep.GPUCount)
+		if ep.GPUCount > 0 && gpus == nil {
+			a.fleet.Throttled(slotID, id, fmt.Sprintf("needs %d GPUs; %d of the pool's %d are free", ep.GPUCount, free, len(a.cfg.GPUs)), now)
+			return
+		}
 	}
 	launch := fleet.Launch{Worker: id, GPUs: gpus, Logs: func() []string { return a.prov.Logs(id) }}
 	if st, ok := a.prov.(Statuser); ok {
@@ -436,7 +445,7 @@ func (a *Autoscaler) start(ctx context.Context, slotID int, id string, ep spool.
 	}
 	a.fleet.Launched(slotID, launch, now)
 	err := a.prov.Start(ctx, WorkerSpec{
-		Endpoint: ep.Name, WorkerID: id, Env: a.env(ep, id, gpus), GPUs: gpus, Spec: *ep.Worker,
+		Endpoint: ep.Name, WorkerID: id, Env: a.env(ep, id, gpus, gpuCount), GPUs: gpus, GPUCount: gpuCount, Spec: *ep.Worker,
 	}, a.exited)
 	if err != nil {
 		a.log.Warn("worker start failed", "endpoint", ep.Name, "worker", id, "err", err)
@@ -486,8 +495,9 @@ func (a *Autoscaler) releaseGPUs(id string) {
 	}
 }
 
-// env is the RunPod environment of a worker (docs/contract.md §4) plus its GPUs.
-func (a *Autoscaler) env(ep spool.Endpoint, id string, gpus []string) map[string]string {
+// env is the RunPod environment of a worker (docs/contract.md §4) plus its GPUs: those of the
+// local pool, or a count a cluster's scheduler provides.
+func (a *Autoscaler) env(ep spool.Endpoint, id string, gpus []string, gpuCount int) map[string]string {
 	server := a.cfg.ServerURL
 	if ep.Worker != nil && ep.Worker.Image != "" && a.cfg.ContainerURL != "" {
 		server = a.cfg.ContainerURL
@@ -504,7 +514,7 @@ func (a *Autoscaler) env(ep spool.Endpoint, id string, gpus []string) map[string
 		"RUNPOD_AI_API_KEY":              a.cfg.WorkerKey(ep.Name, id),
 		"RUNPOD_ENDPOINT_ID":             ep.Name,
 		"RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-		"RUNPOD_GPU_COUNT":               strconv.Itoa(len(gpus)),
+		"RUNPOD_GPU_COUNT":               strconv.Itoa(len(gpus) + gpuCount),
 	}
 	if len(gpus) > 0 {
 		env["CUDA_VISIBLE_DEVICES"] = strings.Join(gpus, ",")

@@ -25,6 +25,13 @@ type Provider interface {
 	Close()
 }
 
+// GPUScheduler is a Provider that places some workers where the GPUs are itself (a cluster's
+// scheduler): for those, the autoscaler takes nothing from the local GPU pool and passes the
+// count instead (WorkerSpec.GPUCount).
+type GPUScheduler interface {
+	SchedulesGPUs(spec spool.WorkerSpec) bool
+}
+
 // WorkerSpec is one worker to start.
 type WorkerSpec struct {
 	Endpoint string
@@ -33,8 +40,11 @@ type WorkerSpec struct {
 	// Env is the RunPod environment (docs/contract.md §4) and the GPU variables, computed by the
 	// autoscaler. It takes precedence over Spec.Env.
 	Env map[string]string
-	// GPUs are the device ids handed to the worker.
+	// GPUs are the device ids handed to the worker from the local pool.
 	GPUs []string
+	// GPUCount is how many GPUs the worker asks of a provider that schedules GPUs itself
+	// (GPUScheduler); 0 for the others, which get GPUs.
+	GPUCount int
 	// Spec is how the endpoint's workers start.
 	Spec spool.WorkerSpec
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/spool-run/spool"
 )
 
 // Statuser is a Provider that can say what a worker does before it runs ("pulling image 43%").
@@ -17,6 +19,8 @@ type Statuser interface {
 // Processes. Containers may be nil (no Docker daemon): image workers then fail to start, saying so.
 type Router struct {
 	Processes, Containers Provider
+	// Pods, when set, runs the image workers instead of Containers: as pods of a cluster.
+	Pods Provider
 	// NoContainers says why Containers is nil, for the error of an image worker.
 	NoContainers string
 	// Connect, when set, is tried again (at most every ConnectEvery) when an image worker starts
@@ -48,6 +52,12 @@ func (r *Router) containers() (Provider, string) {
 
 var _ Provider = (*Router)(nil)
 
+// SchedulesGPUs implements GPUScheduler: image workers placed by a cluster find their GPUs there.
+func (r *Router) SchedulesGPUs(spec spool.WorkerSpec) bool {
+	gs, ok := r.Pods.(GPUScheduler)
+	return spec.Image != "" && ok && gs.SchedulesGPUs(spec)
+}
+
 func (r *Router) of(id string) Provider {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -57,7 +67,9 @@ func (r *Router) of(id string) Provider {
 // Start implements Provider.
 func (r *Router) Start(ctx context.Context, w WorkerSpec, exited func(Exit)) error {
 	p := r.Processes
-	if w.Spec.Image != "" {
+	if w.Spec.Image != "" && r.Pods != nil {
+		p = r.Pods
+	} else if w.Spec.Image != "" {
 		c, why := r.containers()
 		if c == nil {
 			return fmt.Errorf("start worker %s: image workers need a Docker daemon (%s)", w.WorkerID, why)
@@ -115,14 +127,14 @@ func (r *Router) Status(id string) string {
 	return ""
 }
 
-// Close implements Provider: both providers close at once, so that their draining workers share
+// Close implements Provider: the providers close at once, so that their draining workers share
 // the grace.
 func (r *Router) Close() {
 	r.mu.Lock()
 	containers := r.Containers
 	r.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, p := range []Provider{r.Processes, containers} {
+	for _, p := range []Provider{r.Processes, containers, r.Pods} {
 		if p != nil {
 			wg.Go(p.Close)
 		}

@@ -1,0 +1,181 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/spool-run/spool/internal/k8stest"
+)
+
+// writeKubeconfig writes a kubeconfig for the test API server.
+func writeKubeconfig(t *testing.T, c *k8stest.Cluster) string {
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	body := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: test, user: {token: %q}}]
+contexts: [{name: test, context: {cluster: test, user: test}}]
+current-context: test
+`, c.Config.Host, c.Config.BearerToken)
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
+	return path
+}
+
+// TestKubernetesWorkers runs an endpoint's workers as pods of a real API server, the test playing
+// the kubelet (pod status) and the worker in the pod (its RunPod environment, over HTTP): the
+// autoscaler makes a pod for a queued job, with the GPU as a resource; a pod that holds a job is
+// not scaled in; an idle one is deleted after idleTimeout; a pod that vanishes gives its job back
+// to the queue; an image that cannot be pulled makes the worker unhealthy, saying so.
+func TestKubernetesWorkers(t *testing.T) {
+	t.Parallel()
+	c := k8stest.Shared(t)
+	ns := c.Namespace(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	s := startServer(t, serverOpts{Addr: addr, Config: fmt.Sprintf(`workers:
+  kubernetes: {namespace: %s, kubeconfig: %s, serverURL: "http://%s", instance: e2e}
+endpoints:
+  - name: gpu
+    workersMax: 1
+    idleTimeout: 1s
+    gpuCount: 1
+    worker:
+      image: ghcr.io/me/worker:1
+      kubernetes: {nodeSelector: {pool: a100}}
+`, ns, writeKubeconfig(t, c), addr)})
+	pods := c.Client.CoreV1().Pods(ns)
+
+	waitPod := func(not string) *corev1.Pod {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			list, err := pods.List(t.Context(), metav1.ListOptions{LabelSelector: "run.spool/endpoint=gpu"})
+			require.NoError(t, err)
+			for i := range list.Items {
+				if p := &list.Items[i]; p.Name != not && p.DeletionTimestamp == nil {
+					return p
+				}
+			}
+			require.True(t, time.Now().Before(deadline), "no pod for the endpoint")
+			<-time.After(50 * time.Millisecond) // polls the API server for the autoscaler's pod
+		}
+	}
+	podGone := func(name string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if _, err := pods.Get(t.Context(), name, metav1.GetOptions{}); err != nil {
+				return
+			}
+			require.True(t, time.Now().Before(deadline), "pod %s still there", name)
+			<-time.After(50 * time.Millisecond) // polls the API server
+		}
+	}
+	running := func(p *corev1.Pod) {
+		t.Helper()
+		p.Status.Phase = corev1.PodRunning
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "worker", Image: p.Spec.Containers[0].Image, Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		_, err := pods.UpdateStatus(t.Context(), p, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	// worker is what runs in the pod: its environment, and requests made with it.
+	type worker struct{ id, key, take, done string }
+	workerOf := func(p *corev1.Pod) worker {
+		env := map[string]string{}
+		for _, e := range p.Spec.Containers[0].Env {
+			env[e.Name] = e.Value
+		}
+		id := env["RUNPOD_POD_ID"]
+		return worker{id: id, key: env["RUNPOD_AI_API_KEY"],
+			take: strings.ReplaceAll(env["RUNPOD_WEBHOOK_GET_JOB"], "$ID", id),
+			done: strings.ReplaceAll(env["RUNPOD_WEBHOOK_POST_OUTPUT"], "$RUNPOD_POD_ID", id)}
+	}
+	call := func(w worker, method, url, body string) resp {
+		t.Helper()
+		r, err := doRequest(t.Context(), s.client, method, url, http.Header{"Authorization": {w.key}}, []byte(body))
+		require.NoError(t, err)
+		return r
+	}
+	jobField := func(id, field string) string {
+		r := s.do(t, "GET", "/api/jobs/"+id, adminHeader(s), nil)
+		require.Equal(t, 200, r.Code, "%s", r)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(r.Body, &m))
+		v, _ := m[field].(string)
+		return v
+	}
+
+	// A queued job makes a pod, with the RunPod environment pointing at Spool and the GPU asked of
+	// the cluster.
+	j1 := submit(t, s, "gpu", `{"input":{"n":1}}`)
+	p := waitPod("")
+	require.Equal(t, map[string]string{"pool": "a100"}, p.Spec.NodeSelector)
+	gpu := p.Spec.Containers[0].Resources.Limits["nvidia.com/gpu"]
+	require.Equal(t, int64(1), gpu.Value())
+	w := workerOf(p)
+	require.True(t, strings.HasPrefix(w.take, "http://"+addr+"/v2/gpu/job-take/"+w.id), w.take)
+	r := s.do(t, "GET", "/api/workers?endpoint=gpu", adminHeader(s), nil)
+	require.Contains(t, string(r.Body), `"state":"initializing"`)
+	require.Contains(t, string(r.Body), "waiting for a node")
+
+	// The kubelet starts it; the worker takes the job and holds it past idleTimeout: its pod stays.
+	running(p)
+	r = call(w, "GET", w.take, "")
+	require.Equal(t, 200, r.Code, "%s", r)
+	require.Contains(t, string(r.Body), j1)
+	<-time.After(3 * time.Second) // three idleTimeouts, to show that nothing happens
+	_, err = pods.Get(t.Context(), p.Name, metav1.GetOptions{})
+	require.NoError(t, err, "a pod holding a job is not scaled in")
+
+	// Done, the worker is idle: after idleTimeout its pod is deleted.
+	r = call(w, "POST", strings.ReplaceAll(w.done, "$ID", j1), `{"output":{"ok":true}}`)
+	require.Equal(t, 200, r.Code, "%s", r)
+	require.Equal(t, "COMPLETED", jobStatus(t, s, j1))
+	podGone(p.Name)
+
+	// A pod that vanishes with a job: the job goes back to the queue, and a new pod comes.
+	j2 := submit(t, s, "gpu", `{"input":{"n":2}}`)
+	p = waitPod("")
+	running(p)
+	w = workerOf(p)
+	r = call(w, "GET", w.take, "")
+	require.Equal(t, 200, r.Code, "%s", r)
+	require.Contains(t, string(r.Body), j2)
+	require.NoError(t, pods.Delete(t.Context(), p.Name, metav1.DeleteOptions{}))
+	p2 := waitPod(p.Name)
+	require.Equal(t, "IN_QUEUE", jobStatus(t, s, j2), "the vanished pod's job is queued again")
+
+	// The new pod's image cannot be pulled: the worker is unhealthy, and says why.
+	p2.Status.Phase = corev1.PodPending
+	p2.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "worker", Image: "ghcr.io/me/worker:1",
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff",
+			Message: `Back-off pulling image "ghcr.io/me/worker:1"`}}}}
+	_, err = pods.UpdateStatus(t.Context(), p2, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r = s.do(t, "GET", "/api/workers?endpoint=gpu", adminHeader(s), nil)
+		if strings.Contains(string(r.Body), `"state":"unhealthy"`) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no unhealthy worker: %s", r)
+		<-time.After(50 * time.Millisecond) // polls the autoscaler's reaction
+	}
+	require.Contains(t, string(r.Body), "ImagePullBackOff")
+	require.Equal(t, "workers_unhealthy", jobField(j2, "waitReason"))
+	podGone(p2.Name)
+}
