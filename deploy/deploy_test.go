@@ -59,6 +59,22 @@ func render(t *testing.T, ns string, args ...string) ([]*unstructured.Unstructur
 	}
 }
 
+// checkConfig has Spool check the spool.yaml the chart made (spool serve --check-config).
+func checkConfig(t *testing.T, conf string) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "spool.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(conf), 0o600))
+	bin := filepath.Join(dir, "spool")
+	out, err := exec.Command("go", "build", "-o", bin, "../cmd/spool").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	cmd := exec.Command(bin, "serve", "--check-config", "--config", path, "--data", filepath.Join(dir, "data"))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, "spool refuses the chart's config:\n%s\n%s", out, conf)
+	require.Contains(t, string(out), "config OK")
+}
+
 func byKind(objs []*unstructured.Unstructured) map[string]*unstructured.Unstructured {
 	m := map[string]*unstructured.Unstructured{}
 	for _, o := range objs {
@@ -88,9 +104,9 @@ func TestChart(t *testing.T) {
 	cases := []struct {
 		name  string
 		args  []string
-		check func(t *testing.T, k map[string]*unstructured.Unstructured)
+		check func(t *testing.T, k map[string]*unstructured.Unstructured, ns string)
 	}{
-		{"sqlite", nil, func(t *testing.T, k map[string]*unstructured.Unstructured) {
+		{"sqlite", nil, func(t *testing.T, k map[string]*unstructured.Unstructured, ns string) {
 			d := k["Deployment"]
 			require.EqualValues(t, 1, nested[float64](t, d, "spec", "replicas"))
 			require.Equal(t, "Recreate", nested[string](t, d, "spec", "strategy", "type"), "one writer on the volume")
@@ -105,10 +121,14 @@ func TestChart(t *testing.T) {
 				}
 			}
 			require.NotContains(t, k, "ClusterRole")
+			conf := nested[string](t, k["ConfigMap"], "data", "spool.yaml")
+			require.Contains(t, conf, "namespace: "+ns, "image workers run as pods in the release's namespace")
+			require.Contains(t, conf, "serverURL: http://spool."+ns+".svc:8080")
+			checkConfig(t, conf)
 		}},
 		{"postgres", []string{"--set", "replicaCount=3", "--set", "store.postgres.existingSecret=spool-db",
 			"--set", "secretKey.existingSecret=spool-keys", "--set", "adminKey.existingSecret=spool-keys",
-			"--set", "config.workers.takeWait=20s"}, func(t *testing.T, k map[string]*unstructured.Unstructured) {
+			"--set", "config.workers.takeWait=20s"}, func(t *testing.T, k map[string]*unstructured.Unstructured, ns string) {
 			d := k["Deployment"]
 			require.EqualValues(t, 3, nested[float64](t, d, "spec", "replicas"))
 			require.NotContains(t, k, "PersistentVolumeClaim")
@@ -123,10 +143,12 @@ func TestChart(t *testing.T) {
 			require.Equal(t, map[string]string{"SPOOL_STORE": "spool-db", "SPOOL_SECRET_KEY": "spool-keys", "SPOOL_ADMIN_KEY": "spool-keys"}, env,
 				"every secret comes from a Secret, none is in the manifests")
 			require.Contains(t, nested[string](t, k["ConfigMap"], "data", "spool.yaml"), "takeWait: 20s")
+			checkConfig(t, nested[string](t, k["ConfigMap"], "data", "spool.yaml"))
 			require.EqualValues(t, 1, nested[float64](t, k["PodDisruptionBudget"], "spec", "minAvailable"))
 		}},
-		{"no rbac, no pdb", []string{"--set", "rbac.create=false", "--set", "podDisruptionBudget.enabled=false",
-			"--set", "serviceAccount.create=false"}, func(t *testing.T, k map[string]*unstructured.Unstructured) {
+		{"no pods, no rbac, no pdb", []string{"--set", "workers.pods=false", "--set", "rbac.create=false",
+			"--set", "podDisruptionBudget.enabled=false", "--set", "serviceAccount.create=false"}, func(t *testing.T, k map[string]*unstructured.Unstructured, ns string) {
+			require.NotContains(t, nested[string](t, k["ConfigMap"], "data", "spool.yaml"), "kubernetes")
 			require.NotContains(t, k, "Role")
 			require.NotContains(t, k, "PodDisruptionBudget")
 			require.NotContains(t, k, "ServiceAccount")
@@ -137,7 +159,7 @@ func TestChart(t *testing.T) {
 			ns := c.Namespace(t)
 			objs, err := render(t, ns, tc.args...)
 			require.NoError(t, err)
-			tc.check(t, byKind(objs))
+			tc.check(t, byKind(objs), ns)
 			for _, o := range objs {
 				m, err := mapper.RESTMapping(o.GroupVersionKind().GroupKind(), o.GroupVersionKind().Version)
 				require.NoError(t, err, o.GetKind())
