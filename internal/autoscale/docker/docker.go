@@ -87,7 +87,8 @@ type worker struct {
 var _ autoscale.Provider = (*Provider)(nil)
 
 // New connects to the daemon and removes the containers a previous run of cfg.Instance left
-// behind: their workers' keys died with that run, so they could not work for this one.
+// behind: this run does not know them as its workers (its autoscaler starts those it needs), so
+// left running they would take jobs nobody manages.
 func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if cfg.Instance == "" {
 		return nil, errors.New("docker: Instance is required")

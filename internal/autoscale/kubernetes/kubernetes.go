@@ -72,6 +72,7 @@ type Provider struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker // by worker id
+	cleared bool               // the pods of earlier leaders are gone
 }
 
 type worker struct {
@@ -84,8 +85,7 @@ type worker struct {
 
 var _ autoscale.Provider = (*Provider)(nil)
 
-// New starts watching the namespace's pods of cfg.Instance and deletes those a previous run left:
-// their workers' keys died with that run, so they could not work for this one.
+// New starts watching the namespace's pods of cfg.Instance.
 func New(ctx context.Context, cfg Config) (*Provider, error) {
 	switch {
 	case cfg.Client == nil || cfg.Namespace == "" || cfg.Instance == "":
@@ -102,16 +102,6 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	p := &Provider{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), workers: map[string]*worker{}}
 	selector := LabelInstance + "=" + cfg.Instance
 	pods := cfg.Client.Pods(cfg.Namespace)
-	left, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector})
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes: list the pods of namespace %s: %w", cfg.Namespace, err)
-	}
-	for _, pod := range left.Items {
-		p.log.Info("deleting a worker pod of a previous run", "pod", pod.Name)
-		if err := p.delete(ctx, pod.Name, 0); err != nil {
-			return nil, err
-		}
-	}
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = selector
@@ -163,10 +153,16 @@ func podName(id string) string {
 	return strings.Trim(n, "-")
 }
 
-// Start implements autoscale.Provider: it creates the worker's pod.
+// Start implements autoscale.Provider: it creates the worker's pod. The first Start deletes the
+// pods of the instance this provider did not make: those of a previous run or of a replica that
+// led before this one. Only the leading replica starts workers, and it does not know those as
+// its own (it starts the workers it needs), so left running they would take jobs nobody manages.
 func (p *Provider) Start(ctx context.Context, w autoscale.WorkerSpec, exited func(autoscale.Exit)) error {
 	pod, err := p.podFor(w)
 	if err != nil {
+		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
+	}
+	if err := p.clearOthers(ctx); err != nil {
 		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
 	}
 	wk := &worker{id: w.WorkerID, pod: pod.Name, logs: logring.New(p.cfg.LogLines), status: "creating the pod", exited: exited}
@@ -184,6 +180,34 @@ func (p *Provider) Start(ctx context.Context, w autoscale.WorkerSpec, exited fun
 		return fmt.Errorf("start worker %s: create pod: %w", w.WorkerID, err)
 	}
 	wk.logs.Add("spool: created pod " + pod.Name + " in namespace " + p.cfg.Namespace)
+	return nil
+}
+
+// clearOthers deletes, once, the instance's pods this provider did not make.
+func (p *Provider) clearOthers(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cleared {
+		return nil
+	}
+	mine := map[string]bool{}
+	for _, wk := range p.workers {
+		mine[wk.pod] = true
+	}
+	left, err := p.cfg.Client.Pods(p.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelInstance + "=" + p.cfg.Instance})
+	if err != nil {
+		return fmt.Errorf("kubernetes: list the pods of namespace %s: %w", p.cfg.Namespace, err)
+	}
+	for _, pod := range left.Items {
+		if mine[pod.Name] {
+			continue
+		}
+		p.log.Info("deleting a worker pod this replica did not start", "pod", pod.Name)
+		if err := p.delete(ctx, pod.Name, 0); err != nil {
+			return err
+		}
+	}
+	p.cleared = true
 	return nil
 }
 

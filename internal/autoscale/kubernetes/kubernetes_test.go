@@ -225,8 +225,8 @@ func TestStates(t *testing.T) {
 	require.ErrorContains(t, x.Err, "its pod was deleted")
 }
 
-// TestStopAndRestart: Stop deletes the pod, and its end is reported once; a new provider deletes
-// the pods a previous run left, whose workers' keys died with it; Close ends the rest.
+// TestStopAndRestart: Stop deletes the pod, and its end is reported once; a new run deletes the
+// pods of the previous one when it starts its first worker; Close ends the rest.
 func TestStopAndRestart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -238,12 +238,20 @@ func TestStopAndRestart(t *testing.T) {
 	e.gone("gpu-stop")
 	require.Nil(t, e.p.Logs("gpu-stop"), "a worker that ended is forgotten")
 
+	// A new run of the same instance (a restart, another replica that now leads) deletes the old
+	// run's pods when it starts its first worker, and not before: a replica that does not lead
+	// leaves the leader's pods alone.
 	e.start("gpu-left", spec, 0)
-	other := e.open() // a new run of the same instance
-	_ = other
+	other := e.open()
+	_, err := e.c.Client.CoreV1().Pods(e.ns).Get(t.Context(), "gpu-left", metav1.GetOptions{})
+	require.NoError(t, err, "opening a provider deletes nothing")
+	require.NoError(t, other.Start(t.Context(), autoscale.WorkerSpec{Endpoint: "gpu", WorkerID: "gpu-new", Spec: spec},
+		func(autoscale.Exit) {}))
 	e.gone("gpu-left")
 	x = e.exit() // the old run hears its pod go
 	require.Equal(t, "gpu-left", x.ID)
+	_, err = e.c.Client.CoreV1().Pods(e.ns).Get(t.Context(), "gpu-new", metav1.GetOptions{})
+	require.NoError(t, err, "the new run's own pod stays")
 
 	e.start("gpu-close", spec, 0)
 	e.p.Close()
