@@ -179,3 +179,69 @@ endpoints:
 	require.Equal(t, "workers_unhealthy", jobField(j2, "waitReason"))
 	podGone(p2.Name)
 }
+
+// TestKubernetesRestartAdopts: a Spool killed while its pod works takes the pod over when it
+// starts again, instead of starting another: the worker, with the token it was given, finishes
+// its job on the new run, which then scales the pod in as its own.
+func TestKubernetesRestartAdopts(t *testing.T) {
+	t.Parallel()
+	c := k8stest.Shared(t)
+	ns := c.Namespace(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	s := startServer(t, serverOpts{Addr: addr, Config: fmt.Sprintf(`workers:
+  kubernetes: {namespace: %s, kubeconfig: %s, serverURL: "http://%s", instance: e2e}
+endpoints:
+  - name: gpu
+    workersMax: 1
+    idleTimeout: 1s
+    worker: {image: "ghcr.io/me/worker:1"}
+`, ns, writeKubeconfig(t, c), addr)})
+	pods := c.Client.CoreV1().Pods(ns)
+	list := func() []corev1.Pod {
+		l, err := pods.List(t.Context(), metav1.ListOptions{LabelSelector: "run.spool/endpoint=gpu"})
+		require.NoError(t, err)
+		return l.Items
+	}
+	job := submit(t, s, "gpu", `{"input":{}}`)
+	deadline := time.Now().Add(60 * time.Second)
+	for len(list()) == 0 {
+		require.True(t, time.Now().Before(deadline), "no pod")
+		<-time.After(50 * time.Millisecond) // polls the API server for the autoscaler's pod
+	}
+	p := list()[0]
+	env := map[string]string{}
+	for _, e := range p.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	id, key := env["RUNPOD_POD_ID"], http.Header{"Authorization": {env["RUNPOD_AI_API_KEY"]}}
+	r, err := doRequest(t.Context(), s.client, "GET", strings.ReplaceAll(env["RUNPOD_WEBHOOK_GET_JOB"], "$ID", id), key, nil)
+	require.NoError(t, err)
+	require.Contains(t, string(r.Body), job)
+
+	s.Kill()
+	s = s.Restart(t)
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		r = s.do(t, "GET", "/api/workers?endpoint=gpu", adminHeader(s), nil)
+		if strings.Contains(string(r.Body), `"id":"`+id+`"`) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the pod's worker is not the new run's: %s", r)
+		<-time.After(50 * time.Millisecond) // polls the new run's first ticks
+	}
+	require.Len(t, list(), 1, "no second pod beside the adopted one")
+
+	done := strings.ReplaceAll(strings.ReplaceAll(env["RUNPOD_WEBHOOK_POST_OUTPUT"], "$RUNPOD_POD_ID", id), "$ID", job)
+	r, err = doRequest(t.Context(), s.client, "POST", done, key, []byte(`{"output":"after the restart"}`))
+	require.NoError(t, err)
+	require.Equal(t, 200, r.Code, "the worker's token works on the new run: %s", r)
+	require.Equal(t, "COMPLETED", jobStatus(t, s, job))
+	deadline = time.Now().Add(60 * time.Second)
+	for len(list()) > 0 {
+		require.True(t, time.Now().Before(deadline), "the adopted pod was not scaled in")
+		<-time.After(50 * time.Millisecond) // polls for the scale-in after idleTimeout
+	}
+}

@@ -147,6 +147,7 @@ type Autoscaler struct {
 	exits  []Exit
 	wake   chan struct{}
 
+	adopted             bool // since it last took the lead, the workers left running were adopted (Adopter); under tickMu
 	startOnce, stopOnce sync.Once
 	cancel              context.CancelFunc
 	done                chan struct{}
@@ -177,8 +178,17 @@ func (a *Autoscaler) Start(ctx context.Context) error {
 
 func (a *Autoscaler) loop(ctx context.Context) {
 	defer close(a.done)
+	wasLeading := false
 	for {
-		if a.cfg.Leader.Leading() { // otherwise another replica runs the workers
+		leading := a.cfg.Leader.Leading()
+		if leading && !wasLeading {
+			// Leading again: the workers of the replicas that led meanwhile are ours to adopt.
+			a.tickMu.Lock()
+			a.adopted = false
+			a.tickMu.Unlock()
+		}
+		wasLeading = leading
+		if leading { // otherwise another replica runs the workers
 			if err := a.Tick(ctx); err != nil && ctx.Err() == nil {
 				a.log.Error("autoscale tick failed", "err", err)
 			}
@@ -250,6 +260,13 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 			eps[ep.Name] = ep
 		}
 	}
+	if !a.adopted {
+		if err := a.adopt(ctx, eps, now); err != nil {
+			errs = append(errs, err)
+		} else {
+			a.adopted = true
+		}
+	}
 	// Slots of endpoints deleted or no longer run by Spool: stop what holds no job.
 	for _, name := range a.fleet.Endpoints() {
 		if _, ok := eps[name]; ok {
@@ -282,6 +299,35 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// adopt takes over the workers a previous run (or leader) left running, when the provider can
+// (Adopter): each becomes a slot of its endpoint, initializing until it asks for a job, as a
+// started one; those of endpoints Spool no longer runs are stopped.
+func (a *Autoscaler) adopt(ctx context.Context, eps map[string]spool.Endpoint, now time.Time) error {
+	ad, ok := a.prov.(Adopter)
+	if !ok {
+		return nil
+	}
+	found, err := ad.Adopt(ctx, a.exited)
+	if err != nil {
+		return fmt.Errorf("adopt the workers left running: %w", err)
+	}
+	for _, w := range found {
+		if _, ok := eps[w.Endpoint]; !ok {
+			a.log.Info("stopping a worker left running for an endpoint without workers", "endpoint", w.Endpoint, "worker", w.WorkerID)
+			a.prov.Stop(w.WorkerID, a.cfg.StopGrace)
+			continue
+		}
+		id := w.WorkerID
+		launch := fleet.Launch{Worker: id, Logs: func() []string { return a.prov.Logs(id) }}
+		if st, ok := a.prov.(Statuser); ok {
+			launch.Status = func() string { return st.Status(id) }
+		}
+		a.fleet.Launched(a.fleet.AddSlots(w.Endpoint, 1)[0], launch, now)
+		a.log.Info("worker adopted", "endpoint", w.Endpoint, "worker", id)
+	}
+	return nil
 }
 
 // observe reads what decide needs of an endpoint: its queue and its workers.

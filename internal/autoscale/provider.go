@@ -32,6 +32,20 @@ type GPUScheduler interface {
 	SchedulesGPUs(spec spool.WorkerSpec) bool
 }
 
+// Adopter is a Provider whose workers may outlive a Spool process (pods of a cluster, after a
+// crash): the leading autoscaler's first tick takes over those still running instead of starting
+// others beside them.
+type Adopter interface {
+	// Adopt returns the running workers this provider did not start, from now on its own: exited
+	// is called when each ends, as for a started one.
+	Adopt(ctx context.Context, exited func(Exit)) ([]Adoptee, error)
+}
+
+// Adoptee is a running worker an Adopter took over.
+type Adoptee struct {
+	Endpoint, WorkerID string
+}
+
 // WorkerSpec is one worker to start.
 type WorkerSpec struct {
 	Endpoint string

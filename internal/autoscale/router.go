@@ -52,6 +52,29 @@ func (r *Router) containers() (Provider, string) {
 
 var _ Provider = (*Router)(nil)
 
+// Adopt implements Adopter: the pods a previous run left, when pods run the image workers.
+func (r *Router) Adopt(ctx context.Context, exited func(Exit)) ([]Adoptee, error) {
+	ad, ok := r.Pods.(Adopter)
+	if !ok {
+		return nil, nil
+	}
+	found, err := ad.Adopt(ctx, func(x Exit) {
+		r.mu.Lock()
+		delete(r.owner, x.ID)
+		r.mu.Unlock()
+		exited(x)
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.owner == nil {
+		r.owner = map[string]Provider{}
+	}
+	for _, w := range found {
+		r.owner[w.WorkerID] = r.Pods
+	}
+	return found, err
+}
+
 // SchedulesGPUs implements GPUScheduler: image workers placed by a cluster find their GPUs there.
 func (r *Router) SchedulesGPUs(spec spool.WorkerSpec) bool {
 	gs, ok := r.Pods.(GPUScheduler)

@@ -183,6 +183,43 @@ func (p *Provider) Start(ctx context.Context, w autoscale.WorkerSpec, exited fun
 	return nil
 }
 
+// Adopt implements autoscale.Adopter: the instance's running pods this provider did not make
+// become its workers (a restart after a crash: their tokens, derived from the server's secret,
+// still work). Pods that ended are deleted. After it, Start deletes nothing.
+func (p *Provider) Adopt(ctx context.Context, exited func(autoscale.Exit)) ([]autoscale.Adoptee, error) {
+	list, err := p.cfg.Client.Pods(p.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelInstance + "=" + p.cfg.Instance})
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: list the pods of namespace %s: %w", p.cfg.Namespace, err)
+	}
+	var (
+		found   []autoscale.Adoptee
+		adopted []*corev1.Pod
+	)
+	p.mu.Lock()
+	for i := range list.Items {
+		pod := &list.Items[i]
+		id, ep := pod.Labels[LabelWorker], pod.Labels[LabelEndpoint]
+		if _, mine := p.workers[id]; mine || id == "" {
+			continue
+		}
+		if _, end := podState(pod); end != nil || pod.DeletionTimestamp != nil {
+			_ = p.delete(ctx, pod.Name, 0)
+			continue
+		}
+		wk := &worker{id: id, pod: pod.Name, logs: logring.New(p.cfg.LogLines), exited: exited}
+		wk.logs.Add("spool: adopted pod " + pod.Name + ", left running by a previous run")
+		p.workers[id] = wk
+		found = append(found, autoscale.Adoptee{Endpoint: ep, WorkerID: id})
+		adopted = append(adopted, pod)
+	}
+	p.cleared = true
+	p.mu.Unlock()
+	for _, pod := range adopted {
+		p.observe(pod, false) // its state now: no event may come until it changes
+	}
+	return found, nil
+}
+
 // clearOthers deletes, once, the instance's pods this provider did not make.
 func (p *Provider) clearOthers(ctx context.Context) error {
 	p.mu.Lock()

@@ -264,3 +264,36 @@ func TestStopAndRestart(t *testing.T) {
 	default:
 	}
 }
+
+// TestAdopt: a new run takes over the running pods of the previous one (after a crash, their
+// tokens still work): they are its workers from then on, their states and ends reported to it,
+// and its first Start deletes nothing. Pods that ended are deleted instead.
+func TestAdopt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	spec := spool.WorkerSpec{Image: "ghcr.io/me/worker:1"}
+	e.start("gpu-keep", spec, 0)
+	e.start("gpu-done", spec, 0)
+	e.kubelet("gpu-done", func(s *corev1.PodStatus) { s.Phase = corev1.PodSucceeded })
+	require.NoError(t, (<-e.exits).Err) // the old run hears gpu-done end...
+	other := e.open()
+	exits := make(chan autoscale.Exit, 4)
+	found, err := other.Adopt(t.Context(), func(x autoscale.Exit) { exits <- x })
+	require.NoError(t, err)
+	require.Equal(t, []autoscale.Adoptee{{Endpoint: "gpu", WorkerID: "gpu-keep"}}, found)
+	require.Equal(t, "waiting for a node", other.Status("gpu-keep"))
+	require.Contains(t, other.Logs("gpu-keep")[0], "adopted pod gpu-keep")
+
+	require.NoError(t, other.Start(t.Context(), autoscale.WorkerSpec{Endpoint: "gpu", WorkerID: "gpu-new", Spec: spec}, func(autoscale.Exit) {}))
+	_, err = e.c.Client.CoreV1().Pods(e.ns).Get(t.Context(), "gpu-keep", metav1.GetOptions{})
+	require.NoError(t, err, "an adopted pod is not a leftover")
+
+	require.NoError(t, e.c.Client.CoreV1().Pods(e.ns).Delete(t.Context(), "gpu-keep", metav1.DeleteOptions{}))
+	select {
+	case x := <-exits:
+		require.Equal(t, "gpu-keep", x.ID)
+		require.ErrorContains(t, x.Err, "its pod was deleted")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the adopting run was not told of its worker's end")
+	}
+}
