@@ -245,3 +245,42 @@ endpoints:
 		<-time.After(50 * time.Millisecond) // polls for the scale-in after idleTimeout
 	}
 }
+
+// TestKubernetesScalesOutAndIn: queued jobs make as many pods as the scaler wants (0 → 3), and
+// once the queue is gone the pods go too (3 → 0), none of them having ever run.
+func TestKubernetesScalesOutAndIn(t *testing.T) {
+	t.Parallel()
+	c := k8stest.Shared(t)
+	ns := c.Namespace(t)
+	s := startServer(t, serverOpts{Config: fmt.Sprintf(`workers:
+  kubernetes: {namespace: %s, kubeconfig: %s, serverURL: "http://127.0.0.1:1", instance: e2e}
+endpoints:
+  - name: burst
+    workersMax: 3
+    idleTimeout: 1s
+    scalerType: REQUEST_COUNT
+    scalerValue: 1
+    worker: {image: "ghcr.io/me/worker:1"}
+`, ns, writeKubeconfig(t, c))})
+	count := func() int {
+		l, err := c.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "run.spool/endpoint=burst"})
+		require.NoError(t, err)
+		return len(l.Items)
+	}
+	waitCount := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for count() != n {
+			require.True(t, time.Now().Before(deadline), "%d pods, want %d", count(), n)
+			<-time.After(50 * time.Millisecond) // polls the API server for the autoscaler's work
+		}
+	}
+	require.Zero(t, count())
+	for range 4 {
+		submit(t, s, "burst", `{"input":{}}`)
+	}
+	waitCount(3) // four jobs, one per worker, at most workersMax
+	r := s.do(t, "POST", "/v2/burst/purge-queue", adminHeader(s), nil)
+	require.Equal(t, 200, r.Code, "%s", r)
+	waitCount(0)
+}
