@@ -32,6 +32,21 @@ current-context: test
 	return path
 }
 
+// startPodServer starts Spool with its image workers as pods in a namespace of its own of the
+// test API server, on an address chosen first (the pods' serverURL names it), with the given
+// endpoints section. It returns the server, the namespace and the address.
+func startPodServer(t *testing.T, c *k8stest.Cluster, endpoints string) (*server, string, string) {
+	t.Helper()
+	ns := c.Namespace(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	s := startServer(t, serverOpts{Addr: addr, Config: fmt.Sprintf("workers:\n  kubernetes: {namespace: %s, kubeconfig: %s, serverURL: \"http://%s\", instance: e2e}\n",
+		ns, writeKubeconfig(t, c), addr) + endpoints})
+	return s, ns, addr
+}
+
 // TestKubernetesWorkers runs an endpoint's workers as pods of a real API server, the test playing
 // the kubelet (pod status) and the worker in the pod (its RunPod environment, over HTTP): the
 // autoscaler makes a pod for a queued job, with the GPU as a resource; a pod that holds a job is
@@ -40,14 +55,7 @@ current-context: test
 func TestKubernetesWorkers(t *testing.T) {
 	t.Parallel()
 	c := k8stest.Shared(t)
-	ns := c.Namespace(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	s := startServer(t, serverOpts{Addr: addr, Config: fmt.Sprintf(`workers:
-  kubernetes: {namespace: %s, kubeconfig: %s, serverURL: "http://%s", instance: e2e}
-endpoints:
+	s, ns, addr := startPodServer(t, c, `endpoints:
   - name: gpu
     workersMax: 1
     idleTimeout: 1s
@@ -55,7 +63,7 @@ endpoints:
     worker:
       image: ghcr.io/me/worker:1
       kubernetes: {nodeSelector: {pool: a100}}
-`, ns, writeKubeconfig(t, c), addr)})
+`)
 	pods := c.Client.CoreV1().Pods(ns)
 
 	waitPod := func(not string) *corev1.Pod {
@@ -138,7 +146,7 @@ endpoints:
 	require.Equal(t, 200, r.Code, "%s", r)
 	require.Contains(t, string(r.Body), j1)
 	<-time.After(3 * time.Second) // three idleTimeouts, to show that nothing happens
-	_, err = pods.Get(t.Context(), p.Name, metav1.GetOptions{})
+	_, err := pods.Get(t.Context(), p.Name, metav1.GetOptions{})
 	require.NoError(t, err, "a pod holding a job is not scaled in")
 
 	// Done, the worker is idle: after idleTimeout its pod is deleted.
@@ -186,19 +194,12 @@ endpoints:
 func TestKubernetesRestartAdopts(t *testing.T) {
 	t.Parallel()
 	c := k8stest.Shared(t)
-	ns := c.Namespace(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	s := startServer(t, serverOpts{Addr: addr, Config: fmt.Sprintf(`workers:
-  kubernetes: {namespace: %s, kubeconfig: %s, serverURL: "http://%s", instance: e2e}
-endpoints:
+	s, ns, _ := startPodServer(t, c, `endpoints:
   - name: gpu
     workersMax: 1
     idleTimeout: 1s
     worker: {image: "ghcr.io/me/worker:1"}
-`, ns, writeKubeconfig(t, c), addr)})
+`)
 	pods := c.Client.CoreV1().Pods(ns)
 	list := func() []corev1.Pod {
 		l, err := pods.List(t.Context(), metav1.ListOptions{LabelSelector: "run.spool/endpoint=gpu"})

@@ -450,6 +450,7 @@ func podState(pod *corev1.Pod) (string, error) {
 	}
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			//lint:ignore ST1005 the error starts with the scheduler's reason, as kubectl shows it
 			return "", fmt.Errorf("Unschedulable: %s", c.Message)
 		}
 	}
