@@ -114,10 +114,14 @@ func TestChart(t *testing.T) {
 			ctr := nested[[]any](t, d, "spec", "template", "spec", "containers")[0].(map[string]any)
 			require.Equal(t, "/readyz", ctr["readinessProbe"].(map[string]any)["httpGet"].(map[string]any)["path"])
 			require.Equal(t, "/healthz", ctr["livenessProbe"].(map[string]any)["httpGet"].(map[string]any)["path"])
+			require.Equal(t, "/healthz", ctr["startupProbe"].(map[string]any)["httpGet"].(map[string]any)["path"])
+			require.Equal(t, "RuntimeDefault", nested[string](t, d, "spec", "template", "spec", "securityContext", "seccompProfile", "type"))
+			require.EqualValues(t, 1, nested[float64](t, k["PodDisruptionBudget"], "spec", "maxUnavailable"),
+				"one replica may go, or drains would wait forever")
 			role := k["Role"]
 			for _, r := range nested[[]any](t, role, "rules") {
 				for _, res := range r.(map[string]any)["resources"].([]any) {
-					require.Contains(t, []any{"pods", "pods/log"}, res, "the Role allows pods and nothing else")
+					require.Equal(t, "pods", res, "the Role allows pods and nothing else")
 				}
 			}
 			require.NotContains(t, k, "ClusterRole")

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -224,6 +225,8 @@ func TestKubernetesRestartAdopts(t *testing.T) {
 
 	s.Kill()
 	s = s.Restart(t)
+	_, err = s.stderr.waitFor(regexp.MustCompile(`msg="worker adopted" endpoint=gpu worker=`+regexp.QuoteMeta(id)), 60*time.Second, s.exited)
+	require.NoError(t, err, "the new run adopts the pod")
 	deadline = time.Now().Add(60 * time.Second)
 	for {
 		r = s.do(t, "GET", "/api/workers?endpoint=gpu", adminHeader(s), nil)

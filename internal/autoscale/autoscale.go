@@ -181,11 +181,14 @@ func (a *Autoscaler) loop(ctx context.Context) {
 	wasLeading := false
 	for {
 		leading := a.cfg.Leader.Leading()
-		if leading && !wasLeading {
+		switch {
+		case leading && !wasLeading:
 			// Leading again: the workers of the replicas that led meanwhile are ours to adopt.
 			a.tickMu.Lock()
 			a.adopted = false
 			a.tickMu.Unlock()
+		case !leading && wasLeading:
+			a.release(ctx)
 		}
 		wasLeading = leading
 		if leading { // otherwise another replica runs the workers
@@ -262,10 +265,10 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 	}
 	if !a.adopted {
 		if err := a.adopt(ctx, eps, now); err != nil {
-			errs = append(errs, err)
-		} else {
-			a.adopted = true
+			// Starting workers beside those not adopted yet would run twice as many.
+			return errors.Join(append(errs, err)...)
 		}
+		a.adopted = true
 	}
 	// Slots of endpoints deleted or no longer run by Spool: stop what holds no job.
 	for _, name := range a.fleet.Endpoints() {
@@ -299,6 +302,31 @@ func (a *Autoscaler) Tick(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// release lets go of the workers that outlive this replica's lead (Releaser): they stay running
+// for the new leader to adopt, instead of being stopped when this replica stops.
+func (a *Autoscaler) release(ctx context.Context) {
+	rel, ok := a.prov.(Releaser)
+	if !ok {
+		return
+	}
+	a.tickMu.Lock()
+	defer a.tickMu.Unlock()
+	for _, name := range a.fleet.Endpoints() {
+		slots, err := a.fleet.Slots(ctx, name)
+		if err != nil {
+			a.log.Warn("release the workers of a lost lead", "endpoint", name, "err", err)
+			continue
+		}
+		for _, s := range slots {
+			if s.Worker != "" && rel.Release(s.Worker) {
+				a.fleet.RemoveSlot(s.ID)
+				a.releaseGPUs(s.Worker)
+				a.log.Info("worker left to the new leader", "endpoint", name, "worker", s.Worker)
+			}
+		}
+	}
 }
 
 // adopt takes over the workers a previous run (or leader) left running, when the provider can
@@ -373,7 +401,11 @@ func (a *Autoscaler) act(ctx context.Context, obs observation, p plan) error {
 		a.fleet.LetGo(r.Slot)
 	}
 	for _, r := range p.Fail {
-		if err := a.fail(ctx, bySlot[r.Slot], r.Why, nil, now); err != nil {
+		why := r.Why
+		if st, ok := a.prov.(Statuser); ok && st.Status(r.Worker) != "" {
+			why += " (" + st.Status(r.Worker) + ")" // Unschedulable: 0/4 nodes…, pulling image 43%
+		}
+		if err := a.fail(ctx, bySlot[r.Slot], why, nil, now); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -41,6 +41,13 @@ type Adopter interface {
 	Adopt(ctx context.Context, exited func(Exit)) ([]Adoptee, error)
 }
 
+// Releaser is an Adopter that can let a worker go without stopping it: when this replica stops
+// leading, the new leader adopts its workers.
+type Releaser interface {
+	// Release forgets the worker, leaving it running; false when it is not this provider's.
+	Release(id string) bool
+}
+
 // Adoptee is a running worker an Adopter took over.
 type Adoptee struct {
 	Endpoint, WorkerID string

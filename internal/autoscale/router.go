@@ -75,6 +75,18 @@ func (r *Router) Adopt(ctx context.Context, exited func(Exit)) ([]Adoptee, error
 	return found, err
 }
 
+// Release implements Releaser: a pod worker is let go, left running; others stay.
+func (r *Router) Release(id string) bool {
+	rel, ok := r.of(id).(Releaser)
+	if !ok || !rel.Release(id) {
+		return false
+	}
+	r.mu.Lock()
+	delete(r.owner, id)
+	r.mu.Unlock()
+	return true
+}
+
 // SchedulesGPUs implements GPUScheduler: image workers placed by a cluster find their GPUs there.
 func (r *Router) SchedulesGPUs(spec spool.WorkerSpec) bool {
 	gs, ok := r.Pods.(GPUScheduler)

@@ -106,13 +106,27 @@ type Slot struct {
 }
 
 // Slots returns the slots of an endpoint as they are now, in the order the autoscaler made them.
+//
+// A worker seen through any replica since its start (its sightings are in the store) has asked
+// for work even when this replica never saw it: workers reach every replica through a load
+// balancer (pods through their Service), and one adopted busy with a job asks for none.
 func (f *Fleet) Slots(ctx context.Context, endpoint string) ([]Slot, error) {
 	held, err := f.heldBy(ctx, endpoint)
 	if err != nil {
 		return nil, err
 	}
+	seen, err := f.store.ListWorkers(ctx, store.ListWorkersParams{Endpoint: endpoint})
+	if err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for _, r := range seen {
+		s := f.liveSlot(r.ID)
+		if a := f.acts[r.ID]; s != nil && a != nil && a.firstTake.IsZero() && !r.LastSeen.Before(s.startedAt) {
+			a.firstTake = r.LastSeen
+		}
+	}
 	var out []Slot
 	for _, s := range f.slots {
 		if s.endpoint == endpoint {

@@ -14,6 +14,8 @@ package kubernetes
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,12 +39,36 @@ import (
 	"github.com/spool-run/spool/internal/logring"
 )
 
-// Labels of the pods Spool makes.
+// Labels of the pods Spool makes, for selectors (kubectl get pods -l run.spool/endpoint=NAME). An
+// id that is not a label value (over 63 characters, say) is shortened with a hash there; the
+// annotations of the same names hold the ids exactly, and are what Spool reads.
 const (
 	LabelInstance = "run.spool/instance"
 	LabelEndpoint = "run.spool/endpoint"
 	LabelWorker   = "run.spool/worker"
 )
+
+// labelSafe is v if it is a label value, else a shortened form of it with a hash.
+func labelSafe(v string) string {
+	if labelValue.MatchString(v) {
+		return v
+	}
+	sum := sha256.Sum256([]byte(v))
+	keep := strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return -1
+	}, v)
+	if len(keep) > 40 {
+		keep = keep[:40]
+	}
+	keep = strings.Trim(keep, "-_.")
+	if keep == "" {
+		return hex.EncodeToString(sum[:8])
+	}
+	return keep + "-" + hex.EncodeToString(sum[:8])
+}
 
 // GPUResource is the extended resource a worker's gpuCount asks for (NVIDIA's device plugin).
 const GPUResource = "nvidia.com/gpu"
@@ -72,7 +98,7 @@ type Provider struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker // by worker id
-	cleared bool               // the pods of earlier leaders are gone
+	deletes sync.WaitGroup     // Stop's and Kill's deletions in flight
 }
 
 type worker struct {
@@ -112,7 +138,9 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 			return pods.Watch(ctx, o)
 		},
 	}
-	p.pods = cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
+	// The resync looks at every pod again now and then: a deletion a lost node never confirms
+	// changes nothing on its own.
+	p.pods = cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 30*time.Second, cache.Indexers{})
 	if _, err := p.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { p.observe(obj, false) },
 		UpdateFunc: func(_, obj any) { p.observe(obj, false) },
@@ -153,16 +181,11 @@ func podName(id string) string {
 	return strings.Trim(n, "-")
 }
 
-// Start implements autoscale.Provider: it creates the worker's pod. The first Start deletes the
-// pods of the instance this provider did not make: those of a previous run or of a replica that
-// led before this one. Only the leading replica starts workers, and it does not know those as
-// its own (it starts the workers it needs), so left running they would take jobs nobody manages.
+// Start implements autoscale.Provider: it creates the worker's pod. (The pods of a previous run or
+// leader are the autoscaler's to adopt first: Adopt.)
 func (p *Provider) Start(ctx context.Context, w autoscale.WorkerSpec, exited func(autoscale.Exit)) error {
 	pod, err := p.podFor(w)
 	if err != nil {
-		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
-	}
-	if err := p.clearOthers(ctx); err != nil {
 		return fmt.Errorf("start worker %s: %w", w.WorkerID, err)
 	}
 	wk := &worker{id: w.WorkerID, pod: pod.Name, logs: logring.New(p.cfg.LogLines), status: "creating the pod", exited: exited}
@@ -184,8 +207,8 @@ func (p *Provider) Start(ctx context.Context, w autoscale.WorkerSpec, exited fun
 }
 
 // Adopt implements autoscale.Adopter: the instance's running pods this provider did not make
-// become its workers (a restart after a crash: their tokens, derived from the server's secret,
-// still work). Pods that ended are deleted. After it, Start deletes nothing.
+// become its workers (a restart after a crash, a replica taking the lead: their tokens, derived
+// from the server's secret, still work). Pods that ended are deleted.
 func (p *Provider) Adopt(ctx context.Context, exited func(autoscale.Exit)) ([]autoscale.Adoptee, error) {
 	list, err := p.cfg.Client.Pods(p.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelInstance + "=" + p.cfg.Instance})
 	if err != nil {
@@ -198,11 +221,11 @@ func (p *Provider) Adopt(ctx context.Context, exited func(autoscale.Exit)) ([]au
 	p.mu.Lock()
 	for i := range list.Items {
 		pod := &list.Items[i]
-		id, ep := pod.Labels[LabelWorker], pod.Labels[LabelEndpoint]
+		id, ep := pod.Annotations[LabelWorker], pod.Annotations[LabelEndpoint]
 		if _, mine := p.workers[id]; mine || id == "" {
 			continue
 		}
-		if _, end := podState(pod); end != nil || pod.DeletionTimestamp != nil {
+		if _, end := podState(pod, time.Now()); end != nil || pod.DeletionTimestamp != nil {
 			_ = p.delete(ctx, pod.Name, 0)
 			continue
 		}
@@ -212,7 +235,6 @@ func (p *Provider) Adopt(ctx context.Context, exited func(autoscale.Exit)) ([]au
 		found = append(found, autoscale.Adoptee{Endpoint: ep, WorkerID: id})
 		adopted = append(adopted, pod)
 	}
-	p.cleared = true
 	p.mu.Unlock()
 	for _, pod := range adopted {
 		p.observe(pod, false) // its state now: no event may come until it changes
@@ -220,41 +242,10 @@ func (p *Provider) Adopt(ctx context.Context, exited func(autoscale.Exit)) ([]au
 	return found, nil
 }
 
-// clearOthers deletes, once, the instance's pods this provider did not make.
-func (p *Provider) clearOthers(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cleared {
-		return nil
-	}
-	mine := map[string]bool{}
-	for _, wk := range p.workers {
-		mine[wk.pod] = true
-	}
-	left, err := p.cfg.Client.Pods(p.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelInstance + "=" + p.cfg.Instance})
-	if err != nil {
-		return fmt.Errorf("kubernetes: list the pods of namespace %s: %w", p.cfg.Namespace, err)
-	}
-	for _, pod := range left.Items {
-		if mine[pod.Name] {
-			continue
-		}
-		p.log.Info("deleting a worker pod this replica did not start", "pod", pod.Name)
-		if err := p.delete(ctx, pod.Name, 0); err != nil {
-			return err
-		}
-	}
-	p.cleared = true
-	return nil
-}
-
 // podFor is the worker's pod.
 func (p *Provider) podFor(w autoscale.WorkerSpec) (*corev1.Pod, error) {
 	if w.Spec.Image == "" {
 		return nil, errors.New("no image")
-	}
-	if !labelValue.MatchString(w.Endpoint) || !labelValue.MatchString(w.WorkerID) {
-		return nil, fmt.Errorf("endpoint %q and worker %q must be label values", w.Endpoint, w.WorkerID)
 	}
 	env := map[string]string{}
 	for k, v := range w.Spec.Env {
@@ -287,11 +278,16 @@ func (p *Provider) podFor(w autoscale.WorkerSpec) (*corev1.Pod, error) {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: podName(w.WorkerID),
 			Labels: map[string]string{
-				LabelInstance: p.cfg.Instance, LabelEndpoint: w.Endpoint, LabelWorker: w.WorkerID,
+				LabelInstance: p.cfg.Instance, LabelEndpoint: labelSafe(w.Endpoint), LabelWorker: labelSafe(w.WorkerID),
 				"app.kubernetes.io/managed-by": "spool",
 			},
+			Annotations: map[string]string{LabelEndpoint: w.Endpoint, LabelWorker: w.WorkerID},
 		},
-		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			// The runtime's default syscall filter, which the restricted Pod Security standard asks.
+			SecurityContext: &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+		},
 	}
 	ks := w.Spec.Kubernetes
 	if ks == nil {
@@ -382,12 +378,12 @@ func (p *Provider) observe(obj any, deleted bool) {
 		return
 	}
 	p.mu.Lock()
-	wk := p.workers[pod.Labels[LabelWorker]]
+	wk := p.workers[pod.Annotations[LabelWorker]]
 	p.mu.Unlock()
 	if wk == nil {
 		return
 	}
-	status, end := podState(pod)
+	status, end := podState(pod, time.Now())
 	if deleted && end == nil {
 		end = errors.New("its pod was deleted (by hand, a drain, an eviction or the loss of its node)")
 	}
@@ -430,9 +426,19 @@ func (p *Provider) end(wk *worker, err error) {
 // errExited0 stands for a pod whose worker exited with status 0: an end, but not an error.
 var errExited0 = errors.New("exit status 0")
 
+// stuckAfter is how long past its deletion deadline a pod may stay before its worker is taken
+// for gone: the kubelet of a lost node never confirms the deletion.
+const stuckAfter = time.Minute
+
 // podState says what a pod is doing ("" once its worker runs) and, when it cannot work, why.
-func podState(pod *corev1.Pod) (string, error) {
-	if pod.DeletionTimestamp != nil {
+// Reasons a cluster may yet resolve — unschedulable (a node pool scaling up from zero), an image
+// pull that failed once, a Secret not created yet — are a status, and workers.initTimeout bounds
+// them; reasons that will not go away by themselves end the worker at once.
+func podState(pod *corev1.Pod, now time.Time) (string, error) {
+	if d := pod.DeletionTimestamp; d != nil {
+		if now.After(d.Add(stuckAfter)) {
+			return "", errors.New("its pod did not finish terminating (its node may be lost)")
+		}
 		return "stopping", nil
 	}
 	switch pod.Status.Phase {
@@ -450,22 +456,20 @@ func podState(pod *corev1.Pod) (string, error) {
 	}
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-			//lint:ignore ST1005 the error starts with the scheduler's reason, as kubectl shows it
-			return "", fmt.Errorf("Unschedulable: %s", c.Message)
+			return "Unschedulable: " + c.Message, nil
 		}
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		if w := cs.State.Waiting; w != nil {
+			msg := w.Reason
+			if w.Message != "" {
+				msg += ": " + w.Message
+			}
 			switch w.Reason {
-			case "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull",
-				"CreateContainerConfigError", "CreateContainerError", "CrashLoopBackOff":
-				msg := w.Reason
-				if w.Message != "" {
-					msg += ": " + w.Message
-				}
+			case "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerError", "CrashLoopBackOff":
 				return "", errors.New(msg)
 			}
-			return w.Reason, nil // ContainerCreating, PodInitializing
+			return msg, nil // ContainerCreating, PodInitializing, ErrImagePull, CreateContainerConfigError
 		}
 		if cs.State.Running != nil {
 			return "", nil
@@ -503,8 +507,9 @@ func (p *Provider) Stop(id string, grace time.Duration) {
 	p.stopPod(id, grace)
 }
 
-// Kill implements autoscale.Provider.
-func (p *Provider) Kill(id string) { p.stopPod(id, 0) }
+// Kill implements autoscale.Provider: a deletion with a one-second grace, not a forced one,
+// which would remove the pod from the API while its container may still run.
+func (p *Provider) Kill(id string) { p.stopPod(id, time.Second) }
 
 func (p *Provider) stopPod(id string, grace time.Duration) {
 	p.mu.Lock()
@@ -513,13 +518,27 @@ func (p *Provider) stopPod(id string, grace time.Duration) {
 	if wk == nil {
 		return
 	}
+	p.deletes.Add(1)
 	go func() {
+		defer p.deletes.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := p.delete(ctx, wk.pod, grace); err != nil {
+		if err := p.delete(ctx, wk.pod, max(grace, time.Second)); err != nil {
 			p.log.Warn("delete a worker pod", "pod", wk.pod, "err", err)
 		}
 	}()
+}
+
+// Release implements autoscale.Releaser: the worker is no longer this provider's, and its pod is
+// left as it is (another replica leads now and adopts it).
+func (p *Provider) Release(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.workers[id]; !ok {
+		return false
+	}
+	delete(p.workers, id)
+	return true
 }
 
 func (p *Provider) delete(ctx context.Context, name string, grace time.Duration) error {
@@ -556,21 +575,19 @@ func (p *Provider) Status(id string) string {
 // SchedulesGPUs implements autoscale.GPUScheduler: the cluster hands out GPUs, not the local pool.
 func (p *Provider) SchedulesGPUs(spool.WorkerSpec) bool { return true }
 
-// Close implements autoscale.Provider: it deletes the pods still running, ends their workers, and
-// stops watching.
+// Close implements autoscale.Provider: it waits until the deletions Stop asked for reached the
+// API server (the pods drain for their grace after Spool is gone), ends every worker it still
+// has, and stops watching. It deletes nothing itself: pods no Stop reached are left running, for
+// the next leader to adopt.
 func (p *Provider) Close() {
+	p.deletes.Wait()
 	p.mu.Lock()
 	var left []*worker
 	for _, wk := range p.workers {
 		left = append(left, wk)
 	}
 	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	for _, wk := range left {
-		if err := p.delete(ctx, wk.pod, 0); err != nil {
-			p.log.Warn("delete a worker pod", "pod", wk.pod, "err", err)
-		}
 		p.end(wk, errors.New("spool stopped"))
 	}
 	p.closeOnce.Do(func() { close(p.stop) })

@@ -3,6 +3,7 @@ package kubernetes_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,6 +128,8 @@ func TestPod(t *testing.T) {
 	require.Equal(t, map[string]string{kubernetes.LabelInstance: "test", kubernetes.LabelEndpoint: "gpu", kubernetes.LabelWorker: "gpu-0a1b2c",
 		"app.kubernetes.io/managed-by": "spool"}, pod.Labels)
 	require.Equal(t, corev1.RestartPolicyNever, pod.Spec.RestartPolicy)
+	require.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, pod.Spec.SecurityContext.SeccompProfile.Type)
+	require.Equal(t, "gpu-0a1b2c", pod.Annotations[kubernetes.LabelWorker])
 	require.False(t, *pod.Spec.AutomountServiceAccountToken)
 	require.Equal(t, map[string]string{"pool": "a100"}, pod.Spec.NodeSelector)
 	require.Equal(t, "nvidia.com/gpu", pod.Spec.Tolerations[0].Key)
@@ -175,15 +178,27 @@ func TestStates(t *testing.T) {
 	require.Contains(t, x.Logs[len(x.Logs)-1], "ImagePullBackOff")
 	e.gone("gpu-pull")
 
+	// What the cluster may yet resolve is a status (workers.initTimeout bounds it): a node pool
+	// scaling up from zero, a pull that failed once.
 	e.start("gpu-sched", spec, 1)
 	e.kubelet("gpu-sched", func(s *corev1.PodStatus) {
 		s.Phase = corev1.PodPending
 		s.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
 			Reason: corev1.PodReasonUnschedulable, Message: "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}}
 	})
-	x = e.exit()
-	require.ErrorContains(t, x.Err, "Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.")
-	e.gone("gpu-sched")
+	e.status("gpu-sched", "Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu.")
+	e.kubelet("gpu-sched", func(s *corev1.PodStatus) { // scheduled now, pulling
+		s.Conditions = nil
+		waiting("ErrImagePull", "rpc error: i/o timeout")(s)
+	})
+	e.status("gpu-sched", "ErrImagePull: rpc error: i/o timeout")
+	select {
+	case x := <-e.exits:
+		t.Fatalf("a pod the cluster may yet start ended its worker: %+v", x)
+	default:
+	}
+	e.p.Kill("gpu-sched")
+	require.Equal(t, "gpu-sched", e.exit().ID)
 
 	// Running, then exit 0: not an error; exit 3: the status.
 	e.start("gpu-ok", spec, 0)
@@ -225,9 +240,9 @@ func TestStates(t *testing.T) {
 	require.ErrorContains(t, x.Err, "its pod was deleted")
 }
 
-// TestStopAndRestart: Stop deletes the pod, and its end is reported once; a new run deletes the
-// pods of the previous one when it starts its first worker; Close ends the rest.
-func TestStopAndRestart(t *testing.T) {
+// TestStopAndClose: Stop deletes the pod, and its end is reported once; Close waits for the
+// deletions asked for and leaves the other pods running.
+func TestStopAndClose(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	spec := spool.WorkerSpec{Image: "ghcr.io/me/worker:1"}
@@ -238,26 +253,17 @@ func TestStopAndRestart(t *testing.T) {
 	e.gone("gpu-stop")
 	require.Nil(t, e.p.Logs("gpu-stop"), "a worker that ended is forgotten")
 
-	// A new run of the same instance (a restart, another replica that now leads) deletes the old
-	// run's pods when it starts its first worker, and not before: a replica that does not lead
-	// leaves the leader's pods alone.
-	e.start("gpu-left", spec, 0)
-	other := e.open()
-	_, err := e.c.Client.CoreV1().Pods(e.ns).Get(t.Context(), "gpu-left", metav1.GetOptions{})
-	require.NoError(t, err, "opening a provider deletes nothing")
-	require.NoError(t, other.Start(t.Context(), autoscale.WorkerSpec{Endpoint: "gpu", WorkerID: "gpu-new", Spec: spec},
-		func(autoscale.Exit) {}))
-	e.gone("gpu-left")
-	x = e.exit() // the old run hears its pod go
-	require.Equal(t, "gpu-left", x.ID)
-	_, err = e.c.Client.CoreV1().Pods(e.ns).Get(t.Context(), "gpu-new", metav1.GetOptions{})
-	require.NoError(t, err, "the new run's own pod stays")
-
+	// Close waits for the deletions Stop asked for, and leaves the pods no Stop reached running for
+	// the next leader to adopt, ending their workers here.
+	e.start("gpu-drain", spec, 0)
 	e.start("gpu-close", spec, 0)
+	e.p.Stop("gpu-drain", 30*time.Second)
 	e.p.Close()
-	x = e.exit()
-	require.Equal(t, "gpu-close", x.ID)
-	e.gone("gpu-close")
+	ids := map[string]bool{e.exit().ID: true, e.exit().ID: true}
+	require.Equal(t, map[string]bool{"gpu-drain": true, "gpu-close": true}, ids)
+	e.gone("gpu-drain")
+	_, err := e.c.Client.CoreV1().Pods(e.ns).Get(t.Context(), "gpu-close", metav1.GetOptions{})
+	require.NoError(t, err, "left for the next leader")
 	select {
 	case x := <-e.exits:
 		t.Fatalf("a second exit: %+v", x)
@@ -288,6 +294,9 @@ func TestAdopt(t *testing.T) {
 	_, err = e.c.Client.CoreV1().Pods(e.ns).Get(t.Context(), "gpu-keep", metav1.GetOptions{})
 	require.NoError(t, err, "an adopted pod is not a leftover")
 
+	// Released (this replica no longer leads), the pod stays, and its end is no longer reported here.
+	require.True(t, other.Release("gpu-new"))
+	require.False(t, other.Release("gpu-new"))
 	require.NoError(t, e.c.Client.CoreV1().Pods(e.ns).Delete(t.Context(), "gpu-keep", metav1.DeleteOptions{}))
 	select {
 	case x := <-exits:
@@ -296,4 +305,40 @@ func TestAdopt(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the adopting run was not told of its worker's end")
 	}
+	_, err = e.c.Client.CoreV1().Pods(e.ns).Get(t.Context(), "gpu-new", metav1.GetOptions{})
+	require.NoError(t, err, "a released pod is left running")
+}
+
+// TestLongNames: ids that are not label values (a 64-character endpoint name) still make pods:
+// the labels are shortened with a hash, the annotations hold the ids, and Spool follows the pod.
+func TestLongNames(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ep := strings.Repeat("e", 63) + "_"
+	id := ep + "-0a1b2c3d4e5f"
+	require.NoError(t, e.p.Start(t.Context(), autoscale.WorkerSpec{Endpoint: ep, WorkerID: id, Spec: spool.WorkerSpec{Image: "x"}},
+		func(x autoscale.Exit) { e.exits <- x }))
+	list, err := e.c.Client.CoreV1().Pods(e.ns).List(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, list.Items, 1)
+	pod := list.Items[0]
+	require.Equal(t, id, pod.Annotations[kubernetes.LabelWorker])
+	require.Equal(t, ep, pod.Annotations[kubernetes.LabelEndpoint])
+	require.LessOrEqual(t, len(pod.Labels[kubernetes.LabelWorker]), 63)
+	require.LessOrEqual(t, len(pod.Name), 63)
+	e.kubelet(pod.Name, waiting("ImagePullBackOff", ""))
+	require.Equal(t, id, e.exit().ID)
+}
+
+// TestStuckDeletion: a pod whose deletion its node never confirms (a lost node) ends its worker
+// a minute past the deletion's deadline.
+func TestStuckDeletion(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &metav1.Time{Time: now}}}
+	status, err := kubernetes.PodState(pod, now.Add(59*time.Second))
+	require.NoError(t, err)
+	require.Equal(t, "stopping", status)
+	_, err = kubernetes.PodState(pod, now.Add(61*time.Second))
+	require.ErrorContains(t, err, "did not finish terminating")
 }

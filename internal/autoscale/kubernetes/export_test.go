@@ -1,0 +1,4 @@
+package kubernetes
+
+// PodState is podState, for tests of what a pod's state means.
+var PodState = podState
