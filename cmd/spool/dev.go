@@ -184,6 +184,7 @@ Spool dev is running at %[1]s (data in %[2]s)
 
   API key:   %[3]s
              (%[4]s)
+  Dashboard: %[1]s/ (sign in with the API key)
   Endpoints: echo, sleep, stream, fail, each served by in-process workers
 
 Try:

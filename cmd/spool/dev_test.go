@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -23,6 +24,18 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 	require.Regexp(t, `Spool dev is running at http://127\.0\.0\.1:\d+`, banner)
 	key := regexp.MustCompile(`API key:\s+(spool_\w+)`).FindStringSubmatch(banner)
 	require.NotNil(t, key, banner)
+
+	// The dashboard it names answers, and takes the key it prints.
+	dash := regexp.MustCompile(`Dashboard: (http://\S+/) \(sign in with the API key\)`).FindStringSubmatch(banner)
+	require.NotNil(t, dash, banner)
+	page, err := http.Get(dash[1])
+	require.NoError(t, err)
+	_ = page.Body.Close()
+	require.Equal(t, "text/html; charset=utf-8", page.Header.Get("Content-Type"))
+	signIn, err := http.Post(dash[1]+"ui/session", "application/json", strings.NewReader(`{"key":"`+key[1]+`"}`))
+	require.NoError(t, err)
+	_ = signIn.Body.Close()
+	require.Equal(t, http.StatusOK, signIn.StatusCode, "the printed key signs in")
 
 	var cmds []string
 	for _, line := range strings.Split(banner, "\n") {
