@@ -255,21 +255,26 @@ func (f *Fleet) touch(ctx context.Context, endpoint, worker string, now time.Tim
 	return nil
 }
 
+// coldStartEnded records that a's worker, of slot s, first asked for work at t (f.mu held).
+func (f *Fleet) coldStartEnded(a *activity, s *slot, t time.Time) {
+	a.firstTake = t
+	c := f.cold[s.endpoint]
+	d := max(t.Sub(s.startedAt), 0)
+	c.count++
+	c.last, c.total = d, c.total+d
+	f.cold[s.endpoint] = c
+	if f.cfg.OnColdStart != nil {
+		f.cfg.OnColdStart(s.endpoint, d)
+	}
+}
+
 // TakeRequested records a job-take request of a worker (before it waits for work): the first one
 // of a worker the autoscaler started ends its cold start, and asking for work again shows it is
 // done with the jobs it was told to stop.
 func (f *Fleet) TakeRequested(worker string) {
 	f.activity(worker, func(a *activity, s *slot, now time.Time) {
 		if a.firstTake.IsZero() && s != nil {
-			a.firstTake = now
-			c := f.cold[s.endpoint]
-			d := max(now.Sub(s.startedAt), 0)
-			c.count++
-			c.last, c.total = d, c.total+d
-			f.cold[s.endpoint] = c
-			if f.cfg.OnColdStart != nil {
-				f.cfg.OnColdStart(s.endpoint, d)
-			}
+			f.coldStartEnded(a, s, now)
 		}
 		for id, since := range a.mustStop {
 			if !since.After(now) {

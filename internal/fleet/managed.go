@@ -124,7 +124,7 @@ func (f *Fleet) Slots(ctx context.Context, endpoint string) ([]Slot, error) {
 	for _, r := range seen {
 		s := f.liveSlot(r.ID)
 		if a := f.acts[r.ID]; s != nil && a != nil && a.firstTake.IsZero() && !r.LastSeen.Before(s.startedAt) {
-			a.firstTake = r.LastSeen
+			f.coldStartEnded(a, s, r.LastSeen)
 		}
 	}
 	var out []Slot

@@ -255,12 +255,16 @@ async function endpointPage(name) {
   const status = h('select', {'data-testid': 'status-filter'},
     ['', 'IN_QUEUE', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT'].map((s) => h('option', {value: s}, s || 'All states')));
   const search = h('input', {placeholder: 'Job id', 'data-testid': 'job-search'});
-  let next = null;
+  let next = null, shownJobs = '', shownWorkers = '';
   const loadJobs = async (more) => {
     const q = new URLSearchParams({endpoint: name, limit: '50'});
     if (status.value) q.set('status', status.value);
     if (more && next) q.set('before', next);
     const res = await api('GET', '/api/jobs?' + q);
+    // Redraw only what changed: a live page must not move what the reader is about to click.
+    const seen = q + JSON.stringify(res);
+    if (!more && seen === shownJobs) return;
+    if (!more) shownJobs = seen;
     next = res.next || null;
     const rows = res.jobs.map((j) => [h('a', {href: '#/job/' + encodeURIComponent(j.id), class: 'mono'}, j.id), badge(j.status),
       fmtTime(j.createdAt), fmtMs(j.delayTime), fmtMs(j.executionTime), j.workerId || '–']);
@@ -272,6 +276,9 @@ async function endpointPage(name) {
   const moreBtn = h('button', {class: 'secondary', hidden: true, onclick: () => loadJobs(true)}, 'Older jobs');
   const loadWorkers = async () => {
     const res = await api('GET', '/api/workers?endpoint=' + encodeURIComponent(name));
+    const seen = JSON.stringify(res.workers.map((w) => ({...w, lastSeen: undefined, uptimeMs: undefined})));
+    if (seen === shownWorkers) return;
+    shownWorkers = seen;
     fill(workersBox, table(['Worker', 'State', 'Jobs', 'GPUs', 'Up', 'Why', 'Log tail'], workerRows(res.workers), 'No workers.'));
   };
   status.addEventListener('change', () => loadJobs(false));
