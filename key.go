@@ -91,3 +91,23 @@ func NewJobID(sync bool) string {
 	}
 	return id
 }
+
+// MaxJobIDLen bounds a job id Spool will look up. NewJobID makes 36 bytes (41 with "sync-"); the
+// slack keeps ids of another shape, should it change, from being ignored, while a ping of 1,024
+// ids still makes a small query.
+const MaxJobIDLen = 128
+
+// PlausibleJobID reports whether id could be a job id the server made: short, and of the URL-safe
+// alphabet that NewJobID uses (hex digits and '-', with letters to spare).
+func PlausibleJobID(id string) bool {
+	if id == "" || len(id) > MaxJobIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

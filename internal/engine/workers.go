@@ -62,7 +62,7 @@ func (e *Engine) Reconcile(ctx context.Context, p ReconcileParams) (movedOn []st
 	listed := make(map[string]bool, len(p.JobIDs))
 	ids := make([]string, 0, len(p.JobIDs))
 	for _, id := range p.JobIDs {
-		if !listed[id] && plausibleJobID(id) {
+		if !listed[id] && spool.PlausibleJobID(id) {
 			listed[id] = true
 			ids = append(ids, id)
 		}
@@ -117,26 +117,6 @@ func (e *Engine) Reconcile(ctx context.Context, p ReconcileParams) (movedOn []st
 	}
 	_, err = e.LoseJobs(ctx, forgotten, "its pings stopped listing the job", time.Time{})
 	return movedOn, err
-}
-
-// maxJobIDLen bounds the listed ids Reconcile looks up. spool.NewJobID makes 36 bytes (41 with
-// "sync-"); the slack keeps ids of another shape, should it change, from being ignored, while a
-// ping of 1,024 ids still makes a small query.
-const maxJobIDLen = 128
-
-// plausibleJobID reports whether id could be a job id the server made: short, and of the URL-safe
-// alphabet that spool.NewJobID uses (hex digits and '-', with letters to spare).
-func plausibleJobID(id string) bool {
-	if id == "" || len(id) > maxJobIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // LostJobs counts what became of the jobs of lost workers.

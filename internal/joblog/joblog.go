@@ -21,6 +21,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/spool-run/spool"
 	"github.com/spool-run/spool/internal/clock"
 )
 
@@ -210,24 +211,10 @@ func knownLevel(l string) bool {
 	return false
 }
 
-// plausibleID reports whether id could be a job id: short, of the URL-safe alphabet job ids use,
-// and with a digit (so that words such as "worker" in "INFO   | worker | started" are not ids).
+// plausibleID reports whether id could be a job id (spool.PlausibleJobID) and has a digit, so
+// that words such as "worker" in "INFO   | worker | started" are not taken for ids.
 func plausibleID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	digit := false
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case '0' <= c && c <= '9':
-			digit = true
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return digit
+	return spool.PlausibleJobID(id) && strings.ContainsAny(id, "0123456789")
 }
 
 // cut shortens s to at most n bytes without splitting a character, marking the cut.
