@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -74,6 +75,31 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(dir)
 		os.Exit(code)
 	}))
+}
+
+// eventually polls cond every 50 ms until it holds, failing the test with msg() once timeout
+// passed: for what real processes do in their own time (a worker's output reaching Spool, an
+// autoscaler's tick, the objects of an API server).
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, msg())
+		}
+		<-time.After(50 * time.Millisecond) // polls another process
+	}
+}
+
+// freeAddr is a loopback address nothing listens on, to name in a config before the server that
+// will listen there starts.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
 }
 
 // runThenStopK8s stops the shared Kubernetes API server once the tests ran, before goleak looks

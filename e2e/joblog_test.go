@@ -29,17 +29,12 @@ func TestJobLogs(t *testing.T) {
 		Dropped int
 	}
 	// The lines reach the index from the worker's pipes, which may lag behind its result.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, func() bool {
 		r = s.do(t, "GET", "/api/jobs/"+job.ID+"/logs", adminHeader(s), nil)
 		require.Equal(t, 200, r.Code, "%s", r)
 		require.NoError(t, json.Unmarshal(r.Body, &got))
-		if len(got.Entries) >= 5 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "not all lines indexed: %s", r)
-		<-time.After(20 * time.Millisecond) // polls a real process's output
-	}
+		return len(got.Entries) >= 5
+	}, func() string { return "not all lines indexed: " + r.String() })
 	require.Equal(t, job.ID, got.ID)
 	require.Zero(t, got.Dropped)
 	count := map[string]int{}

@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,10 +38,7 @@ current-context: test
 func startPodServer(t *testing.T, c *k8stest.Cluster, endpoints string) (*server, string, string) {
 	t.Helper()
 	ns := c.Namespace(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
+	addr := freeAddr(t)
 	s := startServer(t, serverOpts{Addr: addr, Config: fmt.Sprintf("workers:\n  kubernetes: {namespace: %s, kubeconfig: %s, serverURL: \"http://%s\", instance: e2e}\n",
 		ns, writeKubeconfig(t, c), addr) + endpoints})
 	return s, ns, addr
@@ -69,29 +65,25 @@ func TestKubernetesWorkers(t *testing.T) {
 
 	waitPod := func(not string) *corev1.Pod {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
+		var found *corev1.Pod
+		eventually(t, 60*time.Second, func() bool {
 			list, err := pods.List(t.Context(), metav1.ListOptions{LabelSelector: "run.spool/endpoint=gpu"})
 			require.NoError(t, err)
 			for i := range list.Items {
 				if p := &list.Items[i]; p.Name != not && p.DeletionTimestamp == nil {
-					return p
+					found = p
 				}
 			}
-			require.True(t, time.Now().Before(deadline), "no pod for the endpoint")
-			<-time.After(50 * time.Millisecond) // polls the API server for the autoscaler's pod
-		}
+			return found != nil
+		}, func() string { return "no pod for the endpoint" })
+		return found
 	}
 	podGone := func(name string) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			if _, err := pods.Get(t.Context(), name, metav1.GetOptions{}); err != nil {
-				return
-			}
-			require.True(t, time.Now().Before(deadline), "pod %s still there", name)
-			<-time.After(50 * time.Millisecond) // polls the API server
-		}
+		eventually(t, 60*time.Second, func() bool {
+			_, err := pods.Get(t.Context(), name, metav1.GetOptions{})
+			return err != nil
+		}, func() string { return "pod " + name + " still there" })
 	}
 	running := func(p *corev1.Pod) {
 		t.Helper()
@@ -175,15 +167,10 @@ func TestKubernetesWorkers(t *testing.T) {
 			Message: `Back-off pulling image "ghcr.io/me/worker:1"`}}}}
 	_, err = pods.UpdateStatus(t.Context(), p2, metav1.UpdateOptions{})
 	require.NoError(t, err)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	eventually(t, 60*time.Second, func() bool {
 		r = s.do(t, "GET", "/api/workers?endpoint=gpu", adminHeader(s), nil)
-		if strings.Contains(string(r.Body), `"state":"unhealthy"`) {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no unhealthy worker: %s", r)
-		<-time.After(50 * time.Millisecond) // polls the autoscaler's reaction
-	}
+		return strings.Contains(string(r.Body), `"state":"unhealthy"`)
+	}, func() string { return "no unhealthy worker: " + r.String() })
 	require.Contains(t, string(r.Body), "ImagePullBackOff")
 	require.Equal(t, "workers_unhealthy", jobField(j2, "waitReason"))
 	podGone(p2.Name)
@@ -208,11 +195,7 @@ func TestKubernetesRestartAdopts(t *testing.T) {
 		return l.Items
 	}
 	job := submit(t, s, "gpu", `{"input":{}}`)
-	deadline := time.Now().Add(60 * time.Second)
-	for len(list()) == 0 {
-		require.True(t, time.Now().Before(deadline), "no pod")
-		<-time.After(50 * time.Millisecond) // polls the API server for the autoscaler's pod
-	}
+	eventually(t, 60*time.Second, func() bool { return len(list()) > 0 }, func() string { return "no pod" })
 	p := list()[0]
 	env := map[string]string{}
 	for _, e := range p.Spec.Containers[0].Env {
@@ -227,15 +210,10 @@ func TestKubernetesRestartAdopts(t *testing.T) {
 	s = s.Restart(t)
 	_, err = s.stderr.waitFor(regexp.MustCompile(`msg="worker adopted" endpoint=gpu worker=`+regexp.QuoteMeta(id)), 60*time.Second, s.exited)
 	require.NoError(t, err, "the new run adopts the pod")
-	deadline = time.Now().Add(60 * time.Second)
-	for {
+	eventually(t, 60*time.Second, func() bool {
 		r = s.do(t, "GET", "/api/workers?endpoint=gpu", adminHeader(s), nil)
-		if strings.Contains(string(r.Body), `"id":"`+id+`"`) {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "the pod's worker is not the new run's: %s", r)
-		<-time.After(50 * time.Millisecond) // polls the new run's first ticks
-	}
+		return strings.Contains(string(r.Body), `"id":"`+id+`"`)
+	}, func() string { return "the pod's worker is not the new run's: " + r.String() })
 	require.Len(t, list(), 1, "no second pod beside the adopted one")
 
 	done := strings.ReplaceAll(strings.ReplaceAll(env["RUNPOD_WEBHOOK_POST_OUTPUT"], "$RUNPOD_POD_ID", id), "$ID", job)
@@ -243,11 +221,7 @@ func TestKubernetesRestartAdopts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 200, r.Code, "the worker's token works on the new run: %s", r)
 	require.Equal(t, "COMPLETED", jobStatus(t, s, job))
-	deadline = time.Now().Add(60 * time.Second)
-	for len(list()) > 0 {
-		require.True(t, time.Now().Before(deadline), "the adopted pod was not scaled in")
-		<-time.After(50 * time.Millisecond) // polls for the scale-in after idleTimeout
-	}
+	eventually(t, 60*time.Second, func() bool { return len(list()) == 0 }, func() string { return "the adopted pod was not scaled in" })
 }
 
 // TestKubernetesScalesOutAndIn: queued jobs make as many pods as the scaler wants (0 → 3), and
@@ -273,11 +247,8 @@ endpoints:
 	}
 	waitCount := func(n int) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for count() != n {
-			require.True(t, time.Now().Before(deadline), "%d pods, want %d", count(), n)
-			<-time.After(50 * time.Millisecond) // polls the API server for the autoscaler's work
-		}
+		eventually(t, 60*time.Second, func() bool { return count() == n },
+			func() string { return fmt.Sprintf("%d pods, want %d", count(), n) })
 	}
 	require.Zero(t, count())
 	for range 4 {
